@@ -1,0 +1,55 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dtfleet/dtfleet/internal/config"
+)
+
+// configFlags are the configuration flags every command that reads the configuration shares:
+// -c/--config FILE and --definitions FILE.
+type configFlags struct {
+	cmd         *cobra.Command
+	path        string
+	definitions string
+}
+
+// addConfigFlags registers -c/--config (required) and --definitions on cmd and returns their
+// values, to be read with load once the command runs.
+func addConfigFlags(cmd *cobra.Command) *configFlags {
+	f := &configFlags{cmd: cmd}
+	cmd.Flags().StringVarP(&f.path, "config", "c", "", "configuration file (YAML, in the shape of Devo's collector config)")
+	cmd.Flags().StringVar(&f.definitions, "definitions", "", "service definitions file replacing the embedded one (collector_definitions shape)")
+	_ = cmd.MarkFlagRequired("config") // only fails for an unknown flag name
+	return f
+}
+
+// load reads and validates the configuration named by the flags.
+func (f *configFlags) load() (*config.Config, error) {
+	return loadConfig(f.cmd, f.path, f.definitions)
+}
+
+// loadConfig reads and validates the configuration file at path, with the definitions file defs
+// ("" for the embedded definitions). On invalid input the error lists every problem, one per
+// line, under a first line naming the file; it wraps the config.Errors.
+func loadConfig(cmd *cobra.Command, path, defs string) (*config.Config, error) {
+	if path == "" {
+		return nil, fmt.Errorf("%s: no configuration file; pass -c FILE", cmd.CommandPath())
+	}
+	cfg, err := config.Load(path, config.LoadOptions{DefinitionsPath: defs})
+	if err != nil {
+		var es config.Errors
+		if errors.As(err, &es) {
+			noun := "problems"
+			if len(es) == 1 {
+				noun = "problem"
+			}
+			return nil, fmt.Errorf("invalid configuration %s (%d %s):\n%w", path, len(es), noun, err)
+		}
+		return nil, err
+	}
+	return cfg, nil
+}

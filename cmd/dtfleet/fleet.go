@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dtfleet/dtfleet/coordinator"
+	"github.com/dtfleet/dtfleet/internal/bus"
+	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/proto"
+	"github.com/dtfleet/dtfleet/shipper"
+	"github.com/dtfleet/dtfleet/shipper/devo"
+	"github.com/dtfleet/dtfleet/worker"
+)
+
+// roles says which fleet roles a process runs.
+type roles struct{ coordinator, worker, shipper bool }
+
+var allRoles = roles{true, true, true}
+
+// fleetOptions are the knobs of runFleet beyond the config file (tests, demo, bench).
+type fleetOptions struct {
+	listen      string                // embedded server listener override
+	onBus       func(b *bus.Bus)      // called once the bus is provisioned
+	onDelivered func(proto.Done, int) // shipper hook
+	fetchers    map[string]worker.Fetcher
+	outputs     []devo.Output // replaces the configured outputs
+	tick        time.Duration
+	ackWait     time.Duration
+	skipCheck   bool
+	id          string
+}
+
+// connectBus connects to the configured bus. Role commands (coordinator, worker, shipper) with no
+// nats.url join the embedded server of a `dtfleet run` on this host through its listener.
+func connectBus(ctx context.Context, cfg *config.Config, r roles, o fleetOptions, logger *slog.Logger) (*bus.Bus, error) {
+	nc := cfg.NATS
+	if nc.URL == "" && r != allRoles {
+		if nc.Listen == "none" {
+			return nil, errors.New("a single role needs nats.url, or the embedded server's nats.listen of a running `dtfleet run`")
+		}
+		listen := nc.Listen
+		if listen == "" {
+			listen = "127.0.0.1:4222"
+		}
+		nc.URL = "nats://" + listen
+	}
+	b, err := bus.Connect(ctx, nc, bus.Options{Name: "dtfleet", Logger: logger, ListenOverride: o.listen})
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Provision(ctx, settings(cfg)); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func settings(cfg *config.Config) bus.Settings {
+	return bus.Settings{
+		LeaseTTL:  time.Duration(max(cfg.Coordinator.LeaseTTLInSeconds, cfg.Shipper.LeaseTTLInSeconds, 1)) * time.Second,
+		DedupeTTL: time.Duration(max(cfg.Shipper.DedupeTTLInHours, 1)) * time.Hour,
+	}
+}
+
+// buildOutputs opens every enabled output. An output that cannot be opened (a certificate that
+// does not match its key, say) stops the process before anything moves.
+func buildOutputs(cfg *config.Config, logger *slog.Logger) ([]devo.Output, error) {
+	var outs []devo.Output
+	for _, name := range cfg.EnabledOutputs() {
+		o, err := devo.NewOutput(name, cfg.Outputs[name], devo.Options{
+			Logger:      logger.With("output", name),
+			StatsPeriod: time.Duration(cfg.Shipper.SenderStatsPeriodInSeconds) * time.Second,
+		})
+		if err != nil {
+			for _, o := range outs {
+				_ = o.Close()
+			}
+			return nil, fmt.Errorf("opening output %s: %w", name, err)
+		}
+		outs = append(outs, o)
+	}
+	return outs, nil
+}
+
+// runFleet runs the given roles until ctx ends, then shuts them down in order (workers drain
+// their in-flight slots, the shipper stops after its current batch) and closes the bus.
+func runFleet(ctx context.Context, cfg *config.Config, r roles, o fleetOptions, logger *slog.Logger) error {
+	b, err := connectBus(ctx, cfg, r, o, logger)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if b.Embedded() {
+		logger.Info("embedded NATS ready", "client_url", b.ClientURL)
+	}
+	if o.onBus != nil {
+		o.onBus(b)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	if r.worker {
+		w, err := worker.New(gctx, b, cfg, worker.Options{Logger: logger, Fetchers: o.fetchers, AckWait: o.ackWait, ID: o.id})
+		if err != nil {
+			return err
+		}
+		if !o.skipCheck {
+			if err := w.CheckInputs(gctx); err != nil {
+				return err
+			}
+		}
+		g.Go(func() error { return w.Run(gctx) })
+	}
+	if r.shipper {
+		outs := o.outputs
+		if outs == nil {
+			if outs, err = buildOutputs(cfg, logger); err != nil {
+				return err
+			}
+			defer func() {
+				for _, o := range outs {
+					_ = o.Close()
+				}
+			}()
+		}
+		for _, out := range outs {
+			if rn, ok := out.(devo.Runner); ok {
+				g.Go(func() error { return rn.Run(gctx) })
+			}
+		}
+		s, err := shipper.New(b, cfg, shipper.Options{Logger: logger, Outputs: outs, OnDelivered: o.onDelivered, ID: o.id})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return s.Run(gctx) })
+	}
+	if r.coordinator {
+		c, err := coordinator.New(gctx, b, b.JS, cfg, coordinator.Options{Logger: logger, Tick: o.tick, ID: o.id})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return c.Run(gctx) })
+	}
+	return g.Wait()
+}
+
+// connectClient connects a short-lived command (replay, status) to the bus: nats.url when set;
+// otherwise the embedded server of a running `dtfleet run` through its listener, or, when none is
+// running, the embedded store itself (without a listener).
+func connectClient(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*bus.Bus, error) {
+	if cfg.NATS.URL != "" || cfg.NATS.Listen == "none" {
+		return connectBus(ctx, cfg, allRoles, fleetOptions{listen: "none"}, logger)
+	}
+	b, err := connectBus(ctx, cfg, roles{}, fleetOptions{}, logger)
+	if err == nil {
+		return b, nil
+	}
+	logger.Debug("no running fleet on the embedded listener; opening the store directly", "err", err)
+	return connectBus(ctx, cfg, allRoles, fleetOptions{listen: "none"}, logger)
+}

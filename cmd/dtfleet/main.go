@@ -1,0 +1,90 @@
+// Command dtfleet moves every event a Darktrace RESPOND appliance produces into Devo, as a fleet of
+// small roles (coordinator, workers, shipper) over NATS JetStream. One binary runs every role, with
+// an embedded NATS server by default.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// exitError carries a process exit status through cobra without printing twice.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// globalFlags are shared by every subcommand.
+type globalFlags struct {
+	logLevel  string
+	logFormat string
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run executes the CLI and returns the process exit status.
+func run(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCmd()
+	root.SetArgs(args)
+	if err := root.ExecuteContext(ctx); err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			if ee.err != nil && ee.err.Error() != "" {
+				fmt.Fprintln(os.Stderr, "dtfleet:", ee.err)
+			}
+			return ee.code
+		}
+		fmt.Fprintln(os.Stderr, "dtfleet:", err)
+		return 1
+	}
+	return 0
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:           "dtfleet",
+		Short:         "Collect Darktrace RESPOND events into Devo with a NATS JetStream fleet",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	// Subcommands, one constructor each; keep this list sorted.
+	root.AddCommand(
+		newValidateCmd(g),
+	)
+	return root
+}
+
+// logger builds the process logger from the global flags; logs go to stderr so that commands
+// that print data (fetch, console output) keep stdout clean.
+func (g *globalFlags) logger() (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, fmt.Errorf("parsing --log-level %q: %w", g.logLevel, err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch g.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format must be text or json, not %q", g.logFormat)
+	}
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+)
+
+func newRunCmd(g *globalFlags) *cobra.Command {
+	var cf *configFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the whole fleet in one process (embedded NATS unless nats.url is set)",
+		Long: `run starts every role — coordinator, workers and shipper — in one process. With no nats.url
+it starts an embedded NATS server with JetStream on nats.store_dir, listening on nats.listen so that
+more workers (dtfleet worker) or a status query (dtfleet status) can join from this host.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg, err := cf.load()
+			if err != nil {
+				return err
+			}
+			return runFleet(cmd.Context(), cfg, allRoles, fleetOptions{}, logger)
+		},
+	}
+	cf = addConfigFlags(cmd)
+	return cmd
+}
+
+// newRoleCmd builds the single-role commands: coordinator, worker, shipper.
+func newRoleCmd(g *globalFlags, name, short string, r roles) *cobra.Command {
+	var cf *configFlags
+	cmd := &cobra.Command{
+		Use:   name,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg, err := cf.load()
+			if err != nil {
+				return err
+			}
+			return runFleet(cmd.Context(), cfg, r, fleetOptions{}, logger.With("process", name))
+		},
+	}
+	cf = addConfigFlags(cmd)
+	return cmd
+}
+
+func newCoordinatorCmd(g *globalFlags) *cobra.Command {
+	return newRoleCmd(g, "coordinator", "Run the coordinator role against nats.url (standby while another leads)", roles{coordinator: true})
+}
+
+func newWorkerCmd(g *globalFlags) *cobra.Command {
+	return newRoleCmd(g, "worker", "Run a worker against nats.url (any number, any host)", roles{worker: true})
+}
+
+func newShipperCmd(g *globalFlags) *cobra.Command {
+	return newRoleCmd(g, "shipper", "Run the shipper role against nats.url (standby per lane while another delivers)", roles{shipper: true})
+}

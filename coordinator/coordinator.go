@@ -1,0 +1,310 @@
+// Package coordinator plans time slots. One coordinator is active per deployment (a lease in KV);
+// for each input and windowed service it plans slots from the plan cursor to now minus a safety
+// lag, in steps of the service's window, and for each snapshot service one slot per period. It
+// publishes slots as work items for the workers and moves the plan cursor with the two-step
+// protocol described on planStore.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/lease"
+	"github.com/dtfleet/dtfleet/proto"
+)
+
+// Options configure a Coordinator.
+type Options struct {
+	Logger *slog.Logger
+	Now    func() time.Time
+	// ID names this coordinator in its lease (default: a random name).
+	ID string
+	// Tick is how often lanes are checked (default 1s, never more than the shortest period).
+	Tick time.Duration
+	// MaxSlotsPerStep bounds one reservation (default 512), so a plan checkpoint stays small.
+	MaxSlotsPerStep int
+}
+
+// Coordinator plans every lane of a configuration while it holds the coordinator lease.
+type Coordinator struct {
+	lanes     []config.Lane
+	plans     *planStore
+	delivered jetstream.KeyValue
+	dedupe    jetstream.KeyValue
+	lease     *lease.Lease
+	logger    *slog.Logger
+	now       func() time.Time
+	tick      time.Duration
+	lag       time.Duration
+	maxAhead  uint64
+	perStep   int
+	started   map[string]bool
+}
+
+// Bus is what the coordinator needs from the bus: KV buckets and a publisher.
+type Bus interface {
+	KV(ctx context.Context, bucket string) (jetstream.KeyValue, error)
+}
+
+// New builds a coordinator for cfg's lanes.
+func New(ctx context.Context, b Bus, pub Publisher, cfg *config.Config, opts Options) (*Coordinator, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("role", "coordinator")
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	plan, err := b.KV(ctx, proto.BucketPlan)
+	if err != nil {
+		return nil, err
+	}
+	delivered, err := b.KV(ctx, proto.BucketDelivered)
+	if err != nil {
+		return nil, err
+	}
+	dedupe, err := b.KV(ctx, proto.BucketDedupe)
+	if err != nil {
+		return nil, err
+	}
+	leases, err := b.KV(ctx, proto.BucketLeases)
+	if err != nil {
+		return nil, err
+	}
+	id := opts.ID
+	if id == "" {
+		id = randomID("coordinator")
+	}
+	c := &Coordinator{
+		lanes:     cfg.Lanes(),
+		plans:     &planStore{kv: plan, pub: pub, now: now, logger: logger},
+		delivered: delivered,
+		dedupe:    dedupe,
+		lease:     lease.New(leases, proto.LeaseCoordinator, id, time.Duration(max(cfg.Coordinator.LeaseTTLInSeconds, 1))*time.Second, logger),
+		logger:    logger,
+		now:       now,
+		tick:      opts.Tick,
+		lag:       time.Duration(cfg.Coordinator.SafetyLagInSeconds) * time.Second,
+		maxAhead:  uint64(max(cfg.Coordinator.MaxSlotsAhead, 1)),
+		perStep:   opts.MaxSlotsPerStep,
+		started:   map[string]bool{},
+	}
+	if c.tick <= 0 {
+		c.tick = time.Second
+	}
+	if c.perStep <= 0 {
+		c.perStep = 512
+	}
+	for _, ln := range c.lanes {
+		if ln.Svc.Period > 0 && ln.Svc.Period < c.tick {
+			c.tick = ln.Svc.Period
+		}
+	}
+	return c, nil
+}
+
+// Run plans until ctx ends: standby while another coordinator holds the lease, leader otherwise.
+func (c *Coordinator) Run(ctx context.Context) error {
+	return lease.Hold(ctx, c.lease, func() {
+		c.logger.Info("coordinator lease acquired; planning", "lanes", len(c.lanes))
+	}, c.lead)
+}
+
+func (c *Coordinator) lead(ctx context.Context) error {
+	t := time.NewTicker(c.tick)
+	defer t.Stop()
+	for {
+		for _, ln := range c.lanes {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !c.lease.Valid() {
+				break
+			}
+			if err := c.PlanLane(ctx, ln); err != nil && ctx.Err() == nil {
+				c.logger.Warn("planning failed; retrying next tick", "input", ln.Input, "service", ln.Service, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// PlanLane brings one lane's plan up to date: it republishes leftover reservations, resets the
+// lane when its start time or persistence version changed, and plans every slot that is due,
+// within the lane's backlog limit.
+func (c *Coordinator) PlanLane(ctx context.Context, ln config.Lane) error {
+	key := proto.LaneKey(ln.Input, ln.Service)
+	for guard := 0; guard < 1000; guard++ {
+		now := c.now()
+		st, rev, err := c.plans.get(ctx, key)
+		if err != nil {
+			return err
+		}
+		if st == nil {
+			st = initialPlan(ln, now)
+			if _, err := c.plans.put(ctx, key, st, 0); err != nil && !errors.Is(err, errConflict) {
+				return err
+			}
+			continue
+		}
+		if !c.started[key] {
+			c.started[key] = true
+			c.logger.Info(fmt.Sprintf("Starting data collection every %d seconds", int(ln.Svc.Period/time.Second)), "input", ln.Input, "service", ln.Service)
+		}
+		if len(st.Pending) > 0 {
+			pending := append([]proto.WorkItem(nil), st.Pending...)
+			if err := c.plans.publish(ctx, pending); err != nil {
+				return err
+			}
+			if err := c.plans.confirm(ctx, key, pending); err != nil {
+				return err
+			}
+			continue
+		}
+		if reset := c.resetIfChanged(ln, st, now); reset {
+			if _, err := c.plans.put(ctx, key, st, rev); err != nil {
+				if errors.Is(err, errConflict) {
+					continue
+				}
+				return err
+			}
+			c.purgeDedupe(ctx, ln, st.Epoch-1)
+			continue
+		}
+		room, err := c.room(ctx, key, st)
+		if err != nil {
+			return err
+		}
+		items := c.due(ln, st, now, min(room, c.perStep))
+		if len(items) == 0 {
+			return nil
+		}
+		st.Pending = items
+		if _, err := c.plans.put(ctx, key, st, rev); err != nil {
+			if errors.Is(err, errConflict) {
+				continue
+			}
+			return err
+		}
+		c.logger.Info(fmt.Sprintf("Total number of time slots to be processed: %d", len(items)),
+			"input", ln.Input, "service", ln.Service,
+			"first_seq", items[0].Seq, "from", fmtMS(items[0].Start), "to", fmtMS(items[len(items)-1].End))
+		if err := c.plans.publish(ctx, items); err != nil {
+			return err
+		}
+		if err := c.plans.confirm(ctx, key, items); err != nil {
+			return err
+		}
+		if len(items) < c.perStep {
+			return nil
+		}
+	}
+	return fmt.Errorf("planning %s: too many concurrent updates", key)
+}
+
+// resetIfChanged applies a changed start_time_in_utc_format or persistence_version: the lane
+// starts over from the new start time in a new epoch (new slot IDs, dedupe keys of the old epoch
+// no longer consulted). Sequence numbers continue, so the shipper's order has no hole.
+func (c *Coordinator) resetIfChanged(ln config.Lane, st *proto.Plan, now time.Time) bool {
+	switch {
+	case st.StartConfig != ln.Svc.StartTimeInUTCFormat:
+		c.logger.Info(fmt.Sprintf(`The configuration property "start_time" is having a different value from previous collector executions so the persisted values will be removed. The new "start_time" value will be used as starting point, previous_value: "%s", new_value: "%s"`,
+			st.StartConfig, ln.Svc.StartTimeInUTCFormat), "input", ln.Input, "service", ln.Service)
+	case st.PersistenceVersion != ln.Svc.PersistenceVersion:
+		c.logger.Info(fmt.Sprintf(`The configuration property "persistence_version" is having a different value from previous collector executions so the persisted values will be removed. previous_value: "%d", new_value: "%d"`,
+			st.PersistenceVersion, ln.Svc.PersistenceVersion), "input", ln.Input, "service", ln.Service)
+	default:
+		return false
+	}
+	st.StartConfig = ln.Svc.StartTimeInUTCFormat
+	st.PersistenceVersion = ln.Svc.PersistenceVersion
+	st.Epoch++
+	st.Cursor = startCursor(ln, now)
+	return true
+}
+
+// purgeDedupe removes the dedupe records of an old epoch. It is housekeeping: shippers only
+// consult the current epoch's records, and the bucket's TTL would remove them anyway.
+func (c *Coordinator) purgeDedupe(ctx context.Context, ln config.Lane, epoch uint64) {
+	lister, err := c.dedupe.ListKeysFiltered(ctx, proto.DedupeFilter(ln.Input, ln.Service, epoch))
+	if err != nil {
+		c.logger.Debug("listing old dedupe records", "err", err)
+		return
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		if err := c.dedupe.Purge(ctx, k); err != nil {
+			c.logger.Debug("purging old dedupe record", "key", k, "err", err)
+		}
+	}
+}
+
+// room is how many more slots the lane may plan before its undelivered backlog reaches the
+// limit. Bounding the backlog keeps the results stream, and the shipper's markers, bounded.
+func (c *Coordinator) room(ctx context.Context, key string, st *proto.Plan) (int, error) {
+	var deliveredSeq uint64
+	e, err := c.delivered.Get(ctx, key)
+	switch {
+	case err == nil:
+		var d proto.Delivery
+		if err := proto.Decode(e.Value(), &d); err != nil {
+			return 0, fmt.Errorf("reading delivery checkpoint %s: %w", key, err)
+		}
+		deliveredSeq = d.Seq
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	default:
+		return 0, fmt.Errorf("reading delivery checkpoint %s: %w", key, err)
+	}
+	planned := st.NextSeq - 1
+	if planned-deliveredSeq >= c.maxAhead {
+		return 0, nil
+	}
+	return int(c.maxAhead - (planned - deliveredSeq)), nil
+}
+
+// due returns up to n slots that are due now, advancing st's cursor and NextSeq.
+func (c *Coordinator) due(ln config.Lane, st *proto.Plan, now time.Time, n int) []proto.WorkItem {
+	if n <= 0 {
+		return nil
+	}
+	lane := fmt.Sprintf("e%d", st.Epoch)
+	var items []proto.WorkItem
+	if ln.Svc.Snapshot {
+		period := max(ln.Svc.Period, time.Second).Milliseconds()
+		bucket := now.UnixMilli() / period * period
+		if st.Cursor < bucket {
+			items = append(items, newItem(ln, st, bucket, bucket+period, lane, now))
+			st.Cursor = bucket
+		}
+		return items
+	}
+	window := ln.Svc.Window.Milliseconds()
+	horizon := now.Add(-c.lag).UnixMilli()
+	for len(items) < n && st.Cursor+window <= horizon {
+		items = append(items, newItem(ln, st, st.Cursor, st.Cursor+window, lane, now))
+		st.Cursor += window
+	}
+	// Caught up: a partial window once a request period has passed keeps live data fresh.
+	if len(items) < n && horizon-st.Cursor >= max(ln.Svc.Period.Milliseconds(), 1000) {
+		items = append(items, newItem(ln, st, st.Cursor, horizon, lane, now))
+		st.Cursor = horizon
+	}
+	return items
+}
+
+func fmtMS(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }

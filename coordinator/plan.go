@@ -1,0 +1,184 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/proto"
+)
+
+// Publisher is the part of JetStream the planner needs: asynchronous publishing whose futures
+// resolve when the stream stored the message.
+type Publisher interface {
+	PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+}
+
+// planStore reads and writes plan checkpoints and publishes reserved slots. The coordinator and
+// the replay command share it, so both obey the same two-step protocol:
+//
+//  1. reserve: a revision-checked Update stores the new slots in Plan.Pending together with the
+//     advanced NextSeq and Cursor;
+//  2. publish: every pending slot is published with its SlotID as Nats-Msg-Id and awaited;
+//  3. confirm: a revision-checked Update removes exactly the published slots from Pending.
+//
+// A crash after 1 leaves the slots pending; whoever plans the lane next republishes them under
+// the same IDs, so JetStream's duplicate window drops a copy that did get stored. The cursor never
+// moves without its slots being stored first, so nothing is lost and nothing is planned twice
+// under another ID.
+type planStore struct {
+	kv     jetstream.KeyValue
+	pub    Publisher
+	now    func() time.Time
+	logger *slog.Logger
+}
+
+// errConflict means another writer updated the checkpoint first; the caller re-reads and retries.
+var errConflict = errors.New("plan checkpoint changed concurrently")
+
+func (p *planStore) get(ctx context.Context, key string) (*proto.Plan, uint64, error) {
+	e, err := p.kv.Get(ctx, key)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, 0, nil
+		}
+		return nil, 0, fmt.Errorf("reading plan checkpoint %s: %w", key, err)
+	}
+	var st proto.Plan
+	if err := proto.Decode(e.Value(), &st); err != nil {
+		return nil, 0, fmt.Errorf("reading plan checkpoint %s: %w", key, err)
+	}
+	return &st, e.Revision(), nil
+}
+
+// put writes st with a revision check (rev 0: create).
+func (p *planStore) put(ctx context.Context, key string, st *proto.Plan, rev uint64) (uint64, error) {
+	st.V = proto.SchemaVersion
+	st.UpdatedAt = p.now().UnixMilli()
+	data, err := proto.Encode(st)
+	if err != nil {
+		return 0, fmt.Errorf("encoding plan checkpoint %s: %w", key, err)
+	}
+	var nrev uint64
+	if rev == 0 {
+		nrev, err = p.kv.Create(ctx, key, data)
+	} else {
+		nrev, err = p.kv.Update(ctx, key, data, rev)
+	}
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return 0, errConflict
+		}
+		return 0, fmt.Errorf("writing plan checkpoint %s: %w", key, err)
+	}
+	return nrev, nil
+}
+
+// publish publishes items and waits until JetStream stored each one (or reported it a duplicate).
+func (p *planStore) publish(ctx context.Context, items []proto.WorkItem) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(items))
+	for i := range items {
+		data, err := proto.Encode(&items[i])
+		if err != nil {
+			return fmt.Errorf("encoding work item %s: %w", items[i].SlotID, err)
+		}
+		msg := &nats.Msg{Subject: proto.WorkSubject(items[i].Input, items[i].Service), Data: data, Header: nats.Header{}}
+		f, err := p.pub.PublishMsgAsync(msg, jetstream.WithMsgID(items[i].SlotID))
+		if err != nil {
+			return fmt.Errorf("publishing slot %d of %s.%s: %w", items[i].Seq, items[i].Input, items[i].Service, err)
+		}
+		futures = append(futures, f)
+	}
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publishing slot %d of %s.%s: %w", items[i].Seq, items[i].Input, items[i].Service, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// confirm removes the published items from the lane's pending list.
+func (p *planStore) confirm(ctx context.Context, key string, items []proto.WorkItem) error {
+	done := make(map[string]bool, len(items))
+	for _, it := range items {
+		done[it.SlotID] = true
+	}
+	for {
+		st, rev, err := p.get(ctx, key)
+		if err != nil {
+			return err
+		}
+		if st == nil {
+			return fmt.Errorf("confirming slots of %s: plan checkpoint vanished", key)
+		}
+		kept := st.Pending[:0:0]
+		for _, it := range st.Pending {
+			if !done[it.SlotID] {
+				kept = append(kept, it)
+			}
+		}
+		if len(kept) == len(st.Pending) {
+			return nil
+		}
+		st.Pending = kept
+		if _, err := p.put(ctx, key, st, rev); err != nil {
+			if errors.Is(err, errConflict) {
+				continue
+			}
+			return err
+		}
+		return nil
+	}
+}
+
+// newItem builds the work item of one slot.
+func newItem(ln config.Lane, st *proto.Plan, start, end int64, lane string, now time.Time) proto.WorkItem {
+	it := proto.WorkItem{
+		V:                  proto.SchemaVersion,
+		Input:              ln.Input,
+		Service:            ln.Service,
+		Seq:                st.NextSeq,
+		Start:              start,
+		End:                end,
+		PersistenceVersion: st.PersistenceVersion,
+		Epoch:              st.Epoch,
+		PlannedAt:          now.UnixMilli(),
+	}
+	it.SlotID = proto.SlotID(ln.Input, ln.Service, start, end, st.PersistenceVersion, lane)
+	st.NextSeq++
+	return it
+}
+
+// initialPlan is a lane's first checkpoint: it starts at start_time_in_utc_format, or one window
+// before now (windowed) / at the next period (snapshots) when no start time is configured.
+func initialPlan(ln config.Lane, now time.Time) *proto.Plan {
+	st := &proto.Plan{
+		V:                  proto.SchemaVersion,
+		NextSeq:            1,
+		StartConfig:        ln.Svc.StartTimeInUTCFormat,
+		PersistenceVersion: ln.Svc.PersistenceVersion,
+		Epoch:              1,
+	}
+	st.Cursor = startCursor(ln, now)
+	return st
+}
+
+func startCursor(ln config.Lane, now time.Time) int64 {
+	if ln.Svc.Snapshot {
+		return 0
+	}
+	if !ln.Svc.StartTime.IsZero() {
+		return ln.Svc.StartTime.UnixMilli()
+	}
+	return now.Add(-ln.Svc.Window).Truncate(time.Minute).UnixMilli()
+}

@@ -1,0 +1,308 @@
+// Package bus connects dtfleet to NATS JetStream: to an embedded nats-server on a local data
+// directory when no URL is configured, or to an external cluster otherwise. Both modes return the
+// same *Bus and then share every line of code (DESIGN.md guarantee 6). Provision creates or
+// updates the streams and KV buckets idempotently.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/proto"
+)
+
+// Bus is a connection to JetStream, with the embedded server it started, if any.
+type Bus struct {
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	srv    *server.Server
+	logger *slog.Logger
+	// ClientURL is the URL other processes can use to reach this bus ("" when the embedded
+	// server does not listen).
+	ClientURL string
+	Replicas  int
+}
+
+// Options tune Connect beyond the config file.
+type Options struct {
+	Name   string // client connection name
+	Logger *slog.Logger
+	// ListenOverride replaces cfg.Listen for the embedded server ("none" disables the listener,
+	// "127.0.0.1:-1" picks a free port); tests and the demo use it.
+	ListenOverride string
+}
+
+// Connect starts the embedded server (cfg.URL empty) or connects to cfg.URL.
+//
+// The embedded server's file store is opened with SyncAlways: every write is fsynced before
+// JetStream acknowledges it. nats-server's default syncs on a two-minute timer, so an
+// acknowledged work item, result or checkpoint could vanish with the host; dtfleet's checkpoints
+// move on those acknowledgements (DESIGN.md "Durability of the embedded server"), so losing them
+// would lose events. The cost is an fsync per write, which the batching of results and
+// checkpoints keeps low.
+func Connect(ctx context.Context, cfg config.NATS, opts Options) (*Bus, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	b := &Bus{logger: logger, Replicas: max(cfg.Replicas, 1)}
+	nopts := []nats.Option{
+		nats.Name(opts.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+	}
+	addr := cfg.URL
+	if addr == "" {
+		srv, err := startEmbedded(cfg, opts.ListenOverride, logger)
+		if err != nil {
+			return nil, err
+		}
+		b.srv = srv
+		b.Replicas = 1
+		if srv.Addr() != nil {
+			b.ClientURL = srv.ClientURL()
+		}
+		nopts = append(nopts, nats.InProcessServer(srv))
+		addr = srv.ClientURL()
+	} else {
+		auth, err := authOptions(cfg)
+		if err != nil {
+			return nil, err
+		}
+		nopts = append(nopts, auth...)
+		b.ClientURL = addr
+	}
+	nc, err := nats.Connect(addr, nopts...)
+	if err != nil {
+		b.shutdownServer()
+		return nil, fmt.Errorf("connecting to NATS %s: %w", redactURL(addr), err)
+	}
+	b.NC = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("opening JetStream: %w", err)
+	}
+	b.JS = js
+	return b, nil
+}
+
+func startEmbedded(cfg config.NATS, listenOverride string, logger *slog.Logger) (*server.Server, error) {
+	dir := cfg.StoreDir
+	if dir == "" {
+		dir = "./data"
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("creating nats.store_dir %s: %w", dir, err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("resolving nats.store_dir %s: %w", dir, err)
+	}
+	sopts := &server.Options{
+		ServerName:         "dtfleet-embedded",
+		JetStream:          true,
+		StoreDir:           abs,
+		SyncAlways:         true,
+		NoSigs:             true,
+		NoLog:              true,
+		JetStreamMaxMemory: 256 << 20,
+	}
+	listen := cfg.Listen
+	if listenOverride != "" {
+		listen = listenOverride
+	}
+	switch listen {
+	case "none":
+		sopts.DontListen = true
+	case "":
+		sopts.Host, sopts.Port = "127.0.0.1", 4222
+	default:
+		host, port, err := net.SplitHostPort(listen)
+		if err != nil {
+			return nil, fmt.Errorf("parsing nats.listen %q: %w", listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("parsing nats.listen port %q: %w", port, err)
+		}
+		sopts.Host, sopts.Port = host, p
+	}
+	srv, err := server.NewServer(sopts)
+	if err != nil {
+		return nil, fmt.Errorf("starting embedded NATS: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, fmt.Errorf("starting embedded NATS on %s (store %s): not ready after 30s (is another dtfleet using the port or the store?)", listen, abs)
+	}
+	logger.Info("embedded NATS started", "store_dir", abs, "listen", listen, "sync", "always")
+	return srv, nil
+}
+
+func authOptions(cfg config.NATS) ([]nats.Option, error) {
+	var o []nats.Option
+	if cfg.CredsFile != "" {
+		o = append(o, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.User != "" {
+		o = append(o, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.NKeyFile != "" {
+		opt, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading nats.nkey_file %s: %w", cfg.NKeyFile, err)
+		}
+		o = append(o, opt)
+	}
+	if cfg.TLS.CAFile != "" {
+		o = append(o, nats.RootCAs(cfg.TLS.CAFile))
+	}
+	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
+		o = append(o, nats.ClientCert(cfg.TLS.CertFile, cfg.TLS.KeyFile))
+	}
+	return o, nil
+}
+
+// redactURL drops user info from a NATS URL list before it is logged or wrapped in an error.
+func redactURL(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("***")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Close drains the connection and stops the embedded server, if any.
+func (b *Bus) Close() {
+	if b.NC != nil {
+		_ = b.NC.Drain()
+		deadline := time.Now().Add(5 * time.Second)
+		for !b.NC.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		b.NC.Close()
+	}
+	b.shutdownServer()
+}
+
+func (b *Bus) shutdownServer() {
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+		b.srv = nil
+	}
+}
+
+// Embedded reports whether this bus runs its own server.
+func (b *Bus) Embedded() bool { return b.srv != nil }
+
+// Settings are the retention knobs of Provision.
+type Settings struct {
+	LeaseTTL       time.Duration // leader leases expire after this without renewal
+	DedupeTTL      time.Duration // dedupe records live this long
+	ResultMaxBytes int64         // results stream limit; a full stream pushes back on workers
+	WorkerTTL      time.Duration // worker heartbeats expire after this
+}
+
+// DefaultSettings are used where a Settings field is zero.
+var DefaultSettings = Settings{
+	LeaseTTL:       10 * time.Second,
+	DedupeTTL:      7 * 24 * time.Hour,
+	ResultMaxBytes: 8 << 30,
+	WorkerTTL:      30 * time.Second,
+}
+
+// Provision creates or updates every stream and bucket dtfleet uses. It is idempotent and safe to
+// run from every process at start-up.
+func (b *Bus) Provision(ctx context.Context, s Settings) error {
+	if s.LeaseTTL == 0 {
+		s.LeaseTTL = DefaultSettings.LeaseTTL
+	}
+	if s.DedupeTTL == 0 {
+		s.DedupeTTL = DefaultSettings.DedupeTTL
+	}
+	if s.ResultMaxBytes == 0 {
+		s.ResultMaxBytes = DefaultSettings.ResultMaxBytes
+	}
+	if s.WorkerTTL == 0 {
+		s.WorkerTTL = DefaultSettings.WorkerTTL
+	}
+	r := b.Replicas
+	streams := []jetstream.StreamConfig{{
+		Name:        proto.StreamWork,
+		Description: "dtfleet slot work items",
+		Subjects:    []string{proto.SubjectWorkAll},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    r,
+		// Planned slots are republished under the same Nats-Msg-Id after a crash or fail-over;
+		// the window must outlast a leader's lease expiry and restart by a wide margin.
+		Duplicates: 2 * time.Hour,
+	}, {
+		Name:        proto.StreamResults,
+		Description: "dtfleet result chunks and slot markers",
+		Subjects:    []string{proto.SubjectResultAll},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    r,
+		MaxAge:      14 * 24 * time.Hour,
+		MaxBytes:    s.ResultMaxBytes,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  10 * time.Minute,
+		AllowDirect: true,
+	}}
+	for _, sc := range streams {
+		if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("provisioning stream %s: %w", sc.Name, err)
+		}
+	}
+	buckets := []jetstream.KeyValueConfig{
+		{Bucket: proto.BucketPlan, Description: "plan checkpoints", History: 1},
+		{Bucket: proto.BucketDelivered, Description: "delivery checkpoints", History: 1},
+		{Bucket: proto.BucketDedupe, Description: "delivered event keys", TTL: s.DedupeTTL},
+		{Bucket: proto.BucketLeases, Description: "leader leases", TTL: s.LeaseTTL},
+		{Bucket: proto.BucketFailed, Description: "slots that failed for good"},
+		{Bucket: proto.BucketWorkers, Description: "worker heartbeats", TTL: s.WorkerTTL},
+		{Bucket: proto.BucketRate, Description: "fleet-wide request reservations"},
+	}
+	for _, kc := range buckets {
+		kc.Replicas = r
+		kc.Storage = jetstream.FileStorage
+		if _, err := b.JS.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return fmt.Errorf("provisioning KV bucket %s: %w", kc.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// KV opens a provisioned bucket.
+func (b *Bus) KV(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	kv, err := b.JS.KeyValue(ctx, bucket)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("opening KV bucket %s: %w (run a dtfleet role once to provision the bus)", bucket, err)
+		}
+		return nil, fmt.Errorf("opening KV bucket %s: %w", bucket, err)
+	}
+	return kv, nil
+}

@@ -1,0 +1,105 @@
+package config
+
+// This file is the one place where defaults live. Load starts every section from these values and
+// overwrites only the keys the user wrote.
+
+// Default values of the user's configuration.
+const (
+	DefaultName                       = "darktrace_collector"
+	DefaultStoreDir                   = "./data"
+	DefaultNATSListen                 = "127.0.0.1:4222"
+	DefaultReplicas                   = 1
+	DefaultConcurrency                = 8
+	DefaultSafetyLagInSeconds         = 5
+	DefaultMaxSlotsAhead              = 1000
+	DefaultLeaseTTLInSeconds          = 10
+	DefaultDedupeTTLInHours           = 168
+	DefaultSenderStatsPeriodInSeconds = 300
+	DefaultRelayPort                  = 13000
+	DefaultDevoPlatformPort           = 443
+	DefaultLookBackInMinutes          = 60
+	// ListenNone as nats.listen disables the embedded server's client listener.
+	ListenNone = "none"
+)
+
+// devoPlatformRegions maps the region shortcuts allowed in a devo_platform output's address to
+// Devo's syslog-over-TLS collector hosts.
+var devoPlatformRegions = map[string]string{
+	"eu": "collector-eu.devo.io",
+	"us": "collector-us.devo.io",
+	"ca": "collector-ca.devo.io",
+	"ap": "collector-ap.devo.io",
+}
+
+// httpRegions maps the region shortcuts allowed in an http output's address to Devo's HTTP
+// ingestion endpoints.
+var httpRegions = map[string]string{
+	"eu":  "https://http-eu.devo.io",
+	"us":  "https://http-us.devo.io",
+	"us3": "https://http-us3.devo.io",
+	"ca":  "https://http-ca.devo.io",
+	"ap":  "https://collector-ap.devo.io:8443",
+}
+
+// defaultConfig returns the configuration before the user's file is applied.
+func defaultConfig() *Config {
+	return &Config{
+		Globals: Globals{Name: DefaultName},
+		NATS: NATS{
+			StoreDir: DefaultStoreDir,
+			Listen:   DefaultNATSListen,
+			Replicas: DefaultReplicas,
+		},
+		Workers: Workers{Concurrency: DefaultConcurrency},
+		Coordinator: Coordinator{
+			SafetyLagInSeconds: DefaultSafetyLagInSeconds,
+			MaxSlotsAhead:      DefaultMaxSlotsAhead,
+			LeaseTTLInSeconds:  DefaultLeaseTTLInSeconds,
+		},
+		Shipper: Shipper{
+			DedupeTTLInHours:           DefaultDedupeTTLInHours,
+			SenderStatsPeriodInSeconds: DefaultSenderStatsPeriodInSeconds,
+			LeaseTTLInSeconds:          DefaultLeaseTTLInSeconds,
+		},
+		Outputs: map[string]Output{},
+		Inputs:  map[string]Input{},
+	}
+}
+
+// defaultOutput returns an output of type typ before its config block is applied.
+func defaultOutput(typ string) Output {
+	o := Output{Type: typ, Enabled: ptr(true)}
+	switch typ {
+	case OutputDevoPlatform:
+		o.Config.Port = DefaultDevoPlatformPort
+		o.Config.VerifyHostname = ptr(true)
+	case OutputRelay:
+		o.Config.Port = DefaultRelayPort
+	}
+	return o
+}
+
+// defaultInput returns the input named name before its block is applied.
+func defaultInput(name string, defs *Definitions) Input {
+	return Input{
+		ID:                name,
+		Enabled:           ptr(true),
+		RequestsPerSecond: defs.RequestsPerSecond,
+		Services:          make(map[string]Service, len(Services)),
+	}
+}
+
+// defaultService returns the service named name before the user's block is applied: enabled,
+// with no overrides.
+func defaultService(name string) Service {
+	s := Service{Enabled: ptr(true)}
+	switch name {
+	case ServiceStatus:
+		s.Flatten = ptr(true)
+	case ServiceModelBreaches:
+		s.LookBackInMinutes = ptr(DefaultLookBackInMinutes)
+	}
+	return s
+}
+
+func ptr[T any](v T) *T { return &v }

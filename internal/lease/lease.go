@@ -1,0 +1,179 @@
+// Package lease implements leader leases on a JetStream KV bucket whose TTL is the lease TTL.
+// One holder at a time: acquiring is KeyValue.Create (fails while the key lives), renewing is
+// KeyValue.Update with the last revision (fails if anyone else wrote the key), releasing deletes
+// the key with a revision check, and a dead holder's key expires with the bucket's TTL, so a
+// standby takes over within one TTL.
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dtfleet/dtfleet/proto"
+)
+
+// ErrLost is returned when a held lease was taken or expired.
+var ErrLost = errors.New("lease lost")
+
+// Lease is one named lease. It is not safe for concurrent use, except Valid.
+type Lease struct {
+	kv     jetstream.KeyValue
+	key    string
+	holder string
+	ttl    time.Duration
+	now    func() time.Time
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	rev     uint64
+	renewed time.Time
+	held    bool
+}
+
+// New returns a lease on key in kv, held under the name holder. ttl must equal the bucket's TTL.
+func New(kv jetstream.KeyValue, key, holder string, ttl time.Duration, logger *slog.Logger) *Lease {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Lease{kv: kv, key: key, holder: holder, ttl: ttl, now: time.Now, logger: logger}
+}
+
+func (l *Lease) value() []byte {
+	now := l.now().UnixMilli()
+	b, _ := proto.Encode(&proto.Lease{V: proto.SchemaVersion, Holder: l.holder, Acquired: now, Renewed: now})
+	return b
+}
+
+// TryAcquire takes the lease if nobody holds it. It reports whether this holder now holds it.
+func (l *Lease) TryAcquire(ctx context.Context) (bool, error) {
+	rev, err := l.kv.Create(ctx, l.key, l.value())
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return false, nil
+		}
+		return false, fmt.Errorf("acquiring lease %s: %w", l.key, err)
+	}
+	l.mu.Lock()
+	l.rev, l.renewed, l.held = rev, l.now(), true
+	l.mu.Unlock()
+	return true, nil
+}
+
+// Renew extends a held lease. It returns ErrLost when another holder wrote the key or it expired.
+func (l *Lease) Renew(ctx context.Context) error {
+	l.mu.Lock()
+	rev := l.rev
+	l.mu.Unlock()
+	nrev, err := l.kv.Update(ctx, l.key, l.value(), rev)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
+			l.mu.Lock()
+			l.held = false
+			l.mu.Unlock()
+			return fmt.Errorf("renewing lease %s: %w", l.key, ErrLost)
+		}
+		return fmt.Errorf("renewing lease %s: %w", l.key, err)
+	}
+	l.mu.Lock()
+	l.rev, l.renewed = nrev, l.now()
+	l.mu.Unlock()
+	return nil
+}
+
+// Valid reports whether the lease is held and was renewed recently enough that no other holder
+// can have taken it (within half a TTL). Writers check it before acting as the leader.
+func (l *Lease) Valid() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held && l.now().Sub(l.renewed) < l.ttl/2
+}
+
+// Release gives the lease up so a standby can take over at once.
+func (l *Lease) Release(ctx context.Context) {
+	l.mu.Lock()
+	rev, held := l.rev, l.held
+	l.held = false
+	l.mu.Unlock()
+	if !held {
+		return
+	}
+	if err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev)); err != nil {
+		l.logger.Debug("releasing lease", "key", l.key, "err", err)
+	}
+}
+
+// Hold waits until it holds the lease, then runs fn with a context that is cancelled when the
+// lease is lost or ctx ends, renewing the lease every TTL/3 meanwhile. After fn returns it
+// releases the lease. When the lease was lost (not ctx), Hold starts over: a standby again.
+// Hold returns when ctx ends, or with fn's error if fn fails while the lease is held.
+func Hold(ctx context.Context, l *Lease, onAcquire func(), fn func(ctx context.Context) error) error {
+	poll := max(l.ttl/4, 50*time.Millisecond)
+	for {
+		ok, err := l.TryAcquire(ctx)
+		if err != nil {
+			l.logger.Warn("lease acquisition failed, retrying", "key", l.key, "err", err)
+		}
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(poll):
+				continue
+			}
+		}
+		if onAcquire != nil {
+			onAcquire()
+		}
+		lost, err := runHeld(ctx, l, fn)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !lost && err != nil {
+			return err
+		}
+		l.logger.Warn("lease lost; standing by", "key", l.key, "err", err)
+	}
+}
+
+func runHeld(ctx context.Context, l *Lease, fn func(ctx context.Context) error) (lost bool, err error) {
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- fn(hctx) }()
+	tick := time.NewTicker(max(l.ttl/3, 20*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			l.Release(rctx)
+			rcancel()
+			return false, err
+		case <-tick.C:
+			if rerr := l.Renew(hctx); rerr != nil {
+				if errors.Is(rerr, ErrLost) {
+					cancel()
+					<-done
+					return true, rerr
+				}
+				l.logger.Warn("lease renewal failed", "key", l.key, "err", rerr)
+				if !l.Valid() {
+					// Without a confirmed renewal for half a TTL another holder may take over;
+					// stop acting as the leader before that can happen.
+					cancel()
+					<-done
+					l.mu.Lock()
+					l.held = false
+					l.mu.Unlock()
+					return true, rerr
+				}
+			}
+		}
+	}
+}

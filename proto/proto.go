@@ -1,0 +1,282 @@
+// Package proto is the leaf package for everything that crosses the bus: the messages (work items,
+// result chunks, slot markers, failure records, checkpoints) encoded with msgpack and a schema
+// version, and every subject, stream, consumer, KV bucket and key name. It imports no role package.
+//
+// The data path, and where each guarantee of DESIGN.md is enforced:
+//
+//   - The coordinator reserves slots in the plan checkpoint (KV, revision-checked) before it
+//     publishes them to StreamWork with their SlotID as Nats-Msg-Id, and clears the reservation
+//     only after JetStream acknowledged every publish. A crash in between leaves the reservation,
+//     which the next leader republishes under the same IDs (no loss, no second plan).
+//   - Sequence numbers per lane (input, service) are contiguous: every reserved Seq is published,
+//     and every published Seq ends with exactly one kind of marker (delivered events or a failure),
+//     so the shipper's "deliver Seq+1 next" never waits on a hole.
+//   - A worker publishes a slot's events as chunks under an attempt-specific subject and only then
+//     the slot's done marker; the shipper only reads chunks named by a done marker, so a half-written
+//     attempt is never delivered.
+//   - The shipper moves the delivery checkpoint after every output confirmed the batch and after the
+//     batch's dedupe keys are stored, so a crash resends at most the batch in flight.
+package proto
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"github.com/google/uuid"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// SchemaVersion is the version of every message and checkpoint this build writes. Readers refuse
+// newer versions (ErrSchema) instead of misreading them.
+const SchemaVersion = 1
+
+// Stream, consumer and bucket names.
+const (
+	StreamWork      = "DTF_WORK"    // work items, work-queue retention
+	StreamResults   = "DTF_RESULTS" // result chunks and slot markers
+	ConsumerWorkers = "dtf_workers" // the workers' shared durable pull consumer
+
+	BucketPlan      = "dtf_plan"      // plan checkpoints, key LaneKey
+	BucketDelivered = "dtf_delivered" // delivery checkpoints, key LaneKey
+	BucketDedupe    = "dtf_dedupe"    // delivered event keys per batch, key DedupeKey
+	BucketLeases    = "dtf_leases"    // leader leases (TTL), keys LeaseCoordinator, ShipperLease
+	BucketFailed    = "dtf_failed"    // failure records, key FailedKey
+	BucketWorkers   = "dtf_workers"   // worker heartbeats (TTL), key = worker id
+	BucketRate      = "dtf_rate"      // fleet-wide request reservations per input, key = input name
+)
+
+// LeaseCoordinator is the coordinator's lease key.
+const LeaseCoordinator = "coordinator"
+
+// Subject roots.
+const (
+	SubjectWorkAll   = "dtf.work.>"
+	SubjectResultAll = "dtf.result.>"
+)
+
+var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidName reports an error when name cannot be used as a subject and key token (input names
+// and service names become both).
+func ValidName(name string) error {
+	if !tokenRE.MatchString(name) {
+		return fmt.Errorf("name %q must be 1-64 characters of letters, digits, '_' or '-'", name)
+	}
+	return nil
+}
+
+// LaneKey is the KV key of a lane's checkpoints.
+func LaneKey(input, service string) string { return input + "." + service }
+
+// ShipperLease is the lease key of a lane's shipper.
+func ShipperLease(input, service string) string { return "shipper." + input + "." + service }
+
+// WorkSubject is the subject a lane's work items are published on.
+func WorkSubject(input, service string) string { return "dtf.work." + input + "." + service }
+
+// ChunkSubject is the subject of one result chunk of one attempt at a slot.
+func ChunkSubject(input, service string, seq uint64, attempt string, chunk int) string {
+	return "dtf.result." + input + "." + service + "." + strconv.FormatUint(seq, 10) + "." + attempt + "." + strconv.Itoa(chunk)
+}
+
+// DoneSubject is the subject of a slot's done markers.
+func DoneSubject(input, service string, seq uint64) string {
+	return "dtf.result." + input + "." + service + "." + strconv.FormatUint(seq, 10) + ".done"
+}
+
+// DoneFilter matches every done marker of a lane.
+func DoneFilter(input, service string) string { return "dtf.result." + input + "." + service + ".*.done" }
+
+// SlotFilter matches every message (chunks and markers) of one slot, for purging after delivery.
+func SlotFilter(input, service string, seq uint64) string {
+	return "dtf.result." + input + "." + service + "." + strconv.FormatUint(seq, 10) + ".>"
+}
+
+// FailedKey is the KV key of a failure record: one per lane and window, so a replay that delivers
+// the same window clears it.
+func FailedKey(input, service string, start, end int64) string {
+	return fmt.Sprintf("%s.%s.%d_%d", input, service, start, end)
+}
+
+// DedupeKey is the KV key of one delivered batch's event keys. The window bounds in the key let a
+// shipper find the records that overlap a window without reading every value.
+func DedupeKey(input, service string, epoch uint64, minStart, maxEnd int64, firstSeq uint64, firstChunk int) string {
+	return fmt.Sprintf("%s.%s.%d.%d.%d.%d.%d", input, service, epoch, minStart, maxEnd, firstSeq, firstChunk)
+}
+
+// DedupeFilter matches every dedupe record of a lane's epoch.
+func DedupeFilter(input, service string, epoch uint64) string {
+	return fmt.Sprintf("%s.%s.%d.>", input, service, epoch)
+}
+
+// slotNamespace is the UUID namespace of slot IDs.
+var slotNamespace = uuid.MustParse("6f1d3c52-8e2b-4f55-9a57-0d1a5e9b2c11")
+
+// SlotID is the deterministic ID of a slot: a UUID v5 of input, service, window, persistence
+// version and lane. The lane is "e<epoch>" for planned slots and "e<epoch>/replay-<id>" for
+// replays, so a republished slot is caught by JetStream's duplicate window while a replay or a
+// persistence reset gets fresh IDs.
+func SlotID(input, service string, start, end int64, persistenceVersion int, lane string) string {
+	name := fmt.Sprintf("%s|%s|%d|%d|%d|%s", input, service, start, end, persistenceVersion, lane)
+	return uuid.NewSHA1(slotNamespace, []byte(name)).String()
+}
+
+// ErrSchema is returned when a message has a schema version this build does not know.
+var ErrSchema = errors.New("unsupported schema version")
+
+// WorkItem is one slot to fetch.
+type WorkItem struct {
+	V                  int    `msgpack:"v"`
+	SlotID             string `msgpack:"id"`
+	Input              string `msgpack:"in"`
+	Service            string `msgpack:"svc"`
+	Seq                uint64 `msgpack:"seq"`
+	Start              int64  `msgpack:"s"` // window start, epoch ms (inclusive); snapshots: period start
+	End                int64  `msgpack:"e"` // window end, epoch ms (exclusive)
+	PersistenceVersion int    `msgpack:"pv"`
+	Epoch              uint64 `msgpack:"ep"`
+	Replay             bool   `msgpack:"rp,omitempty"`
+	Force              bool   `msgpack:"f,omitempty"` // replay --force: the shipper bypasses dedupe
+	PlannedAt          int64  `msgpack:"at"`
+}
+
+// Event is one processed event inside a chunk. An event larger than a chunk is split into parts:
+// every part but the last has More set, and the parts follow each other across chunks.
+type Event struct {
+	K    string `msgpack:"k"`
+	T    int64  `msgpack:"t"`
+	D    []byte `msgpack:"d"`
+	More bool   `msgpack:"m,omitempty"`
+}
+
+// Chunk is one piece of a slot's result.
+type Chunk struct {
+	V      int     `msgpack:"v"`
+	SlotID string  `msgpack:"id"`
+	Seq    uint64  `msgpack:"seq"`
+	Index  int     `msgpack:"i"`
+	Events []Event `msgpack:"ev"`
+}
+
+// Done marks the end of one attempt at a slot: either its chunks are all published (Chunks of
+// them), or the slot failed for good (Failed, with Error).
+type Done struct {
+	V       int    `msgpack:"v"`
+	SlotID  string `msgpack:"id"`
+	Input   string `msgpack:"in"`
+	Service string `msgpack:"svc"`
+	Seq     uint64 `msgpack:"seq"`
+	Attempt string `msgpack:"a"`
+	Start   int64  `msgpack:"s"`
+	End     int64  `msgpack:"e"`
+	Epoch   uint64 `msgpack:"ep"`
+	Force   bool   `msgpack:"f,omitempty"`
+	Replay  bool   `msgpack:"rp,omitempty"`
+	Chunks  int    `msgpack:"n"`
+	Events  int    `msgpack:"ne"`
+	Failed  bool   `msgpack:"x,omitempty"`
+	Error   string `msgpack:"err,omitempty"`
+	Worker  string `msgpack:"w"`
+	At      int64  `msgpack:"at"`
+}
+
+// Failure is the record a slot that failed for good leaves in BucketFailed, until a replay
+// delivers its window.
+type Failure struct {
+	V        int    `msgpack:"v"`
+	SlotID   string `msgpack:"id"`
+	Input    string `msgpack:"in"`
+	Service  string `msgpack:"svc"`
+	Seq      uint64 `msgpack:"seq"`
+	Start    int64  `msgpack:"s"`
+	End      int64  `msgpack:"e"`
+	Error    string `msgpack:"err"`
+	Attempts uint64 `msgpack:"n"`
+	Worker   string `msgpack:"w"`
+	At       int64  `msgpack:"at"`
+}
+
+// Plan is a lane's plan checkpoint.
+type Plan struct {
+	V       int    `msgpack:"v"`
+	NextSeq uint64 `msgpack:"next"` // the next sequence number to assign; sequences start at 1
+	// Cursor is the start of the next window to plan (windowed services), or the start of the last
+	// planned period (snapshot services; 0 when none).
+	Cursor             int64  `msgpack:"cur"`
+	StartConfig        string `msgpack:"sc"` // start_time_in_utc_format as configured when the lane was (re)set
+	PersistenceVersion int    `msgpack:"pv"`
+	Epoch              uint64 `msgpack:"ep"`
+	// Pending are reserved slots not yet confirmed published. They are republished, under the
+	// same IDs, until a publish of all of them is acknowledged.
+	Pending   []WorkItem `msgpack:"pend"`
+	UpdatedAt int64      `msgpack:"at"`
+}
+
+// Delivery is a lane's delivery checkpoint.
+type Delivery struct {
+	V         int    `msgpack:"v"`
+	Seq       uint64 `msgpack:"seq"`  // last slot fully delivered
+	NextChunk int    `msgpack:"nc"`   // chunks of Seq+1 already delivered (from Attempt)
+	Attempt   string `msgpack:"a"`    // attempt of Seq+1 that NextChunk refers to
+	End       int64  `msgpack:"end"`  // window end of Seq
+	Epoch     uint64 `msgpack:"ep"`   // epoch of the last delivered slot
+	Events    uint64 `msgpack:"ev"`   // events delivered, all time
+	Dups      uint64 `msgpack:"dup"`  // duplicates dropped, all time
+	Failed    uint64 `msgpack:"fail"` // slots passed over because they failed for good
+	UpdatedAt int64  `msgpack:"at"`
+}
+
+// DedupeRecord holds the event keys one delivered batch carried.
+type DedupeRecord struct {
+	V    int      `msgpack:"v"`
+	Keys []string `msgpack:"k"`
+}
+
+// Heartbeat is a worker's liveness record.
+type Heartbeat struct {
+	V         int    `msgpack:"v"`
+	ID        string `msgpack:"id"`
+	Host      string `msgpack:"host"`
+	PID       int    `msgpack:"pid"`
+	Started   int64  `msgpack:"st"`
+	Slots     uint64 `msgpack:"n"`
+	InFlight  int    `msgpack:"if"`
+	UpdatedAt int64  `msgpack:"at"`
+}
+
+// Lease is the value of a leader lease.
+type Lease struct {
+	V        int    `msgpack:"v"`
+	Holder   string `msgpack:"h"`
+	Acquired int64  `msgpack:"acq"`
+	Renewed  int64  `msgpack:"ren"`
+}
+
+// Versioned is implemented by every message, so Decode can check the schema version.
+type Versioned interface{ version() int }
+
+func (m *WorkItem) version() int     { return m.V }
+func (m *Chunk) version() int        { return m.V }
+func (m *Done) version() int         { return m.V }
+func (m *Failure) version() int      { return m.V }
+func (m *Plan) version() int         { return m.V }
+func (m *Delivery) version() int     { return m.V }
+func (m *DedupeRecord) version() int { return m.V }
+func (m *Heartbeat) version() int    { return m.V }
+func (m *Lease) version() int        { return m.V }
+
+// Encode marshals a message with msgpack. Callers set V to SchemaVersion.
+func Encode(v any) ([]byte, error) { return msgpack.Marshal(v) }
+
+// Decode unmarshals a message and refuses schema versions newer than SchemaVersion.
+func Decode(data []byte, v Versioned) error {
+	if err := msgpack.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decoding %T: %w", v, err)
+	}
+	if v.version() < 1 || v.version() > SchemaVersion {
+		return fmt.Errorf("decoding %T: %w %d (this build knows %d)", v, ErrSchema, v.version(), SchemaVersion)
+	}
+	return nil
+}

@@ -1,0 +1,354 @@
+package shipper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/lease"
+	"github.com/dtfleet/dtfleet/proto"
+	"github.com/dtfleet/dtfleet/shipper/devo"
+)
+
+// laneRunner delivers one lane while its shipper holds the lane's lease.
+type laneRunner struct {
+	s         *Shipper
+	ln        config.Lane
+	stream    jetstream.Stream
+	delivered jetstream.KeyValue
+	failed    jetstream.KeyValue
+	dedupe    *dedupeSet
+	lease     *lease.Lease
+	logger    *slog.Logger
+	retain    int64
+
+	mu      sync.Mutex
+	markers map[uint64]proto.Done
+	notify  chan struct{}
+
+	st           proto.Delivery
+	rev          uint64
+	deliveredSeq atomic.Uint64 // st.Seq, for the marker callback
+
+	cycleTotal, cycleDups int
+	cycleStart            time.Time
+}
+
+// errLeaseLost stops a lane whose checkpoint someone else moved.
+var errLeaseLost = errors.New("delivery checkpoint moved by another shipper")
+
+func (r *laneRunner) run(ctx context.Context) error {
+	if err := r.loadCheckpoint(ctx); err != nil {
+		return err
+	}
+	r.markers = map[uint64]proto.Done{}
+	r.notify = make(chan struct{}, 1)
+	cons, err := r.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{proto.DoneFilter(r.ln.Input, r.ln.Service)}})
+	if err != nil {
+		return fmt.Errorf("reading done markers of %s: %w", r.ln.Key(), err)
+	}
+	cc, err := cons.Consume(r.onMarker)
+	if err != nil {
+		return fmt.Errorf("reading done markers of %s: %w", r.ln.Key(), err)
+	}
+	defer cc.Stop()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		progressed, err := r.deliverReady(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, errLeaseLost) {
+				return fmt.Errorf("%w: %w", lease.ErrLost, err)
+			}
+			r.logger.Warn("delivery failed; retrying", "err", err)
+		}
+		if progressed {
+			continue
+		}
+		r.logCycle()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.notify:
+		case <-tick.C:
+		}
+	}
+}
+
+func (r *laneRunner) loadCheckpoint(ctx context.Context) error {
+	e, err := r.delivered.Get(ctx, proto.LaneKey(r.ln.Input, r.ln.Service))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		r.st, r.rev = proto.Delivery{V: proto.SchemaVersion}, 0
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading delivery checkpoint of %s: %w", r.ln.Key(), err)
+	}
+	var st proto.Delivery
+	if err := proto.Decode(e.Value(), &st); err != nil {
+		return fmt.Errorf("reading delivery checkpoint of %s: %w", r.ln.Key(), err)
+	}
+	r.st, r.rev = st, e.Revision()
+	r.deliveredSeq.Store(st.Seq)
+	return nil
+}
+
+// onMarker records a slot's done marker. The first successful marker of a slot wins, so every
+// shipper (and every restart) picks the same attempt; a success replaces a failure of another
+// attempt.
+func (r *laneRunner) onMarker(msg jetstream.Msg) {
+	var d proto.Done
+	if err := proto.Decode(msg.Data(), &d); err != nil {
+		r.logger.Error("undecodable done marker; ignoring it", "subject", msg.Subject(), "err", err)
+		return
+	}
+	if d.Seq <= r.deliveredSeq.Load() {
+		return // a late marker of a slot already delivered
+	}
+	r.mu.Lock()
+	old, ok := r.markers[d.Seq]
+	if !ok || (old.Failed && !d.Failed) {
+		r.markers[d.Seq] = d
+	}
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (r *laneRunner) marker(seq uint64) (proto.Done, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, ok := r.markers[seq]
+	return d, ok
+}
+
+// unit is one slot's part of a batch.
+type unit struct {
+	done      proto.Done
+	firstSeen int // first chunk of the slot included in this batch
+	nextChunk int // chunks of the slot delivered once this batch is
+	complete  bool
+	delivered int // events of this slot in the batch (after dedupe)
+	dups      int
+}
+
+// deliverReady gathers one batch from the ready slots at the head of the lane, delivers it and
+// moves the checkpoint. It reports whether it made progress.
+func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
+	next := r.st.Seq + 1
+	if _, ok := r.marker(next); !ok {
+		return false, nil
+	}
+	var (
+		units    []*unit
+		batch    = &devo.Batch{Tag: r.ln.Svc.Tag}
+		keys     []string
+		inBatch  = map[string]bool{}
+		bytes    int
+		minStart = int64(1<<63 - 1)
+		maxEnd   int64
+		epoch    uint64
+		part     []byte // an event split across chunks, being reassembled
+	)
+	full := func() bool { return bytes >= r.s.opts.BatchBytes || len(batch.Events) >= r.s.opts.BatchEvents }
+	for seq := next; !full(); seq++ {
+		d, ok := r.marker(seq)
+		if !ok {
+			break
+		}
+		if len(units) > 0 && d.Epoch != epoch {
+			break // a batch's dedupe record belongs to one epoch
+		}
+		epoch = d.Epoch
+		u := &unit{done: d}
+		units = append(units, u)
+		if d.Failed {
+			u.complete = true
+			continue
+		}
+		if err := r.dedupe.prepare(ctx, d.Epoch, d.Start, r.retain); err != nil {
+			return false, err
+		}
+		minStart, maxEnd = min(minStart, d.Start), max(maxEnd, d.End)
+		if seq == next && r.st.Attempt == d.Attempt {
+			u.firstSeen = r.st.NextChunk
+		}
+		u.nextChunk = u.firstSeen
+		for u.nextChunk < d.Chunks && (!full() || part != nil) {
+			ch, err := r.chunk(ctx, d, u.nextChunk)
+			if err != nil {
+				return false, err
+			}
+			for _, ev := range ch.Events {
+				if ev.More || part != nil {
+					part = append(part, ev.D...)
+					if ev.More {
+						continue
+					}
+					ev.D, part = part, nil
+				}
+				if !d.Force && (r.dedupe.seen(ev.K) || inBatch[ev.K]) {
+					u.dups++
+					continue
+				}
+				inBatch[ev.K] = true
+				keys = append(keys, ev.K)
+				batch.Events = append(batch.Events, devo.Event{Time: ev.T, Msg: ev.D})
+				bytes += len(ev.D)
+				u.delivered++
+			}
+			u.nextChunk++
+		}
+		u.complete = u.nextChunk >= d.Chunks
+		if !u.complete {
+			break
+		}
+	}
+	if err := r.send(ctx, batch); err != nil {
+		return false, err
+	}
+	first := units[0]
+	if err := r.dedupe.persist(ctx, epoch, minStart, maxEnd, first.done.Seq, first.firstSeen, keys); err != nil {
+		return false, err
+	}
+	if err := r.checkpoint(ctx, units); err != nil {
+		return false, err
+	}
+	r.dedupe.add(keys, maxEnd)
+	r.finish(ctx, units)
+	return true, nil
+}
+
+// chunk reads one chunk of the slot's chosen attempt.
+func (r *laneRunner) chunk(ctx context.Context, d proto.Done, i int) (*proto.Chunk, error) {
+	subj := proto.ChunkSubject(d.Input, d.Service, d.Seq, d.Attempt, i)
+	m, err := r.stream.GetLastMsgForSubject(ctx, subj)
+	if err != nil {
+		return nil, fmt.Errorf("reading chunk %d of slot %d (%s): %w", i, d.Seq, subj, err)
+	}
+	var ch proto.Chunk
+	if err := proto.Decode(m.Data, &ch); err != nil {
+		return nil, fmt.Errorf("reading chunk %d of slot %d: %w", i, d.Seq, err)
+	}
+	return &ch, nil
+}
+
+// send delivers the batch to every output; it returns only when all confirmed, or ctx ended.
+func (r *laneRunner) send(ctx context.Context, batch *devo.Batch) error {
+	if len(batch.Events) == 0 {
+		return nil
+	}
+	if !r.lease.Valid() {
+		return fmt.Errorf("sending a batch: %w", errLeaseLost)
+	}
+	for _, o := range r.s.outs {
+		if err := devo.Retry(ctx, o, batch, r.s.opts.Backoff, r.logger); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkpoint moves the delivery checkpoint past the batch, with a revision check so two
+// shippers can never both move it.
+func (r *laneRunner) checkpoint(ctx context.Context, units []*unit) error {
+	st := r.st
+	for _, u := range units {
+		st.Events += uint64(u.delivered)
+		st.Dups += uint64(u.dups)
+		if !u.complete {
+			st.NextChunk, st.Attempt = u.nextChunk, u.done.Attempt
+			continue
+		}
+		st.Seq, st.NextChunk, st.Attempt = u.done.Seq, 0, ""
+		st.End, st.Epoch = u.done.End, u.done.Epoch
+		if u.done.Failed {
+			st.Failed++
+		}
+	}
+	st.V, st.UpdatedAt = proto.SchemaVersion, r.s.opts.Now().UnixMilli()
+	data, err := proto.Encode(&st)
+	if err != nil {
+		return err
+	}
+	key := proto.LaneKey(r.ln.Input, r.ln.Service)
+	var rev uint64
+	if r.rev == 0 {
+		rev, err = r.delivered.Create(ctx, key, data)
+	} else {
+		rev, err = r.delivered.Update(ctx, key, data, r.rev)
+	}
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return fmt.Errorf("moving the delivery checkpoint of %s: %w", r.ln.Key(), errLeaseLost)
+		}
+		return fmt.Errorf("moving the delivery checkpoint of %s: %w", r.ln.Key(), err)
+	}
+	r.st, r.rev = st, rev
+	r.deliveredSeq.Store(st.Seq)
+	return nil
+}
+
+// finish logs and cleans up after the slots the batch completed.
+func (r *laneRunner) finish(ctx context.Context, units []*unit) {
+	for _, u := range units {
+		r.cycleTotal += u.delivered + u.dups
+		r.cycleDups += u.dups
+		if r.cycleStart.IsZero() {
+			r.cycleStart = time.Now()
+		}
+		if !u.complete {
+			continue
+		}
+		d := u.done
+		if d.Failed {
+			r.logger.Error(fmt.Sprintf("Time slot >> %s - %s failed for good and was passed over; it is recorded and can be replayed with: dtfleet replay --input %s --service %s --from %s --to %s",
+				slotTime(d.Start), slotTime(d.End), d.Input, d.Service, rfc(d.Start), rfc(d.End)), "seq", d.Seq, "err", d.Error)
+		} else {
+			r.logger.Info(fmt.Sprintf("Number of events received for time slot >> %s - %s is: %d", slotTime(d.Start), slotTime(d.End), d.Events),
+				"seq", d.Seq, "delivered", u.delivered, "duplicates", u.dups)
+			if d.Replay {
+				// A replay that delivered a window clears that window's failure record.
+				_ = r.failed.Delete(ctx, proto.FailedKey(d.Input, d.Service, d.Start, d.End))
+			}
+		}
+		if err := r.stream.Purge(ctx, jetstream.WithPurgeSubject(proto.SlotFilter(d.Input, d.Service, d.Seq))); err != nil {
+			r.logger.Debug("purging a delivered slot's results", "seq", d.Seq, "err", err)
+		}
+		r.mu.Lock()
+		delete(r.markers, d.Seq)
+		r.mu.Unlock()
+		if r.s.opts.OnDelivered != nil {
+			r.s.opts.OnDelivered(d, u.delivered)
+		}
+	}
+}
+
+// logCycle logs the totals since the lane was last idle, in the form of Devo's collector.
+func (r *laneRunner) logCycle() {
+	if r.cycleTotal == 0 && r.cycleStart.IsZero() {
+		return
+	}
+	avg := 0.0
+	if r.cycleTotal > 0 {
+		avg = float64(time.Since(r.cycleStart).Microseconds()) / 1000 / float64(r.cycleTotal)
+	}
+	r.logger.Info(fmt.Sprintf(`Received response, messages(total/duplicated): %d/%d/tag template used: "%s", avg_time_per_source_message: %.3f ms`,
+		r.cycleTotal, r.cycleDups, r.ln.Svc.Tag, avg))
+	r.cycleTotal, r.cycleDups, r.cycleStart = 0, 0, time.Time{}
+}
+
+func slotTime(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05-07:00") }
+func rfc(ms int64) string      { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }

@@ -1,0 +1,92 @@
+package worker
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dtfleet/dtfleet/worker/darktrace"
+)
+
+// FleetLimiter spaces requests to one appliance at 1/rps across every worker process: each request
+// reserves the next free instant in a KV key with a revision-checked update (so two processes can
+// never reserve the same instant), then waits for it. Within a process, reservations are
+// serialised so that the CAS only races with other processes.
+type FleetLimiter struct {
+	kv       jetstream.KeyValue
+	key      string
+	interval time.Duration
+	now      func() time.Time
+	mu       sync.Mutex
+}
+
+// NewFleetLimiter returns a limiter for one input; rps <= 0 means unlimited.
+func NewFleetLimiter(kv jetstream.KeyValue, input string, rps float64, now func() time.Time) darktrace.Limiter {
+	if rps <= 0 {
+		return darktrace.NewLocalLimiter(0)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &FleetLimiter{kv: kv, key: input, interval: time.Duration(float64(time.Second) / rps), now: now}
+}
+
+// Wait reserves the next request instant for this input and sleeps until it.
+func (l *FleetLimiter) Wait(ctx context.Context) error {
+	at, err := l.reserve(ctx)
+	if err != nil {
+		return err
+	}
+	d := at.Sub(l.now())
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (l *FleetLimiter) reserve(ctx context.Context) (time.Time, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for {
+		var next int64
+		var rev uint64
+		e, err := l.kv.Get(ctx, l.key)
+		switch {
+		case err == nil:
+			rev = e.Revision()
+			if len(e.Value()) == 8 {
+				next = int64(binary.BigEndian.Uint64(e.Value()))
+			}
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		default:
+			return time.Time{}, fmt.Errorf("reading rate reservation of %s: %w", l.key, err)
+		}
+		at := max(l.now().UnixNano(), next)
+		var buf [8]byte
+		binary.BigEndian.PutUint64(buf[:], uint64(at+int64(l.interval)))
+		if rev == 0 {
+			_, err = l.kv.Create(ctx, l.key, buf[:])
+		} else {
+			_, err = l.kv.Update(ctx, l.key, buf[:], rev)
+		}
+		if err == nil {
+			return time.Unix(0, at), nil
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		return time.Time{}, fmt.Errorf("reserving a request of %s: %w", l.key, err)
+	}
+}

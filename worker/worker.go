@@ -1,0 +1,404 @@
+// Package worker fetches slots. Workers are stateless: any number of them, on any host, share
+// one durable pull consumer on the work stream. A worker fetches its slot from the appliance,
+// processes the events (split, key, flatten, obfuscate, sort by time), publishes them as result
+// chunks and a done marker, and only then acknowledges the work item.
+//
+// Error classes decide what happens to a work item: a retryable failure (5xx, 429, timeouts,
+// resets, malformed bodies, a bus hiccup) is Nak'ed with an exponential backoff, or the
+// appliance's Retry-After; a terminal one (bad tokens, missing permission, INPUT ERROR) leaves a
+// failure record, publishes a failed done marker so the shipper moves on, and is terminated; the
+// slot can be replayed once the cause is fixed.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dtfleet/dtfleet/internal/bus"
+	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/proto"
+	"github.com/dtfleet/dtfleet/worker/darktrace"
+	"github.com/dtfleet/dtfleet/worker/events"
+)
+
+// Fetcher fetches one request from an appliance and calls fn with each raw event in response
+// order. *darktrace.Client implements it.
+type Fetcher interface {
+	Fetch(ctx context.Context, req darktrace.Request, fn func(raw []byte) error) (darktrace.Stats, error)
+}
+
+// Options configure a Worker.
+type Options struct {
+	Logger *slog.Logger
+	Now    func() time.Time
+	// ID names this worker in heartbeats and markers (default host-pid-random).
+	ID string
+	// Fetchers per input name; nil builds darktrace clients from the config, limited fleet-wide.
+	Fetchers map[string]Fetcher
+	// AckWait is the work consumer's AckWait (default 60s); in-progress acks go every AckWait/3.
+	AckWait time.Duration
+	// ShutdownGrace is how long in-flight slots may finish after ctx ends (default 10s).
+	ShutdownGrace time.Duration
+	// Backoff paces retries of retryable failures (default 1s doubling to 2m, full jitter).
+	Backoff darktrace.Backoff
+	// SortBudget bounds the bytes of events held to sort a slot (default 64 MiB). A slot whose
+	// events exceed it and arrive out of time order is sorted in runs of that size (logged).
+	SortBudget int
+}
+
+type lane struct {
+	ln   config.Lane
+	proc *events.Processor
+}
+
+// Worker consumes work items and produces results.
+type Worker struct {
+	b        *bus.Bus
+	lanes    map[string]*lane
+	fetchers map[string]Fetcher
+	failed   jetstream.KeyValue
+	hb       jetstream.KeyValue
+	conc     int
+	opts     Options
+	logger   *slog.Logger
+	now      func() time.Time
+	maxChunk int
+
+	slots    atomic.Uint64
+	inFlight atomic.Int64
+	started  time.Time
+}
+
+// New builds a worker for cfg's lanes.
+func New(ctx context.Context, b *bus.Bus, cfg *config.Config, opts Options) (*Worker, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.ID == "" {
+		host, _ := os.Hostname()
+		opts.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), strconv.FormatInt(time.Now().UnixNano()%1e6, 36))
+	}
+	if opts.AckWait <= 0 {
+		opts.AckWait = 60 * time.Second
+	}
+	if opts.ShutdownGrace <= 0 {
+		opts.ShutdownGrace = 10 * time.Second
+	}
+	if opts.Backoff == (darktrace.Backoff{}) {
+		opts.Backoff = darktrace.Backoff{Base: time.Second, Max: 2 * time.Minute}
+	}
+	if opts.SortBudget <= 0 {
+		opts.SortBudget = 64 << 20
+	}
+	logger := opts.Logger.With("role", "worker", "worker", opts.ID)
+	w := &Worker{
+		b: b, lanes: map[string]*lane{}, fetchers: opts.Fetchers, conc: max(cfg.Workers.Concurrency, 1),
+		opts: opts, logger: logger, now: opts.Now, started: opts.Now(),
+	}
+	var err error
+	if w.failed, err = b.KV(ctx, proto.BucketFailed); err != nil {
+		return nil, err
+	}
+	if w.hb, err = b.KV(ctx, proto.BucketWorkers); err != nil {
+		return nil, err
+	}
+	for _, ln := range cfg.Lanes() {
+		proc, err := events.NewProcessor(events.Options{Service: ln.Service, Flatten: ln.Svc.Flatten == nil || *ln.Svc.Flatten, Obfuscation: ln.Svc.Obfuscation})
+		if err != nil {
+			return nil, fmt.Errorf("configuring %s.%s: %w", ln.Input, ln.Service, err)
+		}
+		w.lanes[ln.Key()] = &lane{ln: ln, proc: proc}
+	}
+	if w.fetchers == nil {
+		w.fetchers = map[string]Fetcher{}
+		rate, err := b.KV(ctx, proto.BucketRate)
+		if err != nil {
+			return nil, err
+		}
+		for _, name := range cfg.EnabledInputs() {
+			in := cfg.Inputs[name]
+			dc := darktrace.ConfigFromInput(in)
+			dc.Logger = logger.With("input", name)
+			dc.Limiter = NewFleetLimiter(rate, name, in.RequestsPerSecond, opts.Now)
+			c, err := darktrace.New(dc)
+			if err != nil {
+				return nil, fmt.Errorf("configuring input %s: %w", name, err)
+			}
+			w.fetchers[name] = c
+		}
+	}
+	// Chunks must fit the server's max payload with room for headers and msgpack framing.
+	w.maxChunk = max(int(b.NC.MaxPayload())-32<<10, 16<<10)
+	return w, nil
+}
+
+// Run consumes work items with bounded concurrency until ctx ends, then lets in-flight slots
+// finish for up to ShutdownGrace before cancelling them (their items are Nak'ed and redelivered).
+func (w *Worker) Run(ctx context.Context) error {
+	stream, err := w.b.JS.Stream(ctx, proto.StreamWork)
+	if err != nil {
+		return fmt.Errorf("opening stream %s: %w", proto.StreamWork, err)
+	}
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       proto.ConsumerWorkers,
+		Description:   "dtfleet workers",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.opts.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 8192,
+		MaxWaiting:    4096,
+	})
+	if err != nil {
+		return fmt.Errorf("creating consumer %s: %w", proto.ConsumerWorkers, err)
+	}
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	w.logger.Info("worker started", "concurrency", w.conc, "lanes", len(w.lanes))
+	g, gctx := errgroup.WithContext(ctx)
+	var wg sync.WaitGroup
+	for i := 0; i < w.conc; i++ {
+		wg.Add(1)
+		g.Go(func() error {
+			defer wg.Done()
+			for gctx.Err() == nil {
+				msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+				if err != nil {
+					if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) || gctx.Err() != nil {
+						continue
+					}
+					w.logger.Warn("fetching work item", "err", err)
+					select {
+					case <-gctx.Done():
+					case <-time.After(time.Second):
+					}
+					continue
+				}
+				w.handle(workCtx, msg)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error { w.heartbeat(gctx); return nil })
+	// Drain: when ctx ends, the pullers stop taking items; in-flight ones get the grace period.
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	<-ctx.Done()
+	select {
+	case <-drained:
+	case <-time.After(w.opts.ShutdownGrace):
+		w.logger.Warn("shutdown grace elapsed; cancelling in-flight slots (they will be redelivered)")
+		cancelWork()
+	}
+	err = g.Wait()
+	w.deregister()
+	return err
+}
+
+func (w *Worker) heartbeat(ctx context.Context) {
+	host, _ := os.Hostname()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		hb := proto.Heartbeat{V: proto.SchemaVersion, ID: w.opts.ID, Host: host, PID: os.Getpid(), Started: w.started.UnixMilli(),
+			Slots: w.slots.Load(), InFlight: int(w.inFlight.Load()), UpdatedAt: w.now().UnixMilli()}
+		if data, err := proto.Encode(&hb); err == nil {
+			if _, err := w.hb.Put(ctx, w.opts.ID, data); err != nil && ctx.Err() == nil {
+				w.logger.Debug("writing heartbeat", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Worker) deregister() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = w.hb.Delete(ctx, w.opts.ID)
+}
+
+// handle processes one work item and settles it: Ack, Nak with delay, or Term.
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+	w.inFlight.Add(1)
+	defer w.inFlight.Add(-1)
+	meta, err := msg.Metadata()
+	if err != nil {
+		w.logger.Error("work item without metadata; terminating it", "err", err)
+		_ = msg.Term()
+		return
+	}
+	var it proto.WorkItem
+	if err := proto.Decode(msg.Data(), &it); err != nil {
+		w.logger.Error("undecodable work item; terminating it", "subject", msg.Subject(), "err", err)
+		_ = msg.TermWithReason(err.Error())
+		return
+	}
+	l := w.lanes[proto.LaneKey(it.Input, it.Service)]
+	f := w.fetchers[it.Input]
+	if l == nil || f == nil {
+		// Another worker's configuration may know this lane; do not fail the slot for it.
+		w.logger.Warn("work item for a lane this worker is not configured for; leaving it to others", "input", it.Input, "service", it.Service)
+		_ = msg.NakWithDelay(30 * time.Second)
+		return
+	}
+	stop := w.keepAlive(ctx, msg)
+	attempt := strconv.FormatUint(meta.NumDelivered, 10)
+	n, err := w.process(ctx, f, l, it, attempt)
+	stop()
+	log := w.logger.With("input", it.Input, "service", it.Service, "seq", it.Seq, "from", fmtMS(it.Start), "to", fmtMS(it.End), "attempt", meta.NumDelivered)
+	var dtErr *darktrace.Error
+	switch {
+	case err == nil:
+		if aerr := msg.DoubleAck(ctx); aerr != nil {
+			log.Warn("acknowledging work item (the slot may be fetched again; the shipper keeps the first result)", "err", aerr)
+		}
+		w.slots.Add(1)
+		log.Debug("slot fetched", "events", n)
+	case ctx.Err() != nil:
+		_ = msg.Nak()
+	case errors.As(err, &dtErr) && dtErr.Class == darktrace.Terminal:
+		log.Error(darktrace.PullErrorMessage(err)+" The slot failed for good; it is recorded and can be replayed once the cause is fixed.", "err", err)
+		if ferr := w.fail(ctx, it, attempt, meta.NumDelivered, err); ferr != nil {
+			log.Warn("recording the failed slot; retrying it", "err", ferr)
+			_ = msg.NakWithDelay(w.opts.Backoff.Delay(int(meta.NumDelivered)))
+			return
+		}
+		_ = msg.TermWithReason("failed for good")
+	default:
+		delay := max(w.opts.Backoff.Delay(int(meta.NumDelivered)), darktrace.RetryAfter(err))
+		log.Warn(darktrace.PullErrorMessage(err)+" Retrying.", "err", err, "retry_in", delay.Round(time.Millisecond))
+		_ = msg.NakWithDelay(delay)
+	}
+}
+
+// keepAlive sends in-progress acks every AckWait/3 until stop is called, so a long fetch is not
+// redelivered to another worker.
+func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(w.opts.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// fail records a slot that failed for good and publishes its failed marker.
+func (w *Worker) fail(ctx context.Context, it proto.WorkItem, attempt string, attempts uint64, cause error) error {
+	rec := proto.Failure{V: proto.SchemaVersion, SlotID: it.SlotID, Input: it.Input, Service: it.Service, Seq: it.Seq,
+		Start: it.Start, End: it.End, Error: cause.Error(), Attempts: attempts, Worker: w.opts.ID, At: w.now().UnixMilli()}
+	data, err := proto.Encode(&rec)
+	if err != nil {
+		return err
+	}
+	if _, err := w.failed.Put(ctx, proto.FailedKey(it.Input, it.Service, it.Start, it.End), data); err != nil {
+		return fmt.Errorf("writing failure record: %w", err)
+	}
+	d := w.done(it, attempt, 0, 0)
+	d.Failed, d.Error = true, cause.Error()
+	return w.publishDone(ctx, d)
+}
+
+func (w *Worker) done(it proto.WorkItem, attempt string, chunks, n int) *proto.Done {
+	return &proto.Done{V: proto.SchemaVersion, SlotID: it.SlotID, Input: it.Input, Service: it.Service, Seq: it.Seq,
+		Attempt: attempt, Start: it.Start, End: it.End, Epoch: it.Epoch, Force: it.Force, Replay: it.Replay,
+		Chunks: chunks, Events: n, Worker: w.opts.ID, At: w.now().UnixMilli()}
+}
+
+func (w *Worker) publishDone(ctx context.Context, d *proto.Done) error {
+	data, err := proto.Encode(d)
+	if err != nil {
+		return err
+	}
+	subj := proto.DoneSubject(d.Input, d.Service, d.Seq)
+	if _, err := w.b.JS.Publish(ctx, subj, data, jetstream.WithMsgID(d.SlotID+".done."+d.Attempt)); err != nil {
+		return fmt.Errorf("publishing done marker of slot %d: %w", d.Seq, err)
+	}
+	return nil
+}
+
+// process fetches the slot and publishes its result. It returns the number of events.
+func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkItem, attempt string) (int, error) {
+	req := darktrace.Request{Service: it.Service, Endpoint: l.ln.Svc.Endpoint, LookBack: l.ln.Svc.LookBack}
+	if !l.ln.Svc.Snapshot {
+		req.Start, req.End = time.UnixMilli(it.Start).UTC(), time.UnixMilli(it.End).UTC()
+	}
+	// Snapshots are keyed by their period's start, so a refetched snapshot has the same keys.
+	poll := time.UnixMilli(it.Start).UTC()
+	out := newChunkWriter(ctx, w.b.JS, it, attempt, w.maxChunk)
+	acc := &sorter{budget: w.opts.SortBudget, flush: out.add, onDisorder: func() {
+		w.logger.Warn("slot larger than the sort budget arrived out of time order; its events are sorted in runs",
+			"input", it.Input, "service", it.Service, "seq", it.Seq, "budget_bytes", w.opts.SortBudget)
+	}}
+	_, err := f.Fetch(ctx, req, func(raw []byte) error {
+		return l.proc.Process(raw, poll, acc.add)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("fetching %s: %w", l.ln.Svc.Endpoint, err)
+	}
+	if err := acc.finish(); err != nil {
+		return 0, err
+	}
+	chunks, err := out.close()
+	if err != nil {
+		return 0, err
+	}
+	if err := w.publishDone(ctx, w.done(it, attempt, chunks, acc.n)); err != nil {
+		return 0, err
+	}
+	return acc.n, nil
+}
+
+func fmtMS(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
+
+// CheckInputs validates every input's tokens with a cheap call, as the setup step of Devo's
+// collector does. A terminal failure (wrong token pair, clock skew, missing permission) is
+// returned, since every slot would fail the same way; a retryable one (appliance unreachable) is
+// logged and the worker starts anyway, retrying its slots with backoff.
+func (w *Worker) CheckInputs(ctx context.Context) error {
+	for name, f := range w.fetchers {
+		c, ok := f.(interface{ Check(context.Context) error })
+		if !ok {
+			continue
+		}
+		err := c.Check(ctx)
+		var dtErr *darktrace.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &dtErr) && dtErr.Class == darktrace.Terminal:
+			return fmt.Errorf("checking the tokens of input %s: %w", name, err)
+		default:
+			w.logger.Warn("the token check could not reach the appliance; starting anyway", "input", name, "err", err)
+		}
+	}
+	return nil
+}
