@@ -92,7 +92,7 @@ func Connect(ctx context.Context, cfg config.NATS, opts Options) (*Bus, error) {
 		return nil, fmt.Errorf("connecting to NATS %s: %w", redactURL(addr), err)
 	}
 	b.NC = nc
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(30*time.Second))
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("opening JetStream: %w", err)

@@ -5,7 +5,10 @@
 package config
 
 import (
+	"fmt"
+	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -199,6 +202,19 @@ func (s Secret) String() string {
 // GoString hides the value from %#v.
 func (s Secret) GoString() string { return `config.Secret("` + s.String() + `")` }
 
+// Format hides the value from every fmt verb, including the ones a string does not support
+// (%d would otherwise print "%!d(config.Secret=<value>)").
+func (s Secret) Format(f fmt.State, verb rune) {
+	switch {
+	case verb == 'v' && f.Flag('#'):
+		_, _ = io.WriteString(f, s.GoString())
+	case verb == 'q':
+		_, _ = io.WriteString(f, strconv.Quote(s.String()))
+	default:
+		_, _ = io.WriteString(f, s.String())
+	}
+}
+
 // LogValue hides the value from log/slog.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
@@ -244,3 +260,29 @@ type Obfuscation struct {
 	Hash []string `yaml:"hash"`
 	Mask []string `yaml:"mask"`
 }
+
+// The types below hold a Secret by value. fmt prints a pointer to a struct met with a verb such as
+// %s or %d in its "bad verb" mode, which calls no String or Format method on the fields, so each
+// such type formats itself: its fields are printed through a method-less copy of the type, where
+// the Secret's own Format applies.
+
+type (
+	plainConfig      Config
+	plainInput       Input
+	plainCredentials Credentials
+	plainObfuscation Obfuscation
+)
+
+// Format prints the configuration with its secrets redacted.
+func (c Config) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainConfig(c)) }
+
+// Format prints the input with its secrets redacted.
+func (in Input) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainInput(in)) }
+
+// Format prints the credentials with the private token redacted.
+func (c Credentials) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainCredentials(c)) }
+
+// Format prints the obfuscation settings with the salt redacted.
+func (o Obfuscation) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainObfuscation(o)) }
+
+func formatPlain(f fmt.State, verb rune, v any) { fmt.Fprintf(f, fmt.FormatString(f, verb), v) }

@@ -374,7 +374,7 @@ func checkTag(tag string) error {
 	}
 	levels := strings.Split(tag, ".")
 	if len(levels) < 2 || len(levels) > 6 {
-		return fmt.Errorf("Devo tag %q has %d levels; expected 2 to 6 dot-separated levels such as my.app.darktrace.breach", tag, len(levels))
+		return fmt.Errorf("Devo tag %q has %d dot-separated level(s); expected 2 to 6 levels such as my.app.darktrace.breach", tag, len(levels))
 	}
 	for _, l := range levels {
 		if l == "" {

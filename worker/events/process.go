@@ -32,7 +32,11 @@ type Options struct {
 	Service string
 	// Flatten splits /status snapshots into one event per node (status only).
 	Flatten bool
-	// Obfuscation lists fields to hash or mask; nil means none.
+	// Obfuscation lists fields to hash or mask; nil means none. Paths are dot-separated member
+	// names, each optionally followed by "[]" (every element of an array, or every member value
+	// of an object, such as /status's "probes[].ipAddress"); they address the source event, before
+	// flattening. Hashing replaces a value with the string hex(HMAC-SHA256(salt, value as a
+	// string)), masking with "***"; see obfuscator.apply for the details.
 	Obfuscation *config.Obfuscation
 	// Logger receives a warning for each event delivered under a fallback key; nil discards.
 	Logger *slog.Logger

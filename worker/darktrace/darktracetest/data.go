@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"regexp"
@@ -194,7 +195,9 @@ func loadTemplates() (*templates, error) {
 	for _, k := range []string{"name", "pid", "phid", "uuid", "priority", "category", "tags", "description", "version"} {
 		smallModel[k] = now[k]
 	}
-	small["model"] = map[string]any{"then": smallModel, "now": smallModel}
+	smallThen := maps.Clone(smallModel)
+	smallThen["description"] = b["model"].(map[string]any)["then"].(map[string]any)["description"]
+	small["model"] = map[string]any{"then": smallThen, "now": smallModel}
 	tc := b["triggeredComponents"].([]any)[0].(map[string]any)
 	small["triggeredComponents"] = []any{map[string]any{
 		"time": tc["time"], "cbid": tc["cbid"], "cid": tc["cid"], "chid": tc["chid"], "size": tc["size"],
