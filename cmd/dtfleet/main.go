@@ -66,7 +66,14 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	// Subcommands, one constructor each; keep this list sorted.
 	root.AddCommand(
+		newCoordinatorCmd(g),
+		newDevoSinkCmd(g),
+		newReplayCmd(g),
+		newRunCmd(g),
+		newShipperCmd(g),
+		newStatusCmd(g),
 		newValidateCmd(g),
+		newWorkerCmd(g),
 	)
 	return root
 }

@@ -40,7 +40,11 @@ ConfigError: <key path>: ...), and exits 1.`,
 				if len(es) == 1 {
 					noun = "problem"
 				}
-				return &exitError{code: 1, err: fmt.Errorf("%s is invalid (%d %s)", cf.path, len(es), noun)}
+				what := cf.path
+				if cf.definitions != "" {
+					what += " with definitions " + cf.definitions
+				}
+				return &exitError{code: 1, err: fmt.Errorf("%s is invalid (%d %s)", what, len(es), noun)}
 			}
 			writeSummary(cmd.OutOrStdout(), cfg)
 			return nil

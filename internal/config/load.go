@@ -93,22 +93,15 @@ func (w *walker) config(root *yaml.Node) *Config {
 		return cfg
 	}
 	var outputsNode, inputsNode *yaml.Node
-	var haveOutputs, haveInputs bool
 	w.object(root, "", map[string]handler{
 		"globals":     func(e entry) { w.section(e, func(n *yaml.Node) { w.globals(n, e.path, &cfg.Globals) }) },
 		"nats":        func(e entry) { w.section(e, func(n *yaml.Node) { w.nats(n, e.path, &cfg.NATS) }) },
 		"workers":     func(e entry) { w.section(e, func(n *yaml.Node) { w.workers(n, e.path, &cfg.Workers) }) },
 		"coordinator": func(e entry) { w.section(e, func(n *yaml.Node) { w.coordinator(n, e.path, &cfg.Coordinator) }) },
 		"shipper":     func(e entry) { w.section(e, func(n *yaml.Node) { w.shipper(n, e.path, &cfg.Shipper) }) },
-		"outputs":     func(e entry) { outputsNode, haveOutputs = e.value, true },
-		"inputs":      func(e entry) { inputsNode, haveInputs = e.value, true },
+		"outputs":     func(e entry) { outputsNode = e.value },
+		"inputs":      func(e entry) { inputsNode = e.value },
 	}, nil)
-	if !haveOutputs {
-		outputsNode = nil
-	}
-	if !haveInputs {
-		inputsNode = nil
-	}
 	cfg.NATS.StoreDir = w.resolve(cfg.NATS.StoreDir)
 	w.natsRules(root, &cfg.NATS)
 	w.outputs(outputsNode, cfg)

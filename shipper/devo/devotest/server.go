@@ -82,6 +82,7 @@ type Server struct {
 	count      int
 	countByTag map[string]int
 	malformed  []string
+	malformedN int
 	notify     chan struct{}
 	resetLeft  int // lines before the next reset; 0 when no reset is armed
 	resetEvery int // re-arm value after a reset; 0 for one-shot
@@ -371,7 +372,18 @@ func (s *Server) All() []Received {
 	return slices.Clone(s.events)
 }
 
-// Malformed returns the frames that did not parse (each cut to 256 bytes), in arrival order.
+// maxMalformedKept is how many malformed frames Malformed keeps.
+const maxMalformedKept = 1000
+
+// MalformedCount is the number of frames that did not parse.
+func (s *Server) MalformedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.malformedN
+}
+
+// Malformed returns the first 1000 frames that did not parse (each cut to 256 bytes), in arrival
+// order.
 func (s *Server) Malformed() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -430,7 +442,10 @@ func (s *Server) record(e Received) (reset bool) {
 func (s *Server) recordMalformed(frame []byte, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.malformed = append(s.malformed, string(frame[:min(len(frame), 256)]))
+	s.malformedN++
+	if len(s.malformed) < maxMalformedKept {
+		s.malformed = append(s.malformed, string(frame[:min(len(frame), 256)]))
+	}
 	s.logger.Debug("malformed frame", "error", err)
 }
 
