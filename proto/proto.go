@@ -87,7 +87,9 @@ func DoneSubject(input, service string, seq uint64) string {
 }
 
 // DoneFilter matches every done marker of a lane.
-func DoneFilter(input, service string) string { return "dtf.result." + input + "." + service + ".*.done" }
+func DoneFilter(input, service string) string {
+	return "dtf.result." + input + "." + service + ".*.done"
+}
 
 // SlotFilter matches every message (chunks and markers) of one slot, for purging after delivery.
 func SlotFilter(input, service string, seq uint64) string {

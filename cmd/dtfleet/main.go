@@ -66,11 +66,15 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	// Subcommands, one constructor each; keep this list sorted.
 	root.AddCommand(
+		newCheckCmd(g),
 		newCoordinatorCmd(g),
+		newDemoCmd(g),
 		newDevoSinkCmd(g),
+		newFetchCmd(g),
 		newReplayCmd(g),
 		newRunCmd(g),
 		newShipperCmd(g),
+		newSimulateCmd(g),
 		newStatusCmd(g),
 		newValidateCmd(g),
 		newWorkerCmd(g),

@@ -887,7 +887,9 @@ func (h *Handler) each(service string, q *query, now time.Time, fn func(*rec) er
 	}
 	if service == config.ServiceIncidentEvents && q.allPinned {
 		// Pinned events come back whatever the window.
-		for hour := floorDiv(h.opts.Start.UnixMilli(), hourMs); hour <= floorDiv(h.opts.End.UnixMilli()-1, hourMs); hour++ {
+		// Events are invisible before their time, so the pinned ones lie before now.
+		upto := min(h.opts.End.UnixMilli()-1, nowMs)
+		for hour := floorDiv(h.opts.Start.UnixMilli(), hourMs); hour <= floorDiv(upto, hourMs); hour++ {
 			if !h.pinHour(hour) {
 				continue
 			}
