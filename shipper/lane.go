@@ -39,6 +39,12 @@ type laneRunner struct {
 
 	cycleTotal, cycleDups int
 	cycleStart            time.Time
+
+	// forced holds the keys delivered by the run of forced (replay --force) slots the lane is in.
+	// A forced replay bypasses the dedupe set, so that the range is delivered again, but each
+	// event of it once: its slots' look-back windows overlap one another. The run ends at the
+	// next slot that is not forced.
+	forced map[string]bool
 }
 
 // errLeaseLost stops a lane whose checkpoint someone else moved.
@@ -172,6 +178,9 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 			break // a batch's dedupe record belongs to one epoch
 		}
 		epoch = d.Epoch
+		if !d.Force {
+			r.forced = nil
+		}
 		u := &unit{done: d}
 		units = append(units, u)
 		if d.Failed {
@@ -199,7 +208,7 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 					}
 					ev.D, part = part, nil
 				}
-				if !d.Force && (r.dedupe.seen(ev.K) || inBatch[ev.K]) {
+				if inBatch[ev.K] || (d.Force && r.forced[ev.K]) || (!d.Force && r.dedupe.seen(ev.K)) {
 					u.dups++
 					continue
 				}
@@ -219,15 +228,30 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 	if err := r.send(ctx, batch); err != nil {
 		return false, err
 	}
+	// The batch is delivered: record it even if shutdown began meanwhile, so a graceful stop
+	// never resends it.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
 	first := units[0]
-	if err := r.dedupe.persist(ctx, epoch, minStart, maxEnd, first.done.Seq, first.firstSeen, keys); err != nil {
+	if err := r.dedupe.persist(pctx, epoch, minStart, maxEnd, first.done.Seq, first.firstSeen, keys); err != nil {
 		return false, err
 	}
-	if err := r.checkpoint(ctx, units); err != nil {
+	if err := r.checkpoint(pctx, units); err != nil {
 		return false, err
 	}
 	r.dedupe.add(keys, maxEnd)
-	r.finish(ctx, units)
+	for _, u := range units {
+		if u.done.Force {
+			if r.forced == nil {
+				r.forced = map[string]bool{}
+			}
+			for _, k := range keys {
+				r.forced[k] = true
+			}
+			break
+		}
+	}
+	r.finish(pctx, units)
 	return true, nil
 }
 

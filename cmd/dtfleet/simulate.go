@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -68,7 +69,8 @@ stalls, resets, truncated bodies).`,
 			}
 			scheme, caNote := "http", ""
 			h := darktracetest.NewHandler(opts)
-			srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+			srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
+				ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
 			if f.useTLS {
 				dir, err := os.MkdirTemp("", "dtfleet-simulate-")
 				if err != nil {

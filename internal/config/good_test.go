@@ -75,7 +75,7 @@ func TestFullConfig(t *testing.T) {
 		{"file_1.path", cfg.Outputs["file_1"].Config.Path, "/etc/dtfleet/out/devo.log"},
 		{"instance", in.Credentials.Instance, "https://euw1-1234-01.cloud.darktrace.com"},
 		{"tls.ca_file", in.TLS.CAFile, "/etc/dtfleet/certs/appliance-ca.pem"},
-		{"services", in.EnabledServices(), Services},
+		{"services", in.EnabledServices(), []string{ServiceStatus, ServiceModelBreaches}},
 		{"modelbreaches.tag", in.Services[ServiceModelBreaches].Tag, "my.app.dt.breach"},
 		{"modelbreaches.window", in.Services[ServiceModelBreaches].Window, time.Hour},
 		{"modelbreaches.period", in.Services[ServiceModelBreaches].Period, time.Minute},
@@ -253,7 +253,7 @@ func TestEnvExpansion(t *testing.T) {
 		},
 		{
 			name: "a boolean from the environment",
-			doc:  minimalWith("    services:\n      antigena: {enabled: ${OFF}}\n"),
+			doc:  minimalWith("    services:\n      antigena: {enabled: ${OFF}}\n      status: {}\n"),
 			check: func(t *testing.T, cfg *Config) {
 				if cfg.Inputs["darktrace"].Services[ServiceAntigena].IsEnabled() {
 					t.Error("antigena should be disabled")
@@ -431,10 +431,12 @@ func TestServicesSelection(t *testing.T) {
 	}{
 		{"no services key: every service", "", Services},
 		{"null services: every service", "    services:\n", Services},
-		{"listing some services keeps the others", "    services:\n      modelbreaches: {request_period_in_seconds: 30}\n", Services},
-		{"an empty mapping is the defaults", "    services:\n      antigena: {}\n", Services},
-		{"enabled: false disables one", "    services:\n      status: {enabled: false}\n      antigena: {enabled: false}\n",
-			[]string{ServiceIncidentEvents, ServiceSummary, ServiceModelBreaches}},
+		{"empty services mapping: every service", "    services: {}\n", Services},
+		{"listing some services runs only those", "    services:\n      modelbreaches: {request_period_in_seconds: 30}\n      status: {flatten: true}\n",
+			[]string{ServiceStatus, ServiceModelBreaches}},
+		{"an empty mapping is the defaults", "    services:\n      antigena: {}\n", []string{ServiceAntigena}},
+		{"enabled: false disables a listed one", "    services:\n      status: {enabled: false}\n      antigena: {}\n",
+			[]string{ServiceAntigena}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

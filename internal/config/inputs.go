@@ -83,6 +83,7 @@ func (w *walker) input(n *yaml.Node, path, name string) Input {
 
 	sp := path + ".services"
 	given := make(map[string]*yaml.Node)
+	badService := false // an entry with an error: do not also report "every service is disabled"
 	if servicesEntry != nil {
 		switch {
 		case isNull(servicesEntry.value):
@@ -92,14 +93,17 @@ func (w *walker) input(n *yaml.Node, path, name string) Input {
 			for _, e := range w.entries(servicesEntry.value, sp) {
 				switch {
 				case !slices.Contains(Services, e.key):
+					badService = true
 					msg := "unknown service"
 					if s := suggest(e.key, Services); s != "" {
 						msg += fmt.Sprintf(" (did you mean %q?)", s)
 					}
 					w.add(cfgErr(e.path, "%s; expected one of %s", msg, strings.Join(Services, ", ")), e.knode)
 				case isNull(e.value):
+					given[e.key] = nil
 					w.add(seedErr(30, e.path, msgMissing(e.path)), e.knode)
 				case !isMapping(e.value):
+					given[e.key] = nil
 					w.add(seedErr(31, e.path, msgNotDict(e.path)+" (found "+describe(e.value)+")"), deref(e.value))
 				default:
 					given[e.key] = e.value
@@ -107,15 +111,22 @@ func (w *walker) input(n *yaml.Node, path, name string) Input {
 			}
 		}
 	}
+	// A services mapping selects what to collect: only the services it lists run. Without one (or
+	// with an empty one) every service runs with its defaults.
+	listed := servicesEntry != nil && isMapping(servicesEntry.value) && len(servicesEntry.value.Content) > 0
 	for _, svcName := range Services {
 		s := defaultService(svcName)
 		if sn, ok := given[svcName]; ok {
-			w.service(sn, sp+"."+svcName, svcName, &s)
+			if sn != nil {
+				w.service(sn, sp+"."+svcName, svcName, &s)
+			}
+		} else if listed {
+			s.Enabled = ptr(false)
 		}
 		w.resolveService(&s, svcName)
 		in.Services[svcName] = s
 	}
-	if in.IsEnabled() && len(in.EnabledServices()) == 0 {
+	if in.IsEnabled() && len(in.EnabledServices()) == 0 && !badService && !slices.ContainsFunc(Services, func(n string) bool { v, ok := given[n]; return ok && v == nil }) {
 		w.add(cfgErr(sp, "every service is disabled; enable at least one, or set enabled: false on the input"), n)
 	}
 	return in

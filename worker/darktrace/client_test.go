@@ -459,14 +459,16 @@ func TestFetchWithRetryCanceledWhileWaiting(t *testing.T) {
 	opts.Faults.Script = []darktracetest.Fault{{Kind: darktracetest.FaultRateLimit, RetryAfter: time.Hour}}
 	srv := darktracetest.NewServer(opts)
 	defer srv.Close()
-	c := newClient(t, srv.URL, nil, nil)
+	var logs logBuffer
+	c := newClient(t, srv.URL, &logs, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
 		_, err := c.FetchWithRetry(ctx, Request{Service: config.ServiceSummary}, func([]byte) error { return nil }, 3, nil)
 		done <- err
 	}()
-	waitFor(t, "the first attempt", func() bool { return srv.Requests() == 1 })
+	// The retry is logged just before the wait starts.
+	waitFor(t, "the retry log line", func() bool { return strings.Contains(logs.String(), "retry_in=1h0m0s") })
 	cancel()
 	if err := <-done; KindOf(err) != KindCanceled || !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v", err)

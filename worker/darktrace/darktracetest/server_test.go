@@ -405,9 +405,9 @@ func TestStatus(t *testing.T) {
 	t.Parallel()
 	h := NewHandler(testOptions())
 	type status struct {
-		Time       string                    `json:"time"`
-		Probes     map[string]map[string]any `json:"probes"`
-		Instances  map[string]struct {
+		Time      string                    `json:"time"`
+		Probes    map[string]map[string]any `json:"probes"`
+		Instances map[string]struct {
 			ID     int                       `json:"id"`
 			Probes map[string]map[string]any `json:"probes"`
 		} `json:"instances"`
