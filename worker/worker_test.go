@@ -1,0 +1,392 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/dtfleet/dtfleet/internal/bus"
+	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/proto"
+	"github.com/dtfleet/dtfleet/worker"
+	"github.com/dtfleet/dtfleet/worker/darktrace"
+	"github.com/dtfleet/dtfleet/worker/darktrace/darktracetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+	)
+}
+
+func newBus(t *testing.T) *bus.Bus {
+	t.Helper()
+	ctx := context.Background()
+	b, err := bus.Connect(ctx, config.NATS{StoreDir: t.TempDir()}, bus.Options{ListenOverride: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	if err := b.Provision(ctx, bus.Settings{LeaseTTL: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// testConfig is one input with the modelbreaches service only, against instance.
+func testConfig(t *testing.T, instance string) *config.Config {
+	t.Helper()
+	y := fmt.Sprintf(`
+outputs: {console_1: {type: console}}
+workers: {concurrency: 4}
+inputs:
+  darktrace:
+    requests_per_second: 1000
+    credentials: {public_token: %s, private_token: %s, instance: %q}
+    services:
+      modelbreaches: {look_back_in_minutes: 0}
+`, darktracetest.DefaultPublicToken, darktracetest.DefaultPrivateToken, instance)
+	cfg, err := config.Parse([]byte(y), config.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// runWorker runs a worker until the test ends.
+func runWorker(t *testing.T, b *bus.Bus, cfg *config.Config, opts worker.Options) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := worker.New(ctx, b, cfg, opts)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker.Run = %v", err)
+		}
+	})
+}
+
+func publishItem(t *testing.T, b *bus.Bus, seq uint64, start, end time.Time) proto.WorkItem {
+	t.Helper()
+	it := proto.WorkItem{V: proto.SchemaVersion, Input: "darktrace", Service: config.ServiceModelBreaches, Seq: seq,
+		Start: start.UnixMilli(), End: end.UnixMilli(), PersistenceVersion: 1, Epoch: 1, PlannedAt: time.Now().UnixMilli()}
+	it.SlotID = proto.SlotID(it.Input, it.Service, it.Start, it.End, it.PersistenceVersion, "e1")
+	data, err := proto.Encode(&it)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.JS.Publish(context.Background(), proto.WorkSubject(it.Input, it.Service), data, jetstream.WithMsgID(it.SlotID)); err != nil {
+		t.Fatal(err)
+	}
+	return it
+}
+
+// waitDone waits for the slot's done marker.
+func waitDone(t *testing.T, b *bus.Bus, seq uint64) proto.Done {
+	t.Helper()
+	ctx := context.Background()
+	s, err := b.JS.Stream(ctx, proto.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m, err := s.GetLastMsgForSubject(ctx, proto.DoneSubject("darktrace", config.ServiceModelBreaches, seq))
+		if err == nil {
+			var d proto.Done
+			if err := proto.Decode(m.Data, &d); err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no done marker for slot %d", seq)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// chunks reads every chunk of one attempt at a slot, in order, with the raw message sizes.
+func chunks(t *testing.T, b *bus.Bus, d proto.Done) ([]proto.Chunk, []int) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := b.JS.Stream(ctx, proto.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []proto.Chunk
+	var sizes []int
+	for i := 0; i < d.Chunks; i++ {
+		m, err := s.GetLastMsgForSubject(ctx, proto.ChunkSubject(d.Input, d.Service, d.Seq, d.Attempt, i))
+		if err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+		var ch proto.Chunk
+		if err := proto.Decode(m.Data, &ch); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ch)
+		sizes = append(sizes, len(m.Data))
+	}
+	return out, sizes
+}
+
+// waitSettled waits until the work consumer has nothing pending or unacknowledged.
+func waitSettled(t *testing.T, b *bus.Bus) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := b.JS.Consumer(ctx, proto.StreamWork, proto.ConsumerWorkers)
+		if err == nil {
+			info, err := c.Info(ctx)
+			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the work item was not settled")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// slowFetcher answers every request with events, after holding the request for hold.
+type slowFetcher struct {
+	hold   time.Duration
+	events [][]byte
+	calls  atomic.Int64
+}
+
+func (f *slowFetcher) Fetch(ctx context.Context, _ darktrace.Request, fn func([]byte) error) (darktrace.Stats, error) {
+	f.calls.Add(1)
+	select {
+	case <-time.After(f.hold):
+	case <-ctx.Done():
+		return darktrace.Stats{}, ctx.Err()
+	}
+	for _, e := range f.events {
+		if err := fn(e); err != nil {
+			return darktrace.Stats{}, err
+		}
+	}
+	return darktrace.Stats{}, nil
+}
+
+func breach(pbid int, at time.Time, pad int) []byte {
+	return fmt.Appendf(nil, `{"pbid":%d,"time":%d,"creationTime":%d,"pad":"%s"}`, pbid, at.UnixMilli(), at.UnixMilli(), strings.Repeat("x", pad))
+}
+
+// TestLongFetchIsNotRedelivered: a fetch that outlives the consumer's AckWait several times
+// sends in-progress acks, so no other worker starts the same slot (a redelivery storm).
+func TestLongFetchIsNotRedelivered(t *testing.T) {
+	b := newBus(t)
+	cfg := testConfig(t, "https://dt.example")
+	now := time.Now().UTC().Truncate(time.Hour)
+	f := &slowFetcher{hold: 2 * time.Second, events: [][]byte{breach(1, now.Add(-50*time.Minute), 10)}}
+	runWorker(t, b, cfg, worker.Options{Fetchers: map[string]worker.Fetcher{"darktrace": f}, AckWait: 300 * time.Millisecond})
+	publishItem(t, b, 1, now.Add(-time.Hour), now)
+	d := waitDone(t, b, 1)
+	if d.Failed || d.Events != 1 {
+		t.Fatalf("done marker %+v; want one event", d)
+	}
+	waitSettled(t, b)
+	if n := f.calls.Load(); n != 1 {
+		t.Fatalf("a slot whose fetch outlived AckWait was fetched %d times, want once", n)
+	}
+}
+
+// TestBigResultIsChunked: a result far over the server's max payload travels in chunks that
+// each fit it, an event bigger than a chunk in parts, and the events come out in time order.
+func TestBigResultIsChunked(t *testing.T) {
+	b := newBus(t)
+	cfg := testConfig(t, "https://dt.example")
+	maxPayload := int(b.NC.MaxPayload())
+	now := time.Now().UTC().Truncate(time.Hour)
+	var evs [][]byte
+	for i := range 40 {
+		// Unsorted on purpose: the worker sorts a slot by event time.
+		evs = append(evs, breach(100+i, now.Add(-time.Duration((i*37)%60)*time.Minute), 64<<10))
+	}
+	huge := breach(1, now.Add(-30*time.Minute), 2*maxPayload+12345)
+	evs = append(evs, huge)
+	f := &slowFetcher{events: evs}
+	runWorker(t, b, cfg, worker.Options{Fetchers: map[string]worker.Fetcher{"darktrace": f}})
+	publishItem(t, b, 1, now.Add(-time.Hour), now)
+	d := waitDone(t, b, 1)
+	if d.Failed || d.Events != len(evs) {
+		t.Fatalf("done marker %+v; want %d events", d, len(evs))
+	}
+	chs, sizes := chunks(t, b, d)
+	if len(chs) < 4 {
+		t.Fatalf("%d chunks for %d MB; want it split", len(chs), (len(evs)*64<<10+len(huge))>>20)
+	}
+	for i, n := range sizes {
+		if n > maxPayload {
+			t.Errorf("chunk %d is %d bytes, over the max payload %d", i, n, maxPayload)
+		}
+	}
+	var (
+		got   [][]byte
+		times []int64
+		part  []byte
+	)
+	for _, ch := range chs {
+		for _, e := range ch.Events {
+			part = append(part, e.D...)
+			if e.More {
+				continue
+			}
+			got, times, part = append(got, part), append(times, e.T), nil
+		}
+	}
+	if part != nil {
+		t.Fatal("the last event ends with a part marked More")
+	}
+	if len(got) != len(evs) {
+		t.Fatalf("reassembled %d events, want %d", len(got), len(evs))
+	}
+	if !slices.IsSorted(times) {
+		t.Errorf("events are not in time order: %v", times)
+	}
+	found := false
+	for _, g := range got {
+		if string(g) == string(huge) {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("the event bigger than a chunk did not come out whole")
+	}
+}
+
+// fakeAppliance is a fake Darktrace with one day of data ending an hour ago.
+func fakeAppliance(t *testing.T, faults darktracetest.Faults) (*darktracetest.Server, time.Time) {
+	t.Helper()
+	end := time.Now().UTC().Truncate(time.Hour).Add(-time.Hour)
+	fake := darktracetest.NewServer(darktracetest.Options{Seed: 3, Start: end.Add(-24 * time.Hour), End: end, EventSize: 500,
+		EventsPerHour: map[string]float64{config.ServiceModelBreaches: 30}, Faults: faults})
+	t.Cleanup(fake.Close)
+	return fake, end
+}
+
+// TestTerminalFailureIsRecorded: an INPUT ERROR is not retried; the slot leaves a failure
+// record and a failed done marker (so the shipper passes over it), and its item is terminated.
+func TestTerminalFailureIsRecorded(t *testing.T) {
+	b := newBus(t)
+	fake, end := fakeAppliance(t, darktracetest.Faults{})
+	from := end.Add(-2 * time.Hour)
+	fake.SetInputError(config.ServiceModelBreaches, from, from.Add(time.Hour), true)
+	runWorker(t, b, testConfig(t, fake.URL), worker.Options{Backoff: darktrace.Backoff{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond}})
+	publishItem(t, b, 1, from, from.Add(time.Hour))
+	d := waitDone(t, b, 1)
+	if !d.Failed || !strings.Contains(d.Error, "INPUT ERROR") {
+		t.Fatalf("done marker %+v; want a failure naming INPUT ERROR", d)
+	}
+	waitSettled(t, b)
+	if n := fake.EndpointRequests("/modelbreaches"); n != 1 {
+		t.Errorf("a terminal failure was requested %d times, want once", n)
+	}
+	kv, err := b.KV(context.Background(), proto.BucketFailed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(context.Background(), proto.FailedKey("darktrace", config.ServiceModelBreaches, from.UnixMilli(), from.Add(time.Hour).UnixMilli()))
+	if err != nil {
+		t.Fatalf("no failure record: %v", err)
+	}
+	var rec proto.Failure
+	if err := proto.Decode(e.Value(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Seq != 1 || !strings.Contains(rec.Error, "INPUT ERROR") {
+		t.Errorf("failure record %+v", rec)
+	}
+	if strings.Contains(rec.Error, darktracetest.DefaultPrivateToken) || strings.Contains(d.Error, darktracetest.DefaultPrivateToken) {
+		t.Error("the private token is in a NATS message")
+	}
+}
+
+// TestRetryableFailuresAreRetried: 5xx, 429 and a reset are retried (Nak with delay) until the
+// slot succeeds with every event of its window.
+func TestRetryableFailuresAreRetried(t *testing.T) {
+	b := newBus(t)
+	fake, end := fakeAppliance(t, darktracetest.Faults{Script: []darktracetest.Fault{
+		{Kind: darktracetest.FaultStatus, Status: 503},
+		{Kind: darktracetest.FaultRateLimit, RetryAfter: 100 * time.Millisecond},
+		{Kind: darktracetest.FaultReset, AfterEvents: 3},
+	}})
+	from := end.Add(-3 * time.Hour)
+	runWorker(t, b, testConfig(t, fake.URL), worker.Options{Backoff: darktrace.Backoff{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond}})
+	publishItem(t, b, 1, from, from.Add(time.Hour))
+	d := waitDone(t, b, 1)
+	want := len(fake.Events(config.ServiceModelBreaches, from, from.Add(time.Hour)))
+	if d.Failed || d.Events != want || want == 0 {
+		t.Fatalf("done marker %+v; want %d events", d, want)
+	}
+	waitSettled(t, b)
+	if n := fake.EndpointRequests("/modelbreaches"); n != 4 {
+		t.Errorf("%d requests, want 4 (three faults, then success)", n)
+	}
+	if d.Attempt != "4" {
+		t.Errorf("the successful attempt is %q, want the 4th delivery", d.Attempt)
+	}
+}
+
+// TestShutdownFinishesInFlightSlots: when its context ends, a worker lets an in-flight slot
+// finish (within the grace period) and publishes its result instead of abandoning it.
+func TestShutdownFinishesInFlightSlots(t *testing.T) {
+	b := newBus(t)
+	cfg := testConfig(t, "https://dt.example")
+	now := time.Now().UTC().Truncate(time.Hour)
+	f := &slowFetcher{hold: 500 * time.Millisecond, events: [][]byte{breach(1, now.Add(-10*time.Minute), 10)}}
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := worker.New(ctx, b, cfg, worker.Options{Fetchers: map[string]worker.Fetcher{"darktrace": f}, ShutdownGrace: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var runErr error
+	go func() { defer wg.Done(); runErr = w.Run(ctx) }()
+	publishItem(t, b, 1, now.Add(-time.Hour), now)
+	deadline := time.Now().Add(30 * time.Second)
+	for f.calls.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the slot was never fetched")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	if runErr != nil {
+		t.Fatal(runErr)
+	}
+	// Run returned after the in-flight slot finished: its marker is there already.
+	s, err := b.JS.Stream(context.Background(), proto.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetLastMsgForSubject(context.Background(), proto.DoneSubject("darktrace", config.ServiceModelBreaches, 1)); err != nil {
+		t.Fatalf("the in-flight slot was abandoned at shutdown: %v", err)
+	}
+}
