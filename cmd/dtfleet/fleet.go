@@ -34,6 +34,9 @@ type fleetOptions struct {
 	ackWait     time.Duration
 	skipCheck   bool
 	id          string
+	// metricsListen, when set, serves Prometheus metrics on this address (--metrics-listen).
+	metricsListen string
+	onMetrics     func(addr string) // called with the metrics listener's address
 }
 
 // connectBus connects to the configured bus. Role commands (coordinator, worker, shipper) with no
@@ -103,6 +106,11 @@ func runFleet(ctx context.Context, cfg *config.Config, r roles, o fleetOptions, 
 		o.onBus(b)
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	if o.metricsListen != "" {
+		m := newMetricsServer(o.metricsListen, b, cfg, logger)
+		m.ready = o.onMetrics
+		g.Go(func() error { return m.Run(gctx) })
+	}
 	if r.worker {
 		w, err := worker.New(gctx, b, cfg, worker.Options{Logger: logger, Fetchers: o.fetchers, AckWait: o.ackWait, ID: o.id})
 		if err != nil {

@@ -4,8 +4,16 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// addMetricsFlag registers --metrics-listen on a command that runs fleet roles.
+func addMetricsFlag(cmd *cobra.Command, o *fleetOptions) {
+	cmd.Flags().StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9464 (/metrics)")
+}
+
 func newRunCmd(g *globalFlags) *cobra.Command {
-	var cf *configFlags
+	var (
+		cf *configFlags
+		o  fleetOptions
+	)
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the whole fleet in one process (embedded NATS unless nats.url is set)",
@@ -22,16 +30,20 @@ more workers (dtfleet worker) or a status query (dtfleet status) can join from t
 			if err != nil {
 				return err
 			}
-			return runFleet(cmd.Context(), cfg, allRoles, fleetOptions{}, logger)
+			return runFleet(cmd.Context(), cfg, allRoles, o, logger)
 		},
 	}
 	cf = addConfigFlags(cmd)
+	addMetricsFlag(cmd, &o)
 	return cmd
 }
 
 // newRoleCmd builds the single-role commands: coordinator, worker, shipper.
 func newRoleCmd(g *globalFlags, name, short string, r roles) *cobra.Command {
-	var cf *configFlags
+	var (
+		cf *configFlags
+		o  fleetOptions
+	)
 	cmd := &cobra.Command{
 		Use:   name,
 		Short: short,
@@ -45,10 +57,11 @@ func newRoleCmd(g *globalFlags, name, short string, r roles) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runFleet(cmd.Context(), cfg, r, fleetOptions{}, logger.With("process", name))
+			return runFleet(cmd.Context(), cfg, r, o, logger.With("process", name))
 		},
 	}
 	cf = addConfigFlags(cmd)
+	addMetricsFlag(cmd, &o)
 	return cmd
 }
 
