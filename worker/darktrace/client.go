@@ -51,6 +51,9 @@ type Config struct {
 	// CAFile, when set, is a PEM file holding the only CAs trusted for the appliance's
 	// certificate; otherwise the system roots are trusted.
 	CAFile string
+	// CertFile and KeyFile, when both set, are a PEM client certificate and its key presented
+	// to the appliance (for appliances or proxies in front of them that require mutual TLS).
+	CertFile, KeyFile string
 	// InsecureSkipVerify disables certificate verification (logged as a warning by New).
 	InsecureSkipVerify bool
 	// Timeout bounds how long a request may make no progress: until the response headers
@@ -79,6 +82,8 @@ func ConfigFromInput(in config.Input) Config {
 		PublicToken:        in.Credentials.PublicToken,
 		PrivateToken:       in.Credentials.PrivateToken,
 		CAFile:             in.TLS.CAFile,
+		CertFile:           in.TLS.CertFile,
+		KeyFile:            in.TLS.KeyFile,
 		InsecureSkipVerify: in.TLS.InsecureSkipVerify,
 		Limiter:            NewLocalLimiter(in.RequestsPerSecond),
 	}
@@ -99,7 +104,7 @@ type Client struct {
 	now       func() time.Time
 }
 
-// New validates cfg and returns a Client. It reads CAFile, if set, and logs a warning when
+// New validates cfg and returns a Client. It reads CAFile and the client certificate, if set, and logs a warning when
 // certificate verification is disabled. It does no network I/O.
 func New(cfg Config) (*Client, error) {
 	raw := strings.TrimSpace(cfg.BaseURL)
@@ -148,6 +153,16 @@ func New(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("%w: CA file %s holds no PEM certificate", ErrInvalidConfig, cfg.CAFile)
 		}
 		tlsCfg.RootCAs = pool
+	}
+	switch {
+	case (cfg.CertFile == "") != (cfg.KeyFile == ""):
+		return nil, fmt.Errorf("%w: a client certificate needs both a certificate file and a key file", ErrInvalidConfig)
+	case cfg.CertFile != "":
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: loading the client certificate %s: %w", ErrInvalidConfig, cfg.CertFile, err)
+		}
+		tlsCfg.Certificates = []tls.Certificate{cert}
 	}
 	if cfg.InsecureSkipVerify {
 		tlsCfg.InsecureSkipVerify = true
