@@ -61,9 +61,9 @@ retry_after_date=true, stall=DUR, after_events=N. For example:
   --fault 'rate_limit,retry_after=3s,times=2'
   --fault 'input_error,service=modelbreaches,start=2024-05-01T10:00:00Z,end=2024-05-01T11:00:00Z,times=-1'
 
-Control API (no authentication, same address): GET /_dtfleet/truth/keys?service=S (every event key
-of the data span), GET /_dtfleet/truth/events?service=S&start=T&end=T (every event with event time
-in [start, end), as JSON lines), GET /_dtfleet/truth/response?service=S&start=T&end=T (what a
+Control API (no authentication, same address): GET /_dtfleet/truth/keys?service=S&start=T&end=T (the key
+of every event with event time in [start, end); start defaults to the data's start, end to now),
+GET /_dtfleet/truth/events?service=S&start=T&end=T (those events, as JSON lines), GET /_dtfleet/truth/response?service=S&start=T&end=T (what a
 dtfleet request for that window returns now), POST /_dtfleet/faults (one --fault SPEC per line),
 DELETE /_dtfleet/faults, GET /_dtfleet/stats.`,
 		Args: cobra.NoArgs,

@@ -132,7 +132,7 @@ func parseControlTime(v string) (time.Time, error) {
 // ControlHandler serves the fake's control API under ControlPrefix, without authentication (it
 // is a test tool on a loopback address):
 //
-//	GET    /_dtfleet/truth/keys?service=S                     the sorted keys of every event of S in the data span (JSON)
+//	GET    /_dtfleet/truth/keys?service=S&start=T&end=T       the sorted keys of every event of S with event time in [start, end) (JSON)
 //	GET    /_dtfleet/truth/events?service=S&start=T&end=T     every event of S with event time in [start, end), sorted, as JSON lines
 //	GET    /_dtfleet/truth/response?service=S&start=T&end=T   the events a dtfleet request for that window returns now, as JSON lines
 //	GET    /_dtfleet/faults                                   {"pending": N}
@@ -140,39 +140,27 @@ func parseControlTime(v string) (time.Time, error) {
 //	DELETE /_dtfleet/faults                                   drops the pending scripted faults
 //	GET    /_dtfleet/stats                                    request counters (JSON)
 //
-// Times are RFC 3339 or epoch milliseconds; start defaults to the data's start and end to its end.
+// Times are RFC 3339 or epoch milliseconds; start defaults to the data's start and end to the
+// earlier of the data's end and now (events after now do not exist yet on a real appliance).
 func (h *Handler) ControlHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+ControlPrefix+"truth/keys", func(w http.ResponseWriter, r *http.Request) {
-		service, ok := controlService(w, r)
+		service, start, end, ok := h.controlRange(w, r)
 		if !ok {
 			return
 		}
-		keys := h.Keys(service)
+		keys := h.KeysIn(service, start, end)
 		if keys == nil {
 			keys = []string{}
 		}
-		writeControlJSON(w, map[string]any{"service": service, "count": len(keys), "keys": keys})
+		writeControlJSON(w, map[string]any{"service": service, "start": start.Format(time.RFC3339Nano),
+			"end": end.Format(time.RFC3339Nano), "count": len(keys), "keys": keys})
 	})
 	events := func(all bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			service, ok := controlService(w, r)
+			service, start, end, ok := h.controlRange(w, r)
 			if !ok {
 				return
-			}
-			start, end := h.opts.Start, h.opts.End
-			for _, p := range []struct {
-				name string
-				dst  *time.Time
-			}{{"start", &start}, {"end", &end}} {
-				if v := r.URL.Query().Get(p.name); v != "" {
-					t, err := parseControlTime(v)
-					if err != nil {
-						http.Error(w, p.name+": "+err.Error(), http.StatusBadRequest)
-						return
-					}
-					*p.dst = t
-				}
 			}
 			var evs [][]byte
 			if all {
@@ -230,6 +218,33 @@ func (h *Handler) ControlHandler() http.Handler {
 			"data_start": h.opts.Start.Format(time.RFC3339), "data_end": h.opts.End.Format(time.RFC3339)})
 	})
 	return mux
+}
+
+// controlRange reads the service, start and end query parameters, answering 400 when one is bad.
+// start defaults to the data's start, end to the earlier of the data's end and now.
+func (h *Handler) controlRange(w http.ResponseWriter, r *http.Request) (service string, start, end time.Time, ok bool) {
+	service, ok = controlService(w, r)
+	if !ok {
+		return "", start, end, false
+	}
+	start, end = h.opts.Start, h.opts.End
+	if now := h.now().UTC(); now.Before(end) {
+		end = now
+	}
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"start", &start}, {"end", &end}} {
+		if v := r.URL.Query().Get(p.name); v != "" {
+			t, err := parseControlTime(v)
+			if err != nil {
+				http.Error(w, p.name+": "+err.Error(), http.StatusBadRequest)
+				return "", start, end, false
+			}
+			*p.dst = t
+		}
+	}
+	return service, start, end, true
 }
 
 // controlService reads and checks the service query parameter, answering 400 when it is bad.

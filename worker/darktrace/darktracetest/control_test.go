@@ -80,7 +80,7 @@ func TestControlHandler(t *testing.T) {
 		Keys  []string `json:"keys"`
 	}
 	if rec.Code != 200 || json.Unmarshal(rec.Body.Bytes(), &keys) != nil || keys.Count == 0 ||
-		strings.Join(keys.Keys, ",") != strings.Join(fake.Keys(config.ServiceModelBreaches), ",") {
+		strings.Join(keys.Keys, ",") != strings.Join(fake.KeysIn(config.ServiceModelBreaches, fake.Options().Start, testNow), ",") {
 		t.Fatalf("truth/keys: %d %.200s", rec.Code, rec.Body)
 	}
 	rec = control(t, h, http.MethodGet, "/_dtfleet/truth/events?service=antigena&start=2024-05-09T10:00:00Z&end=2024-05-09T11:00:00Z", "")
