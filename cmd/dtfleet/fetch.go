@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -51,6 +52,13 @@ the events printed before it are incomplete.`,
 			}
 			in := cfg.Inputs[name]
 			svc := in.Services[f.service]
+			if !svc.IsEnabled() {
+				why := "enabled: false"
+				if !svc.Listed {
+					why = "not listed under services"
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s is off in input %s (%s); fetching it anyway\n", f.service, name, why)
+			}
 			req := darktrace.Request{Service: f.service, Endpoint: svc.Endpoint, LookBack: svc.LookBack}
 			snapshot := f.service == config.ServiceStatus || f.service == config.ServiceSummary
 			if !snapshot {
@@ -88,7 +96,17 @@ the events printed before it are incomplete.`,
 				what += "?" + query
 			}
 			if err != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "fetch %s %s: failed after %d events: %v\n", name, what, st.Events, err)
+				class := ""
+				var dtErr *darktrace.Error
+				if errors.As(err, &dtErr) {
+					switch dtErr.Class {
+					case darktrace.Terminal:
+						class = " (terminal: repeating the request will not help until the cause is fixed)"
+					case darktrace.Retryable:
+						class = " (retryable: the fleet retries it with backoff; fetch does not)"
+					}
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "fetch %s %s: failed after %d events%s: %v\n", name, what, st.Events, class, err)
 				return &exitError{code: 1, err: fmt.Errorf("fetching %s from input %s failed", f.service, name)}
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "fetch %s %s: %d events, %d bytes in %v\n", name, what, st.Events, st.Bytes, st.Duration.Round(time.Millisecond))
