@@ -71,6 +71,9 @@ func writeSummary(w io.Writer, cfg *config.Config) {
 			continue
 		}
 		fmt.Fprintf(w, "input %s: %s, %s requests/s\n", name, in.Credentials.Instance, strconv.FormatFloat(in.RequestsPerSecond, 'f', -1, 64))
+		if in.TLS.InsecureSkipVerify {
+			fmt.Fprintf(w, "  warning: tls.insecure_skip_verify is true: the appliance's certificate is not verified and the connection can be intercepted; prefer tls.ca_file\n")
+		}
 		if in.ServicesListed {
 			fmt.Fprintf(w, "  services: only the ones listed under inputs.%s.services run; add a service there to collect it\n", name)
 		} else {
