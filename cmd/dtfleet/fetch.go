@@ -19,6 +19,7 @@ type fetchFlags struct {
 	service string
 	from    string
 	to      string
+	timeout time.Duration
 }
 
 func newFetchCmd(g *globalFlags) *cobra.Command {
@@ -78,6 +79,7 @@ the events printed before it are incomplete.`,
 			}
 			dc := darktrace.ConfigFromInput(in)
 			dc.Logger = logger.With("input", name)
+			dc.Timeout = f.timeout
 			c, err := darktrace.New(dc)
 			if err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("configuring input %s: %w", name, err)}
@@ -119,6 +121,7 @@ the events printed before it are incomplete.`,
 	fl.StringVar(&f.service, "service", "", "service: "+fmt.Sprint(config.Services))
 	fl.StringVar(&f.from, "from", "", "window start, RFC 3339 (windowed services)")
 	fl.StringVar(&f.to, "to", "", "window end, RFC 3339, exclusive (windowed services)")
+	fl.DurationVar(&f.timeout, "timeout", darktrace.DefaultTimeout, "give up when the appliance sends nothing (no headers, or no body bytes) for this long")
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
 }
