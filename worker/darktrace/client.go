@@ -524,20 +524,24 @@ func (c *Client) statusError(resp *http.Response, body []byte, endpoint string) 
 		}
 		return newError(KindPermission, endpoint, code,
 			fmt.Sprintf("%s redirect to %s: the token lacks permission for %s", status, sanitize(loc), endpoint), nil)
-	case code == http.StatusBadRequest:
-		switch v := errorValues(body); {
-		case v["API SIGNATURE ERROR"]:
+	case code == http.StatusBadRequest || code == http.StatusUnauthorized:
+		// The error is the value of a single-key object under a key that varies; it is matched
+		// by value, and as text in a body of another form, on 400 and on 401 alike.
+		v := errorValues(body)
+		has := func(s string) bool { return v[s] || bytes.Contains(bytes.ToUpper(body), []byte(s)) }
+		switch {
+		case has("API SIGNATURE ERROR"):
 			return newError(KindSignature, endpoint, code, status+
 				" API SIGNATURE ERROR: the appliance refused the request signature; the public and private tokens do not match (or the public token is unknown), or a proxy altered the request", nil)
-		case v["API DATE ERROR"]:
+		case has("API DATE ERROR"):
 			return newError(KindDate, endpoint, code, status+
 				" API DATE ERROR: the appliance refused the request date; the host clock must be within 30 minutes of the appliance's", nil)
-		case v["INPUT ERROR"]:
+		case code == http.StatusUnauthorized:
+			return newError(KindAuth, endpoint, code, status+": authentication failed; check the public and private tokens and the host clock"+bodySnippet(body), nil)
+		case has("INPUT ERROR"):
 			return newError(KindInput, endpoint, code, status+" INPUT ERROR: the appliance rejected the request parameters", nil)
 		}
 		return newError(KindClient, endpoint, code, status+bodySnippet(body), nil)
-	case code == http.StatusUnauthorized:
-		return newError(KindAuth, endpoint, code, status+": authentication failed; check the public and private tokens and the host clock"+bodySnippet(body), nil)
 	case code == http.StatusForbidden:
 		return newError(KindPermission, endpoint, code, fmt.Sprintf("%s: the token lacks permission for %s", status, endpoint), nil)
 	case code == http.StatusTooManyRequests:
