@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -82,6 +83,51 @@ func TestFetchPrintsGroundTruth(t *testing.T) {
 			}
 			if !strings.Contains(errOut, fmt.Sprintf(": %d events, ", len(events))) {
 				t.Fatalf("summary line: %q", errOut)
+			}
+		})
+	}
+}
+
+// TestFetchProcess checks that fetch --process prints what a worker makes of the response:
+// status flattened into one event per node, AI Analyst events sorted by time, with their keys.
+func TestFetchProcess(t *testing.T) {
+	t.Parallel()
+	fake, cfgPath := fakeApplianceConfig(t, darktracetest.DefaultPrivateToken)
+	to := fake.Options().End.Add(-time.Hour)
+	from := to.Add(-12 * time.Hour)
+	tests := []struct {
+		service   string
+		wantKeys  string // prefix of every key
+		wantCount func(raw int) bool
+	}{
+		{config.ServiceStatus, "st:", func(raw int) bool { return raw > 1 }},
+		{config.ServiceIncidentEvents, "ai:", func(raw int) bool { return raw == len(fake.Events(config.ServiceIncidentEvents, from, to)) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.service, func(t *testing.T) {
+			out, errOut, err := executeDT(t, "fetch", "-c", cfgPath, "--service", tt.service, "--process",
+				"--from", from.Format(time.RFC3339), "--to", to.Format(time.RFC3339))
+			if err != nil {
+				t.Fatalf("fetch --process: %v\n%s", err, errOut)
+			}
+			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+			var last int64
+			for i, line := range lines {
+				var ev struct {
+					Key   string          `json:"key"`
+					Time  int64           `json:"time"`
+					Event json.RawMessage `json:"event"`
+				}
+				if err := json.Unmarshal([]byte(line), &ev); err != nil || !strings.HasPrefix(ev.Key, tt.wantKeys) || len(ev.Event) == 0 {
+					t.Fatalf("line %d %.200q: %v", i, line, err)
+				}
+				if ev.Time < last {
+					t.Fatalf("line %d at %d comes after one at %d", i, ev.Time, last)
+				}
+				last = ev.Time
+			}
+			if !tt.wantCount(len(lines)) || !strings.Contains(errOut, fmt.Sprintf(", %d after processing", len(lines))) {
+				t.Fatalf("%d processed events; stderr %q", len(lines), errOut)
 			}
 		})
 	}
