@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -12,6 +13,7 @@ import (
 func newCheckCmd(g *globalFlags) *cobra.Command {
 	var cf *configFlags
 	var input string
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Validate each enabled input's Darktrace tokens with one signed request",
@@ -47,6 +49,7 @@ if any input fails.`,
 				in := cfg.Inputs[name]
 				dc := darktrace.ConfigFromInput(in)
 				dc.Logger = logger.With("input", name)
+				dc.Timeout = timeout
 				c, err := darktrace.New(dc)
 				if err == nil {
 					err = c.Check(cmd.Context())
@@ -68,5 +71,6 @@ if any input fails.`,
 	}
 	cf = addConfigFlags(cmd)
 	cmd.Flags().StringVar(&input, "input", "", "check only this input (default: every enabled input)")
+	cmd.Flags().DurationVar(&timeout, "timeout", darktrace.DefaultTimeout, "give up when the appliance sends nothing for this long")
 	return cmd
 }

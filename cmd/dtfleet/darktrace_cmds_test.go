@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -86,6 +88,51 @@ func TestFetchPrintsGroundTruth(t *testing.T) {
 	}
 }
 
+// TestFetchProcess checks that fetch --process prints what a worker makes of the response:
+// status flattened into one event per node, AI Analyst events sorted by time, with their keys.
+func TestFetchProcess(t *testing.T) {
+	t.Parallel()
+	fake, cfgPath := fakeApplianceConfig(t, darktracetest.DefaultPrivateToken)
+	to := fake.Options().End.Add(-time.Hour)
+	from := to.Add(-12 * time.Hour)
+	tests := []struct {
+		service   string
+		wantKeys  string // prefix of every key
+		wantCount func(raw int) bool
+	}{
+		{config.ServiceStatus, "st:", func(raw int) bool { return raw > 1 }},
+		{config.ServiceIncidentEvents, "ai:", func(raw int) bool { return raw == len(fake.Events(config.ServiceIncidentEvents, from, to)) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.service, func(t *testing.T) {
+			out, errOut, err := executeDT(t, "fetch", "-c", cfgPath, "--service", tt.service, "--process",
+				"--from", from.Format(time.RFC3339), "--to", to.Format(time.RFC3339))
+			if err != nil {
+				t.Fatalf("fetch --process: %v\n%s", err, errOut)
+			}
+			lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+			var last int64
+			for i, line := range lines {
+				var ev struct {
+					Key   string          `json:"key"`
+					Time  int64           `json:"time"`
+					Event json.RawMessage `json:"event"`
+				}
+				if err := json.Unmarshal([]byte(line), &ev); err != nil || !strings.HasPrefix(ev.Key, tt.wantKeys) || len(ev.Event) == 0 {
+					t.Fatalf("line %d %.200q: %v", i, line, err)
+				}
+				if ev.Time < last {
+					t.Fatalf("line %d at %d comes after one at %d", i, ev.Time, last)
+				}
+				last = ev.Time
+			}
+			if !tt.wantCount(len(lines)) || !strings.Contains(errOut, fmt.Sprintf(", %d after processing", len(lines))) {
+				t.Fatalf("%d processed events; stderr %q", len(lines), errOut)
+			}
+		})
+	}
+}
+
 func TestFetchUsage(t *testing.T) {
 	t.Parallel()
 	_, cfgPath := fakeApplianceConfig(t, darktracetest.DefaultPrivateToken)
@@ -152,6 +199,9 @@ func TestSimulateOptions(t *testing.T) {
 		{"fault rate", simulateFlags{publicToken: "p", privateToken: "q", faultRate: 2}, "--fault-rate"},
 		{"negative days", simulateFlags{publicToken: "p", privateToken: "q", days: -1}, "--days"},
 		{"empty token", simulateFlags{publicToken: "p"}, "must not be empty"},
+		{"negative span", simulateFlags{publicToken: "p", privateToken: "q", span: -time.Hour}, "--span"},
+		{"unknown fault kind", simulateFlags{publicToken: "p", privateToken: "q", faultKinds: []string{"status", "meteor"}}, "--fault-kinds"},
+		{"bad fault spec", simulateFlags{publicToken: "p", privateToken: "q", faults: []string{"status,status=abc"}}, "--fault"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,6 +221,29 @@ func TestSimulateOptions(t *testing.T) {
 				t.Fatalf("options %+v", opts)
 			}
 		})
+	}
+}
+
+// TestSimulateFaultFlags checks that --fault, --fault-kinds and --span reach the fake's options.
+func TestSimulateFaultFlags(t *testing.T) {
+	t.Parallel()
+	f := simulateFlags{publicToken: "p", privateToken: "q", days: 7, span: 36 * time.Hour, faultRate: 0.5,
+		faultKinds: []string{"status", "reset"},
+		faults:     []string{"rate_limit,retry_after=3s,times=2", "input_error,service=modelbreaches,start=1715248800000,end=1715252400000,times=-1"}}
+	opts, err := f.options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []darktracetest.Fault{
+		{Kind: darktracetest.FaultRateLimit, RetryAfter: 3 * time.Second, Times: 2},
+		{Kind: darktracetest.FaultInputError, Endpoint: "/modelbreaches", Start: time.UnixMilli(1715248800000).UTC(), End: time.UnixMilli(1715252400000).UTC(), Times: -1},
+	}
+	if !slices.Equal(opts.Faults.Script, want) || opts.Faults.Rate != 0.5 ||
+		!slices.Equal(opts.Faults.Kinds, []darktracetest.FaultKind{darktracetest.FaultStatus, darktracetest.FaultReset}) {
+		t.Fatalf("faults %+v", opts.Faults)
+	}
+	if age := time.Since(opts.Start); age < 36*time.Hour || age > 38*time.Hour {
+		t.Fatalf("--span 36h gave data from %v ago", age)
 	}
 }
 

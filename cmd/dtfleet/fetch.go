@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/worker/darktrace"
+	"github.com/dtfleet/dtfleet/worker/events"
 )
 
 // fetchFlags are the fetch command's flags.
@@ -18,6 +21,8 @@ type fetchFlags struct {
 	service string
 	from    string
 	to      string
+	timeout time.Duration
+	process bool
 }
 
 func newFetchCmd(g *globalFlags) *cobra.Command {
@@ -31,7 +36,12 @@ times; ignored for the snapshot services status and summarystatistics), with the
 endpoint and look-back from the configuration, and prints each event of the response as one compact
 JSON line on stdout, unprocessed (no flattening, no de-duplication), in response order. A summary
 line goes to stderr. There is no retry: a failure prints its classified error and exits 1, and
-the events printed before it are incomplete.`,
+the events printed before it are incomplete.
+
+With --process the events go through the worker's processing instead: status is flattened (when
+the service's flatten is on), obfuscation is applied, the events are sorted by event time and
+each line is {"key": <dedupe key>, "time": <epoch ms>, "event": <event>}; they print once the
+whole response has been read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := g.logger()
@@ -51,6 +61,13 @@ the events printed before it are incomplete.`,
 			}
 			in := cfg.Inputs[name]
 			svc := in.Services[f.service]
+			if !svc.IsEnabled() {
+				why := "enabled: false"
+				if !svc.Listed {
+					why = "not listed under services"
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s is off in input %s (%s); fetching it anyway\n", f.service, name, why)
+			}
 			req := darktrace.Request{Service: f.service, Endpoint: svc.Endpoint, LookBack: svc.LookBack}
 			snapshot := f.service == config.ServiceStatus || f.service == config.ServiceSummary
 			if !snapshot {
@@ -70,16 +87,49 @@ the events printed before it are incomplete.`,
 			}
 			dc := darktrace.ConfigFromInput(in)
 			dc.Logger = logger.With("input", name)
+			dc.Timeout = f.timeout
 			c, err := darktrace.New(dc)
 			if err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("configuring input %s: %w", name, err)}
 			}
 			defer c.Close()
 			out := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
-			st, err := c.Fetch(cmd.Context(), req, func(raw []byte) error {
+			emit := func(raw []byte) error {
 				out.Write(raw)
 				return out.WriteByte('\n')
-			})
+			}
+			var processed []events.Event
+			if f.process {
+				proc, err := events.NewProcessor(events.Options{Service: f.service, Flatten: svc.FlattenStatus(),
+					Obfuscation: svc.Obfuscation, Logger: logger})
+				if err != nil {
+					return &exitError{code: 1, err: err}
+				}
+				poll := time.Now().UTC()
+				emit = func(raw []byte) error {
+					return proc.Process(raw, poll, func(ev events.Event) error {
+						processed = append(processed, ev)
+						return nil
+					})
+				}
+			}
+			st, err := c.Fetch(cmd.Context(), req, emit)
+			if err == nil && f.process {
+				events.SortByTime(processed)
+				for _, ev := range processed {
+					line, merr := json.Marshal(struct {
+						Key   string          `json:"key"`
+						Time  int64           `json:"time"`
+						Event json.RawMessage `json:"event"`
+					}{ev.Key, ev.Time, ev.Data})
+					if merr != nil {
+						err = fmt.Errorf("encoding event %s: %w", ev.Key, merr)
+						break
+					}
+					out.Write(line)
+					out.WriteByte('\n')
+				}
+			}
 			if ferr := out.Flush(); err == nil && ferr != nil {
 				err = fmt.Errorf("writing events: %w", ferr)
 			}
@@ -88,10 +138,24 @@ the events printed before it are incomplete.`,
 				what += "?" + query
 			}
 			if err != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "fetch %s %s: failed after %d events: %v\n", name, what, st.Events, err)
+				class := ""
+				var dtErr *darktrace.Error
+				if errors.As(err, &dtErr) {
+					switch dtErr.Class {
+					case darktrace.Terminal:
+						class = " (terminal: repeating the request will not help until the cause is fixed)"
+					case darktrace.Retryable:
+						class = " (retryable: the fleet retries it with backoff; fetch does not)"
+					}
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "fetch %s %s: failed after %d events%s: %v\n", name, what, st.Events, class, err)
 				return &exitError{code: 1, err: fmt.Errorf("fetching %s from input %s failed", f.service, name)}
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "fetch %s %s: %d events, %d bytes in %v\n", name, what, st.Events, st.Bytes, st.Duration.Round(time.Millisecond))
+			fmt.Fprintf(cmd.ErrOrStderr(), "fetch %s %s: %d events, %d bytes in %v", name, what, st.Events, st.Bytes, st.Duration.Round(time.Millisecond))
+			if f.process {
+				fmt.Fprintf(cmd.ErrOrStderr(), ", %d after processing", len(processed))
+			}
+			fmt.Fprintln(cmd.ErrOrStderr())
 			return nil
 		},
 	}
@@ -101,6 +165,8 @@ the events printed before it are incomplete.`,
 	fl.StringVar(&f.service, "service", "", "service: "+fmt.Sprint(config.Services))
 	fl.StringVar(&f.from, "from", "", "window start, RFC 3339 (windowed services)")
 	fl.StringVar(&f.to, "to", "", "window end, RFC 3339, exclusive (windowed services)")
+	fl.BoolVar(&f.process, "process", false, "flatten, obfuscate and sort as a worker does, and print key, time and event")
+	fl.DurationVar(&f.timeout, "timeout", darktrace.DefaultTimeout, "give up when the appliance sends nothing (no headers, or no body bytes) for this long")
 	_ = cmd.MarkFlagRequired("service")
 	return cmd
 }

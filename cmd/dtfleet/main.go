@@ -68,6 +68,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newCheckCmd(g),
 		newCoordinatorCmd(g),
+		newDefinitionsCmd(g),
 		newDemoCmd(g),
 		newDevoSinkCmd(g),
 		newFetchCmd(g),

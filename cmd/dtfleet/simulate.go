@@ -34,6 +34,9 @@ type simulateFlags struct {
 	latency       time.Duration
 	jitter        time.Duration
 	faultRate     float64
+	faultKinds    []string
+	faults        []string
+	span          time.Duration
 }
 
 func newSimulateCmd(g *globalFlags) *cobra.Command {
@@ -46,8 +49,23 @@ func newSimulateCmd(g *globalFlags) *cobra.Command {
 growing in real time, verifying every request's signature and date like the appliance. It prints
 the URL, the (test) tokens and a configuration snippet to paste, then serves until interrupted.
 With --tls it serves HTTPS with a new self-signed certificate, written to a temporary directory
-whose path it prints (for tls.ca_file). --fault-rate injects random retryable faults (5xx, 429,
-stalls, resets, truncated bodies).`,
+whose path it prints (for tls.ca_file).
+
+Faults: --fault-rate injects random faults, drawn from --fault-kinds (default: the retryable ones,
+status, rate_limit, stall, reset, truncate). --fault SPEC scripts one fault (repeatable), consumed
+by the first matching request: a kind (status, rate_limit, stall, reset, truncate, login_page,
+redirect_403, forbidden, input_error, signature_error, date_error) then comma-separated settings:
+endpoint=/path or service=NAME, start=T,end=T (the request's window must cover [start, end];
+RFC 3339 or epoch ms), times=N (-1: every matching request), status=CODE, retry_after=DUR,
+retry_after_date=true, stall=DUR, after_events=N. For example:
+  --fault 'rate_limit,retry_after=3s,times=2'
+  --fault 'input_error,service=modelbreaches,start=2024-05-01T10:00:00Z,end=2024-05-01T11:00:00Z,times=-1'
+
+Control API (no authentication, same address): GET /_dtfleet/truth/keys?service=S&start=T&end=T (the key
+of every event with event time in [start, end); start defaults to the data's start, end to now),
+GET /_dtfleet/truth/events?service=S&start=T&end=T (those events, as JSON lines), GET /_dtfleet/truth/response?service=S&start=T&end=T (what a
+dtfleet request for that window returns now), POST /_dtfleet/faults (one --fault SPEC per line),
+DELETE /_dtfleet/faults, GET /_dtfleet/stats.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := g.logger()
@@ -69,7 +87,7 @@ stalls, resets, truncated bodies).`,
 			}
 			scheme, caNote := "http", ""
 			h := darktracetest.NewHandler(opts)
-			srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
+			srv := &http.Server{Handler: h.WithControl(), ReadHeaderTimeout: 10 * time.Second,
 				ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
 			if f.useTLS {
 				dir, err := os.MkdirTemp("", "dtfleet-simulate-")
@@ -98,6 +116,11 @@ stalls, resets, truncated bodies).`,
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "url: %s\npublic token: %s\nprivate token: %s\ndata: from %s, seed %d\n",
 				base, o.PublicToken, o.PrivateToken, o.Start.Format(time.RFC3339), o.Seed)
+			fmt.Fprintf(out, "ground truth: %s%struth/keys?service=modelbreaches, %s%struth/events?service=modelbreaches&start=%s&end=%s\n",
+				base, darktracetest.ControlPrefix, base, darktracetest.ControlPrefix, o.Start.Format(time.RFC3339), o.Start.Add(time.Hour).Format(time.RFC3339))
+			if n := len(o.Faults.Script); n > 0 || o.Faults.Rate > 0 {
+				fmt.Fprintf(out, "faults: %d scripted, random rate %g\n", n, o.Faults.Rate)
+			}
 			fmt.Fprintf(out, "\nconfiguration snippet:\ninputs:\n  darktrace:\n    credentials: {public_token: %s, private_token: %s, instance: %s}\n%s    services:\n",
 				o.PublicToken, o.PrivateToken, base, caNote)
 			for _, svc := range []string{config.ServiceModelBreaches, config.ServiceIncidentEvents, config.ServiceAntigena} {
@@ -140,7 +163,10 @@ stalls, resets, truncated bodies).`,
 	fl.IntVar(&f.eventSize, "event-size", 0, "approximate bytes per model breach (0: the sample's size, about 6 KB)")
 	fl.DurationVar(&f.latency, "latency", 0, "added response latency")
 	fl.DurationVar(&f.jitter, "jitter", 0, "latency jitter (uniform ±)")
-	fl.Float64Var(&f.faultRate, "fault-rate", 0, "probability in [0, 1] that a request gets a random retryable fault")
+	fl.Float64Var(&f.faultRate, "fault-rate", 0, "probability in [0, 1] that a request gets a random fault")
+	fl.StringSliceVar(&f.faultKinds, "fault-kinds", nil, "kinds random faults are drawn from (default status,rate_limit,stall,reset,truncate)")
+	fl.StringArrayVar(&f.faults, "fault", nil, "scripted fault SPEC, repeatable (see above)")
+	fl.DurationVar(&f.span, "span", 0, "history before now as a duration, e.g. 36h (overrides --days)")
 	return cmd
 }
 
@@ -148,6 +174,24 @@ stalls, resets, truncated bodies).`,
 func (f *simulateFlags) options() (darktracetest.Options, error) {
 	if f.days < 0 {
 		return darktracetest.Options{}, fmt.Errorf("--days must not be negative, got %d", f.days)
+	}
+	if f.span < 0 {
+		return darktracetest.Options{}, fmt.Errorf("--span must not be negative, got %v", f.span)
+	}
+	faults := darktracetest.Faults{Rate: f.faultRate}
+	for _, name := range f.faultKinds {
+		k, err := darktracetest.ParseFaultKind(strings.TrimSpace(name))
+		if err != nil {
+			return darktracetest.Options{}, fmt.Errorf("--fault-kinds: %w", err)
+		}
+		faults.Kinds = append(faults.Kinds, k)
+	}
+	for _, spec := range f.faults {
+		fault, err := darktracetest.ParseFault(spec)
+		if err != nil {
+			return darktracetest.Options{}, fmt.Errorf("--fault: %w", err)
+		}
+		faults.Script = append(faults.Script, fault)
 	}
 	if f.faultRate < 0 || f.faultRate > 1 {
 		return darktracetest.Options{}, fmt.Errorf("--fault-rate must be in [0, 1], got %v", f.faultRate)
@@ -174,16 +218,20 @@ func (f *simulateFlags) options() (darktracetest.Options, error) {
 		rates[svc] = n
 	}
 	now := time.Now().UTC()
+	span := time.Duration(f.days) * 24 * time.Hour
+	if f.span > 0 {
+		span = f.span
+	}
 	return darktracetest.Options{
 		PublicToken:   f.publicToken,
 		PrivateToken:  f.privateToken,
 		Seed:          f.seed,
-		Start:         now.Truncate(time.Hour).Add(-time.Duration(f.days) * 24 * time.Hour),
+		Start:         now.Add(-span).Truncate(time.Hour),
 		End:           now.Add(10 * 365 * 24 * time.Hour), // data keeps appearing as time passes
 		EventsPerHour: rates,
 		EventSize:     f.eventSize,
 		Latency:       f.latency,
 		Jitter:        f.jitter,
-		Faults:        darktracetest.Faults{Rate: f.faultRate},
+		Faults:        faults,
 	}, nil
 }

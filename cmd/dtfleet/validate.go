@@ -21,7 +21,9 @@ func newValidateCmd(_ *globalFlags) *cobra.Command {
 		Short: "Check a configuration file and print every problem, or OK and what would run",
 		Long: `validate reads the configuration (and the definitions), expands ${ENV}, applies the defaults
 and checks every rule without opening any other file or connecting anywhere. On success it prints
-OK and a summary of the inputs, their enabled services and the outputs, and exits 0. Otherwise it
+OK and a summary of the inputs, their services and the outputs, and exits 0. An input with a
+services mapping collects only the services listed there (each can also say enabled: false); an
+input without one collects all five with their defaults. Otherwise it
 prints every problem, one per line (InitVariablesError(ID): ... with the Devo collector's IDs, or
 ConfigError: <key path>: ...), and exits 1.`,
 		Args: cobra.NoArgs,
@@ -69,13 +71,25 @@ func writeSummary(w io.Writer, cfg *config.Config) {
 			continue
 		}
 		fmt.Fprintf(w, "input %s: %s, %s requests/s\n", name, in.Credentials.Instance, strconv.FormatFloat(in.RequestsPerSecond, 'f', -1, 64))
+		if in.TLS.InsecureSkipVerify {
+			fmt.Fprintf(w, "  warning: tls.insecure_skip_verify is true: the appliance's certificate is not verified and the connection can be intercepted; prefer tls.ca_file\n")
+		}
+		if in.ServicesListed {
+			fmt.Fprintf(w, "  services: only the ones listed under inputs.%s.services run; add a service there to collect it\n", name)
+		} else {
+			fmt.Fprintf(w, "  services: no services mapping, so all %d run with their defaults\n", len(config.Services))
+		}
 		for _, svc := range config.Services {
 			s, ok := in.Services[svc]
 			if !ok {
 				continue
 			}
 			if !s.IsEnabled() {
-				fmt.Fprintf(w, "  %s: disabled\n", svc)
+				if s.Listed {
+					fmt.Fprintf(w, "  %s: disabled (enabled: false)\n", svc)
+				} else {
+					fmt.Fprintf(w, "  %s: off (not listed under services)\n", svc)
+				}
 				continue
 			}
 			parts := []string{"tag " + s.Tag}

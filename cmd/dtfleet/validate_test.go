@@ -184,3 +184,23 @@ func TestLoadConfigWrapsErrors(t *testing.T) {
 		t.Errorf("loadConfig(good) = %v, %v", cfg, err)
 	}
 }
+
+// TestDefinitionsCommand checks that `dtfleet definitions` prints definitions that validate as
+// a --definitions file and give the same result as the embedded ones.
+func TestDefinitionsCommand(t *testing.T) {
+	t.Parallel()
+	stdout, stderr, code := runValidate(t, "definitions")
+	if code != 0 || !strings.Contains(stdout, "module_properties:") {
+		t.Fatalf("exit %d, stderr %q, stdout %.200q", code, stderr, stdout)
+	}
+	defs := filepath.Join(t.TempDir(), "definitions.yaml")
+	if err := os.WriteFile(defs, []byte(stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := writeConfig(t, validateGood)
+	embedded, _, code1 := runValidate(t, "validate", "-c", path)
+	printed, stderr, code2 := runValidate(t, "validate", "-c", path, "--definitions", defs)
+	if code1 != 0 || code2 != 0 || embedded != printed {
+		t.Fatalf("validate with the printed definitions: exit %d/%d %s\n%s\n%s", code1, code2, stderr, embedded, printed)
+	}
+}

@@ -159,6 +159,11 @@ type Input struct {
 	Credentials       Credentials        `yaml:"credentials"`
 	TLS               TLS                `yaml:"tls"`
 	Services          map[string]Service `yaml:"services"`
+
+	// ServicesListed is true when the input has a non-empty services mapping: then only the
+	// services it lists run (each can still say enabled: false), and the others are off. Without
+	// one, every service runs with its defaults.
+	ServicesListed bool `yaml:"-"`
 }
 
 // IsEnabled reports whether the input is collected (Enabled nil counts as true).
@@ -235,6 +240,9 @@ type Service struct {
 	LookBackInMinutes                   *int         `yaml:"look_back_in_minutes"` // modelbreaches only
 	Flatten                             *bool        `yaml:"flatten"`              // status only; default true
 	Obfuscation                         *Obfuscation `yaml:"obfuscation"`
+
+	// Listed is true when the service appears in its input's services mapping.
+	Listed bool `yaml:"-"`
 
 	// Resolved values, filled by Load from the definitions and the overrides.
 	Endpoint           string        `yaml:"-"`

@@ -120,12 +120,14 @@ func (w *walker) input(n *yaml.Node, path, name string) Input {
 			if sn != nil {
 				w.service(sn, sp+"."+svcName, svcName, &s)
 			}
+			s.Listed = true
 		} else if listed {
 			s.Enabled = ptr(false)
 		}
 		w.resolveService(&s, svcName)
 		in.Services[svcName] = s
 	}
+	in.ServicesListed = listed
 	if in.IsEnabled() && len(in.EnabledServices()) == 0 && !badService && !slices.ContainsFunc(Services, func(n string) bool { v, ok := given[n]; return ok && v == nil }) {
 		w.add(cfgErr(sp, "every service is disabled; enable at least one, or set enabled: false on the input"), n)
 	}

@@ -51,6 +51,9 @@ type Config struct {
 	// CAFile, when set, is a PEM file holding the only CAs trusted for the appliance's
 	// certificate; otherwise the system roots are trusted.
 	CAFile string
+	// CertFile and KeyFile, when both set, are a PEM client certificate and its key presented
+	// to the appliance (for appliances or proxies in front of them that require mutual TLS).
+	CertFile, KeyFile string
 	// InsecureSkipVerify disables certificate verification (logged as a warning by New).
 	InsecureSkipVerify bool
 	// Timeout bounds how long a request may make no progress: until the response headers
@@ -79,6 +82,8 @@ func ConfigFromInput(in config.Input) Config {
 		PublicToken:        in.Credentials.PublicToken,
 		PrivateToken:       in.Credentials.PrivateToken,
 		CAFile:             in.TLS.CAFile,
+		CertFile:           in.TLS.CertFile,
+		KeyFile:            in.TLS.KeyFile,
 		InsecureSkipVerify: in.TLS.InsecureSkipVerify,
 		Limiter:            NewLocalLimiter(in.RequestsPerSecond),
 	}
@@ -99,7 +104,7 @@ type Client struct {
 	now       func() time.Time
 }
 
-// New validates cfg and returns a Client. It reads CAFile, if set, and logs a warning when
+// New validates cfg and returns a Client. It reads CAFile and the client certificate, if set, and logs a warning when
 // certificate verification is disabled. It does no network I/O.
 func New(cfg Config) (*Client, error) {
 	raw := strings.TrimSpace(cfg.BaseURL)
@@ -148,6 +153,16 @@ func New(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("%w: CA file %s holds no PEM certificate", ErrInvalidConfig, cfg.CAFile)
 		}
 		tlsCfg.RootCAs = pool
+	}
+	switch {
+	case (cfg.CertFile == "") != (cfg.KeyFile == ""):
+		return nil, fmt.Errorf("%w: a client certificate needs both a certificate file and a key file", ErrInvalidConfig)
+	case cfg.CertFile != "":
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: loading the client certificate %s: %w", ErrInvalidConfig, cfg.CertFile, err)
+		}
+		tlsCfg.Certificates = []tls.Certificate{cert}
 	}
 	if cfg.InsecureSkipVerify {
 		tlsCfg.InsecureSkipVerify = true
@@ -509,20 +524,24 @@ func (c *Client) statusError(resp *http.Response, body []byte, endpoint string) 
 		}
 		return newError(KindPermission, endpoint, code,
 			fmt.Sprintf("%s redirect to %s: the token lacks permission for %s", status, sanitize(loc), endpoint), nil)
-	case code == http.StatusBadRequest:
-		switch v := errorValues(body); {
-		case v["API SIGNATURE ERROR"]:
+	case code == http.StatusBadRequest || code == http.StatusUnauthorized:
+		// The error is the value of a single-key object under a key that varies; it is matched
+		// by value, and as text in a body of another form, on 400 and on 401 alike.
+		v := errorValues(body)
+		has := func(s string) bool { return v[s] || bytes.Contains(bytes.ToUpper(body), []byte(s)) }
+		switch {
+		case has("API SIGNATURE ERROR"):
 			return newError(KindSignature, endpoint, code, status+
 				" API SIGNATURE ERROR: the appliance refused the request signature; the public and private tokens do not match (or the public token is unknown), or a proxy altered the request", nil)
-		case v["API DATE ERROR"]:
+		case has("API DATE ERROR"):
 			return newError(KindDate, endpoint, code, status+
 				" API DATE ERROR: the appliance refused the request date; the host clock must be within 30 minutes of the appliance's", nil)
-		case v["INPUT ERROR"]:
+		case code == http.StatusUnauthorized:
+			return newError(KindAuth, endpoint, code, status+": authentication failed; check the public and private tokens and the host clock"+bodySnippet(body), nil)
+		case has("INPUT ERROR"):
 			return newError(KindInput, endpoint, code, status+" INPUT ERROR: the appliance rejected the request parameters", nil)
 		}
 		return newError(KindClient, endpoint, code, status+bodySnippet(body), nil)
-	case code == http.StatusUnauthorized:
-		return newError(KindAuth, endpoint, code, status+": authentication failed; check the public and private tokens and the host clock"+bodySnippet(body), nil)
 	case code == http.StatusForbidden:
 		return newError(KindPermission, endpoint, code, fmt.Sprintf("%s: the token lacks permission for %s", status, endpoint), nil)
 	case code == http.StatusTooManyRequests:

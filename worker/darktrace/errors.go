@@ -50,12 +50,12 @@ func (c Class) String() string {
 type Kind int
 
 const (
-	// KindSignature is HTTP 400 "API SIGNATURE ERROR": the token pair does not match, the public
+	// KindSignature is HTTP 400 (or 401) "API SIGNATURE ERROR": the token pair does not match, the public
 	// token is unknown, or something between the client and the appliance altered the request.
 	KindSignature Kind = iota + 1
-	// KindDate is HTTP 400 "API DATE ERROR": the host clock is too far from the appliance's.
+	// KindDate is HTTP 400 (or 401) "API DATE ERROR": the host clock is too far from the appliance's.
 	KindDate
-	// KindAuth is HTTP 401.
+	// KindAuth is HTTP 401 without either of those error values.
 	KindAuth
 	// KindPermission means the token lacks the permission for the endpoint: HTTP 403, a redirect
 	// to /403 (or anywhere but /login), or an HTML page (the login page) instead of JSON.

@@ -982,8 +982,14 @@ func (h *Handler) allRecs(service string, start, end time.Time) []rec {
 // Keys returns the sorted keys (see Key) of every event of service in the whole data span
 // [Start, End).
 func (h *Handler) Keys(service string) []string {
+	return h.KeysIn(service, h.opts.Start, h.opts.End)
+}
+
+// KeysIn returns the sorted keys (see Key) of every event of service with event time in
+// [start, end) ∩ [Start, End), whether or not it is visible yet.
+func (h *Handler) KeysIn(service string, start, end time.Time) []string {
 	var keys []string
-	for _, r := range h.allRecs(service, h.opts.Start, h.opts.End) {
+	for _, r := range h.allRecs(service, start, end) {
 		switch service {
 		case config.ServiceIncidentEvents:
 			keys = append(keys, uuidString(r.uuid))
