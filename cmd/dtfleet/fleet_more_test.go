@@ -61,7 +61,14 @@ func TestFleetDeliveryFailuresRetried(t *testing.T) {
 
 func TestFleetFailedSlotRecordedAndReplayed(t *testing.T) {
 	env := newFleetEnv(t, 2, "")
+	// The fake's data is generated per clock hour, so pick the first hour that holds incident
+	// events (at about two an hour, some hours hold none).
 	bad := env.start.Add(5 * time.Hour)
+	for len(env.fake.AllEvents(config.ServiceIncidentEvents, bad, bad.Add(time.Hour))) == 0 {
+		if bad = bad.Add(time.Hour); !bad.Before(env.end) {
+			t.Fatal("the fake holds no incident events")
+		}
+	}
 	env.fake.SetInputError(config.ServiceIncidentEvents, bad, bad.Add(time.Hour), true)
 	rec := newRecorder()
 	_, busc := startFleet(t, env.cfg, fleetOptions{outputs: []devo.Output{rec}})
