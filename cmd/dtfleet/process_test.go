@@ -133,15 +133,15 @@ func newProcEnv(t *testing.T, days int) *procEnv {
 // config writes a configuration file for one process and returns its path and parsed form. nats
 // is the YAML flow mapping of the nats section; out is the file output's path. At most
 // max_slots_ahead slots per lane are planned beyond the delivered one, so the gate holds at most
-// 3×4 requests and never all of a worker's 16: every lane reaches the gate.
+// 3×12 requests and never all of a worker's 40: every lane reaches the gate.
 func (e *procEnv) config(t *testing.T, name, nats, out string) (string, *config.Config) {
 	t.Helper()
 	st := e.start.Format(time.RFC3339)
 	y := fmt.Sprintf(`
 globals: {id: proc-test, name: dtfleet-proc-test}
 nats: %s
-workers: {concurrency: 16}
-coordinator: {safety_lag_in_seconds: 0, lease_ttl_in_seconds: 2, max_slots_ahead: 4}
+workers: {concurrency: 40}
+coordinator: {safety_lag_in_seconds: 0, lease_ttl_in_seconds: 2, max_slots_ahead: 12}
 shipper: {lease_ttl_in_seconds: 2}
 outputs:
   file_1: {type: file, config: {path: %s}}
@@ -423,14 +423,33 @@ func waitDelivered(t *testing.T, path string, cfg *config.Config, n int, procs .
 	}
 }
 
+// awaitWrite returns as soon as the file grows (or after a few seconds without a write). A
+// SIGKILL sent right then most likely lands while a batch is being written and before the
+// delivery checkpoint moved, the window in which a crash can resend a batch; whether it does
+// decides nothing but the duplicates counted.
+func awaitWrite(path string) {
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return -1
+		}
+		return fi.Size()
+	}
+	was := size()
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && size() == was; {
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
 // checkHandOvers checks a lane delivered by a sequence of shippers (parts[i] is what the i-th
 // one delivered, in order) against the fake's ground truth: nothing lost; every event once,
 // except that where one part ends and the next begins, the tail of the earlier part may be
 // repeated as the head of the next (the batch in flight when a shipper was killed, resent by its
 // successor), and only when dupsAllowed; slot and event-time order in the de-duplicated sequence.
-// It returns the number of duplicates and the number of distinct events.
-func checkHandOvers(t *testing.T, env *procEnv, cfg *config.Config, parts []map[string][]line, dupsAllowed bool) (dups, events int) {
+// It returns the number of duplicates per service and the number of distinct events.
+func checkHandOvers(t *testing.T, env *procEnv, cfg *config.Config, parts []map[string][]line, dupsAllowed bool) (dups map[string]int, events int) {
 	t.Helper()
+	dups = map[string]int{}
 	for _, ln := range cfg.Lanes() {
 		if ln.Svc.Snapshot {
 			n := 0
@@ -457,7 +476,7 @@ func checkHandOvers(t *testing.T, env *procEnv, cfg *config.Config, parts []map[
 				if !dupsAllowed {
 					t.Errorf("%s: %d events delivered again after a graceful hand-over", ln.Service, k)
 				}
-				dups += k
+				dups[ln.Service] += k
 			}
 			seq = append(seq, next[k:]...)
 		}
@@ -544,6 +563,7 @@ func TestProcessRunStopMidBackfill(t *testing.T) {
 			first := startProc(t, env.dir, "run-1", "run", "-c", cfgPath)
 			waitDelivered(t, out, cfg, total/3, first)
 			if tt.sig == syscall.SIGKILL {
+				awaitWrite(out)
 				first.kill(t)
 			} else {
 				// Requests held at the gate would otherwise wait out the workers' shutdown grace.
@@ -551,6 +571,7 @@ func TestProcessRunStopMidBackfill(t *testing.T) {
 				first.stopGracefully(t)
 			}
 			before := readOutput(t, out, cfg)
+			confirmed := statusOf(t, env.dir, cfgPath)
 			if n := countWindowed(t, out, cfg); n >= total {
 				t.Fatalf("all %d events were delivered before the stop; the test proves nothing", n)
 			}
@@ -564,10 +585,71 @@ func TestProcessRunStopMidBackfill(t *testing.T) {
 			second.stopGracefully(t)
 
 			dups, events := checkHandOvers(t, env, cfg, splitAt(before, readOutput(t, out, cfg)), tt.sig == syscall.SIGKILL)
-			t.Logf("after %v with %d of %d windowed events in the file: %d duplicates of %d events", tt.sig,
-				countWindowedIn(before), total, dups, events)
+			checkInFlight(t, cfg, dups, before, confirmed, tt.sig == syscall.SIGKILL)
+			t.Logf("duplicates after %v: %d of %d events (%d of them in the file at the stop)", tt.sig,
+				sumOf(dups), events, countWindowedIn(before))
 		})
 	}
+}
+
+// statusOf runs `dtfleet status --json` and returns the events each lane's delivery checkpoint
+// counts as delivered.
+func statusOf(t *testing.T, dir, cfgPath string) map[string]uint64 {
+	t.Helper()
+	cmd := exec.Command(dtfleetBinary(t), "status", "--json", "-c", cfgPath)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	b, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("dtfleet status: %v\n%s", err, stderr.Bytes())
+	}
+	var st fleetStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("dtfleet status --json: %v\n%s", err, b)
+	}
+	out := map[string]uint64{}
+	for _, l := range st.Lanes {
+		out[l.Service] = l.Events
+	}
+	return out
+}
+
+// checkInFlight checks that what was delivered again after a stop is no more than the stopped
+// shipper had written without confirming: the lines of a lane in the file at the stop beyond the
+// events its delivery checkpoint counted. After a graceful stop nothing may be unconfirmed.
+func checkInFlight(t *testing.T, cfg *config.Config, dups map[string]int, atStop map[string][]line, confirmed map[string]uint64, crash bool) {
+	t.Helper()
+	for _, ln := range cfg.Lanes() {
+		if ln.Svc.Snapshot {
+			continue
+		}
+		written := len(atStop[ln.Service])
+		c, ok := confirmed[ln.Service]
+		if !ok {
+			continue // the lane's checkpoint could not be read at the stop; see the caller
+		}
+		unconfirmed := written - int(c)
+		switch {
+		case unconfirmed < 0:
+			t.Errorf("%s: the checkpoint counts %d events delivered but the file held %d", ln.Service, c, written)
+		case !crash && unconfirmed > 0:
+			t.Errorf("%s: %d events written but not confirmed by a graceful stop", ln.Service, unconfirmed)
+		case dups[ln.Service] > unconfirmed:
+			t.Errorf("%s: %d events delivered again, more than the %d the crash left unconfirmed", ln.Service, dups[ln.Service], unconfirmed)
+		}
+		if unconfirmed > 0 {
+			t.Logf("%s: %d events were written but unconfirmed at the stop; %d delivered again", ln.Service, unconfirmed, dups[ln.Service])
+		}
+	}
+}
+
+func sumOf(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 func countWindowedIn(m map[string][]line) int {
