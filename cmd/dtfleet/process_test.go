@@ -714,8 +714,8 @@ func TestProcessStandbyRolesTakeOver(t *testing.T) {
 			var confirmed map[string]uint64
 			if tt.sig == syscall.SIGKILL {
 				awaitWrite(aOut)
-				coordA.kill(t)
 				shipA.kill(t)
+				coordA.kill(t)
 				confirmed = checkpointsBeforeTakeOver(t, b, cfg, shipC)
 			} else {
 				coordA.stopGracefully(t)
