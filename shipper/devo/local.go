@@ -2,6 +2,7 @@ package devo
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,7 +46,9 @@ func (s *consoleSender) send(ctx context.Context, b *Batch) error {
 func (s *consoleSender) close() error { return nil }
 
 // fileSender appends Devo lines to a file and fsyncs them on every Send. A failed Send truncates
-// the file back to where it started, so a retry never leaves a torn line behind.
+// the file back to where it started, so a retry never leaves a torn line behind; a Send cut short
+// by a killed process leaves one, which opening the file drops (see dropTornLine). The file has
+// one writer: two processes appending to it could interleave partial lines.
 type fileSender struct {
 	path string
 	host string
@@ -61,11 +64,51 @@ func newFileSender(path, host string) (*fileSender, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("creating the directory of file %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("opening file %s: %w", path, err)
 	}
+	if err := dropTornLine(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("repairing file %s: %w", path, err)
+	}
 	return &fileSender{path: path, host: host, f: f, bw: bufio.NewWriterSize(f, writeBufferSize)}, nil
+}
+
+// dropTornLine truncates f after its last newline. Every line AppendLine writes ends in '\n' and
+// a confirmed Send is fsynced whole, so bytes after the last newline can only be the torn end of
+// a Send that never returned (the process was killed mid-write). Left in place, the next Send's
+// first line would be glued to that fragment and a confirmed event would reach the file corrupt.
+// The unconfirmed batch is resent by the shipper, so dropping its fragment loses nothing.
+func dropTornLine(f *os.File) error {
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := info.Size()
+	buf := make([]byte, 32<<10)
+	end := size
+	for end > 0 {
+		n := int64(len(buf))
+		if end < n {
+			n = end
+		}
+		if _, err := f.ReadAt(buf[:n], end-n); err != nil {
+			return err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			end = end - n + int64(i) + 1
+			break
+		}
+		end -= n
+	}
+	if end == size {
+		return nil
+	}
+	if err := f.Truncate(end); err != nil {
+		return err
+	}
+	return f.Sync()
 }
 
 func (s *fileSender) send(ctx context.Context, b *Batch) error {
