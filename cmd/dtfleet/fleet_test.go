@@ -148,39 +148,48 @@ func startFleet(t *testing.T, cfg *config.Config, o fleetOptions) (stop func() e
 // waitCaughtUp waits until every windowed lane delivered up to end and every snapshot lane once.
 func waitCaughtUp(t *testing.T, b *bus.Bus, cfg *config.Config, end time.Time, timeout time.Duration) {
 	t.Helper()
-	kv, err := b.KV(context.Background(), proto.BucketDelivered)
-	if err != nil {
-		t.Fatal(err)
-	}
 	deadline := time.Now().Add(timeout)
+	var lastErr error
 	for {
-		done := true
-		for _, ln := range cfg.Lanes() {
-			e, err := kv.Get(context.Background(), proto.LaneKey(ln.Input, ln.Service))
-			if err != nil {
-				if !errors.Is(err, jetstream.ErrKeyNotFound) {
-					t.Fatal(err)
-				}
-				done = false
-				break
-			}
-			var d proto.Delivery
-			if err := proto.Decode(e.Value(), &d); err != nil {
-				t.Fatal(err)
-			}
-			if (ln.Svc.Snapshot && d.Seq < 1) || (!ln.Svc.Snapshot && d.End < end.UnixMilli()) {
-				done = false
-				break
-			}
-		}
+		done, err := caughtUp(b, cfg, end)
 		if done {
 			return
 		}
+		if err != nil {
+			lastErr = err // a cluster electing new leaders answers with errors for a while
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("fleet did not catch up within %v", timeout)
+			t.Fatalf("fleet did not catch up within %v (last error: %v)", timeout, lastErr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// caughtUp reports whether every windowed lane delivered up to end and every snapshot lane once.
+func caughtUp(b *bus.Bus, cfg *config.Config, end time.Time) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kv, err := b.KV(ctx, proto.BucketDelivered)
+	if err != nil {
+		return false, err
+	}
+	for _, ln := range cfg.Lanes() {
+		e, err := kv.Get(ctx, proto.LaneKey(ln.Input, ln.Service))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		var d proto.Delivery
+		if err := proto.Decode(e.Value(), &d); err != nil {
+			return false, err
+		}
+		if (ln.Svc.Snapshot && d.Seq < 1) || (!ln.Svc.Snapshot && d.End < end.UnixMilli()) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // eventTime reads a windowed event's time field.
