@@ -379,6 +379,9 @@ func TestServerCertVerification(t *testing.T) {
 			if tt.wantOK != (err == nil) {
 				t.Fatalf("Send = %v; want ok=%v", err, tt.wantOK)
 			}
+			if err != nil && !strings.Contains(err.Error(), "chain file "+p.CA) {
+				t.Errorf("error %q does not name the chain file %s", err, p.CA)
+			}
 			want := 0
 			if tt.wantOK {
 				want = len(b.Events)
@@ -398,8 +401,12 @@ func TestRejectedClientCert(t *testing.T) {
 	ctx := testCtx(t)
 	b := makeBatch(testTag, "reject", 50, 50)
 	srv.RejectClientCert(true)
-	if err := out.Send(ctx, b); err == nil {
+	err := out.Send(ctx, b)
+	if err == nil {
 		t.Fatal("Send succeeded although the server rejected the client certificate")
+	}
+	if !errors.Is(err, ErrClientCertRejected) || !strings.Contains(err.Error(), "cert file "+p.ClientCert) {
+		t.Errorf("error %q does not say that the server rejected cert file %s", err, p.ClientCert)
 	}
 	if n := srv.Count(); n != 0 {
 		t.Fatalf("the server recorded %d events over a rejected handshake", n)

@@ -315,7 +315,9 @@ func TestResetAfterKeepsEarlierLines(t *testing.T) {
 		data = fmt.Appendf(data, "<14>t h my.app.x: %d\n", i)
 	}
 	err := sendRaw(t, dial(t, s.RelayAddr()), data)
-	if !errors.Is(err, syscall.ECONNRESET) {
+	// The RST can reach the client before its half-close (shutdown then fails with ENOTCONN, or
+	// a write with EPIPE) or after it (the read fails with ECONNRESET): all three are the reset.
+	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.EPIPE) {
 		t.Fatalf("the client saw %v; want a connection reset", err)
 	}
 	if got := s.Count(); got != 3 || s.Resets() != 1 {
