@@ -332,6 +332,26 @@ func TestResetAfterKeepsEarlierLines(t *testing.T) {
 	}
 }
 
+func TestResetEveryTimesStops(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, Options{RelayAddr: "127.0.0.1:0"})
+	s.ResetEveryTimes(4, 3)
+	var data []byte
+	for i := range 10 {
+		data = fmt.Appendf(data, "<14>t h my.app.x: %d\n", i)
+	}
+	failed := 0
+	for range 5 {
+		if sendRaw(t, dial(t, s.RelayAddr()), data) != nil {
+			failed++
+		}
+	}
+	// Three connections are reset after 4 lines each; the last two go through whole.
+	if s.Resets() != 3 || failed != 3 || s.Count() != 3*4+2*10 {
+		t.Fatalf("Resets %d, failed sends %d, Count %d; want 3, 3 and %d", s.Resets(), failed, s.Count(), 3*4+2*10)
+	}
+}
+
 func TestRefuse(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, Options{RelayAddr: "127.0.0.1:0"})
