@@ -1,0 +1,421 @@
+package main
+
+// Fleet-level tests of Devo delivery (issue 4): the in-process fleet delivers to the fake Devo
+// (devotest) through outputs built from config YAML written the way a user writes it.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dtfleet/dtfleet/internal/bus"
+	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/proto"
+	"github.com/dtfleet/dtfleet/shipper/devo"
+	"github.com/dtfleet/dtfleet/shipper/devo/devotest"
+	"github.com/dtfleet/dtfleet/worker/darktrace/darktracetest"
+)
+
+// fastBackoff keeps the tests' retries quick; the product default starts at 1 s.
+var fastBackoff = devo.Backoff{Initial: 5 * time.Millisecond, Max: 100 * time.Millisecond}
+
+// lockedBuffer is an io.Writer safe for concurrent use.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// logCapture is a logger whose text output the test can search (and see with -v).
+type logCapture struct {
+	buf    lockedBuffer
+	logger *slog.Logger
+}
+
+func newLogCapture(t *testing.T) *logCapture {
+	c := &logCapture{}
+	var w io.Writer = &c.buf
+	if testing.Verbose() {
+		w = io.MultiWriter(&c.buf, os.Stderr)
+	}
+	c.logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return c
+}
+
+// count is the number of log lines containing every one of parts.
+func (c *logCapture) count(parts ...string) int {
+	n := 0
+	for _, line := range strings.Split(c.buf.String(), "\n") {
+		if line != "" && allIn(line, parts) {
+			n++
+		}
+	}
+	return n
+}
+
+func allIn(s string, parts []string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}
+
+// waitUntil polls cond until it holds, failing the test with what after timeout.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// runningFleet is a fleet started with runFleet in the background.
+type runningFleet struct {
+	stop func() error
+	errc chan error // runFleet's result, once
+	busc chan *bus.Bus
+}
+
+// launchFleet runs the whole fleet in-process with logger until stop is called or it fails.
+func launchFleet(t *testing.T, cfg *config.Config, o fleetOptions, logger *slog.Logger) *runningFleet {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &runningFleet{errc: make(chan error, 1), busc: make(chan *bus.Bus, 1)}
+	o.onBus = func(b *bus.Bus) { f.busc <- b }
+	if o.listen == "" {
+		o.listen = "none"
+	}
+	if o.tick == 0 {
+		o.tick = 50 * time.Millisecond
+	}
+	if o.backoff == (devo.Backoff{}) {
+		o.backoff = fastBackoff
+	}
+	done := make(chan error, 1)
+	go func() { done <- runFleet(ctx, cfg, allRoles, o, logger) }()
+	var once sync.Once
+	var err error
+	wait := func() error {
+		once.Do(func() { err = <-done; f.errc <- err })
+		return err
+	}
+	f.stop = func() error {
+		cancel()
+		return wait()
+	}
+	t.Cleanup(func() { _ = f.stop() })
+	return f
+}
+
+// deliveryCursor reads a lane's delivery checkpoint from the bus (ok false: none yet).
+func deliveryCursor(t *testing.T, b *bus.Bus, ln config.Lane) (d proto.Delivery, ok bool) {
+	t.Helper()
+	kv, err := b.KV(context.Background(), proto.BucketDelivered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(context.Background(), proto.LaneKey(ln.Input, ln.Service))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return d, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proto.Decode(e.Value(), &d); err != nil {
+		t.Fatal(err)
+	}
+	return d, true
+}
+
+// storedCursor opens the (stopped) fleet's embedded store and reads a lane's delivery checkpoint.
+func storedCursor(t *testing.T, cfg *config.Config, ln config.Lane) (proto.Delivery, bool) {
+	t.Helper()
+	b, err := connectBus(context.Background(), cfg, allRoles, fleetOptions{listen: "none"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	return deliveryCursor(t, b, ln)
+}
+
+// devoSetup is a fake appliance, a test PKI and a config directory with certs/chain.crt,
+// certs/domain.crt and certs/domain.key, as a user lays them out.
+type devoSetup struct {
+	fake       *darktracetest.Server
+	start, end time.Time
+	dir        string
+	pki        *devotest.PKI
+	chain      string
+	cert, key  string
+}
+
+func newDevoSetup(t *testing.T, span time.Duration, perHour map[string]float64) *devoSetup {
+	t.Helper()
+	end := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
+	start := end.Add(-span)
+	fake := darktracetest.NewServer(darktracetest.Options{Seed: 11, Start: start, End: end, EventSize: 300, EventsPerHour: perHour})
+	t.Cleanup(fake.Close)
+	dir := t.TempDir()
+	pkiDir := filepath.Join(dir, "pki")
+	certs := filepath.Join(dir, "certs")
+	for _, d := range []string{pkiDir, certs} {
+		if err := os.Mkdir(d, 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := devotest.NewPKI(pkiDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &devoSetup{fake: fake, start: start, end: end, dir: dir, pki: p,
+		chain: filepath.Join(certs, "chain.crt"), cert: filepath.Join(certs, "domain.crt"), key: filepath.Join(certs, "domain.key")}
+	s.install(t, []string{p.CA}, p.ClientCert, p.ClientKey)
+	return s
+}
+
+// install writes the chain file (the concatenation of chain), the cert and the key in place.
+func (s *devoSetup) install(t *testing.T, chain []string, cert, key string) {
+	t.Helper()
+	var bundle []byte
+	for _, c := range chain {
+		bundle = append(bundle, mustReadFile(t, c)...)
+	}
+	for _, f := range []struct {
+		path string
+		data []byte
+	}{{s.chain, bundle}, {s.cert, mustReadFile(t, cert)}, {s.key, mustReadFile(t, key)}} {
+		if err := os.WriteFile(f.path, f.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func mustReadFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// load writes config.yaml (the fleet settings, then outputs and services as given) into the setup's
+// directory and loads it the way `dtfleet run -c config.yaml` does.
+func (s *devoSetup) load(t *testing.T, outputs, services string, env map[string]string) (*config.Config, string) {
+	t.Helper()
+	y := fmt.Sprintf(`globals: {id: devo-test, name: dtfleet-devo-test}
+nats: {store_dir: data, listen: none}
+workers: {concurrency: 8}
+coordinator: {safety_lag_in_seconds: 0, lease_ttl_in_seconds: 2}
+shipper: {lease_ttl_in_seconds: 2, sender_stats_period_in_seconds: 1}
+outputs:
+%s
+inputs:
+  darktrace:
+    requests_per_second: 1000
+    credentials:
+      public_token: %s
+      private_token: ${DT_PRIVATE_TOKEN}
+      instance: %s
+    services:
+%s`, outputs, darktracetest.DefaultPublicToken, s.fake.URL, strings.ReplaceAll(services, "START", s.start.Format(time.RFC3339)))
+	path := filepath.Join(s.dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"DT_PRIVATE_TOKEN": darktracetest.DefaultPrivateToken}
+	for k, v := range env {
+		vars[k] = v
+	}
+	cfg, err := config.Load(path, config.LoadOptions{LookupEnv: func(k string) (string, bool) { v, ok := vars[k]; return v, ok }})
+	if err != nil {
+		t.Fatalf("loading %s:\n%s\n%v", path, y, err)
+	}
+	return cfg, y
+}
+
+// env is the fleetEnv that checkExactlyOnce compares against.
+func (s *devoSetup) env(cfg *config.Config, y string) *fleetEnv {
+	return &fleetEnv{fake: s.fake, cfg: cfg, yaml: y, start: s.start, end: s.end, dir: s.dir}
+}
+
+// tlsOutput is a devo_platform output block for the fake's TLS listener, with the relative cert
+// paths of the setup's directory.
+func tlsOutput(name, addr, extra string) string {
+	host, port := splitAddr(addr)
+	return fmt.Sprintf(`  %s:
+    type: devo_platform
+    config:
+      address: %s
+      port: %s
+      chain: certs/chain.crt
+      cert: certs/domain.crt
+      key: certs/domain.key%s`, name, host, port, extra)
+}
+
+func splitAddr(addr string) (host, port string) {
+	i := strings.LastIndexByte(addr, ':')
+	return addr[:i], addr[i+1:]
+}
+
+// sinkMessages returns the messages the fake received with tag, keeping those keep accepts.
+func sinkMessages(sink *devotest.Server, tag string, keep func(devotest.Received) bool) [][]byte {
+	var out [][]byte
+	for _, e := range sink.Events(tag) {
+		if keep == nil || keep(e) {
+			out = append(out, []byte(e.Msg))
+		}
+	}
+	return out
+}
+
+// sendLog wraps an output and records, in order, the batches it confirmed and the events of the
+// batches that failed.
+type sendLog struct {
+	devo.Output
+	mu        sync.Mutex
+	confirmed map[string][][]byte // tag → messages of confirmed batches, in order
+	inFailed  map[string]int      // event key → failed Sends that carried it
+	failed    int
+	maxBatch  int
+	service   map[string]string // tag → service, to key events
+}
+
+func (l *sendLog) Send(ctx context.Context, b *devo.Batch) error {
+	err := l.Output.Send(ctx, b)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.maxBatch = max(l.maxBatch, len(b.Events))
+	if err != nil {
+		l.failed++
+		for _, e := range b.Events {
+			l.inFailed[darktracetest.Key(l.service[b.Tag], e.Msg)]++
+		}
+		return err
+	}
+	for _, e := range b.Events {
+		l.confirmed[b.Tag] = append(l.confirmed[b.Tag], slices.Clone(e.Msg))
+	}
+	return nil
+}
+
+func (l *sendLog) confirmedOf(tag string) [][]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.confirmed[tag])
+}
+
+// TestFleetDevoTLSResets backfills half a day of model breaches over mutual TLS while the fake Devo
+// resets the connection 100 times. Every event reaches Devo; the events confirmed by the
+// half-close/EOF handshake are exactly the ground truth, once each and in order; and every
+// duplicate Devo received is an event of a batch whose delivery failed (the batch in flight when
+// its connection was reset), so duplicates are at least one per reset (the event that triggered
+// it is resent) and at most resets × the largest batch.
+func TestFleetDevoTLSResets(t *testing.T) {
+	const (
+		resets      = 100
+		resetEvery  = 67 // events recorded between resets; above the largest batch, so every retry can pass
+		batchEvents = 20 // shipper batches close at this size (plus the rest of their last chunk)
+	)
+	// Two-minute slots of about 20 breaches, with no look-back, keep batches small and the run short.
+	s := newDevoSetup(t, 12*time.Hour, map[string]float64{config.ServiceModelBreaches: 600})
+	sink, err := devotest.NewServer(devotest.Options{TLSAddr: "127.0.0.1:0", CertFile: s.pki.ServerCert, KeyFile: s.pki.ServerKey, ClientCAFile: s.pki.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sink.Close() })
+	cfg, y := s.load(t, tlsOutput("devo_1", sink.TLSAddr(), ""), `      modelbreaches: {start_time_in_utc_format: "START", override_time_window_interval_in_minutes: 2, look_back_in_minutes: 0}
+`, nil)
+	env := s.env(cfg, y)
+	const service = config.ServiceModelBreaches
+	tag := laneOf(t, cfg, service).Svc.Tag
+	total := len(s.fake.Keys(service))
+	if total < resets*resetEvery {
+		t.Fatalf("the fake holds %d events, fewer than %d resets × %d: not every reset would happen", total, resets, resetEvery)
+	}
+
+	logs := newLogCapture(t)
+	built, err := buildOutputs(cfg, nil, logs.logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &sendLog{Output: built[0], confirmed: map[string][][]byte{}, inFailed: map[string]int{}, service: map[string]string{tag: service}}
+	t.Cleanup(func() { _ = out.Close() })
+	sink.ResetEveryTimes(resetEvery, resets)
+	f := launchFleet(t, cfg, fleetOptions{outputs: []devo.Output{out}, batchEvents: batchEvents}, logs.logger)
+	b := <-f.busc
+	waitCaughtUp(t, b, cfg, s.end, 2*time.Minute)
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	if got := sink.Resets(); got != resets {
+		t.Fatalf("the fake reset %d connections; want %d", got, resets)
+	}
+	// What the confirmations covered: the ground truth, once each, in order.
+	checkExactlyOnce(t, env, out.confirmedOf)
+	// What Devo received: every event, plus duplicates only from failed batches.
+	received := map[string]int{}
+	for _, m := range sinkMessages(sink, tag, nil) {
+		received[darktracetest.Key(service, m)]++
+	}
+	dups := 0
+	for _, k := range s.fake.Keys(service) {
+		n := received[k]
+		if n == 0 {
+			t.Errorf("event %s never reached the fake Devo", k)
+			continue
+		}
+		if n-1 > out.inFailed[k] {
+			t.Errorf("event %s reached the fake Devo %d times but was in only %d failed batches", k, n, out.inFailed[k])
+		}
+		dups += n - 1
+		delete(received, k)
+	}
+	if len(received) > 0 {
+		t.Errorf("the fake Devo received %d events that are not in the ground truth", len(received))
+	}
+	out.mu.Lock()
+	failed, maxBatch := out.failed, out.maxBatch
+	out.mu.Unlock()
+	bound := resets * maxBatch
+	t.Logf("%d resets over mutual TLS: %d duplicates of %d events (%d failed sends, largest batch %d, bound %d resets × %d)",
+		resets, dups, total, failed, maxBatch, bound, maxBatch)
+	if failed < resets {
+		t.Errorf("%d sends failed, fewer than the %d resets", failed, resets)
+	}
+	if dups < resets || dups > bound {
+		t.Errorf("%d duplicates; want between %d (one per reset) and %d (resets × largest batch)", dups, resets, bound)
+	}
+	if n := logs.count("delivering a batch failed; retrying", "devo_1"); n < resets {
+		t.Errorf("%d retry warnings logged; want at least %d", n, resets)
+	}
+}
