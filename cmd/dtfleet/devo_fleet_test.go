@@ -99,16 +99,17 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 
 // runningFleet is a fleet started with runFleet in the background.
 type runningFleet struct {
-	stop func() error
-	errc chan error // runFleet's result, once
-	busc chan *bus.Bus
+	stop   func() error  // cancels the fleet and returns runFleet's result
+	exited chan struct{} // closed when runFleet returned; err is then set
+	err    error
+	busc   chan *bus.Bus
 }
 
 // launchFleet runs the whole fleet in-process with logger until stop is called or it fails.
 func launchFleet(t *testing.T, cfg *config.Config, o fleetOptions, logger *slog.Logger) *runningFleet {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &runningFleet{errc: make(chan error, 1), busc: make(chan *bus.Bus, 1)}
+	f := &runningFleet{exited: make(chan struct{}), busc: make(chan *bus.Bus, 1)}
 	o.onBus = func(b *bus.Bus) { f.busc <- b }
 	if o.listen == "" {
 		o.listen = "none"
@@ -119,17 +120,14 @@ func launchFleet(t *testing.T, cfg *config.Config, o fleetOptions, logger *slog.
 	if o.backoff == (devo.Backoff{}) {
 		o.backoff = fastBackoff
 	}
-	done := make(chan error, 1)
-	go func() { done <- runFleet(ctx, cfg, allRoles, o, logger) }()
-	var once sync.Once
-	var err error
-	wait := func() error {
-		once.Do(func() { err = <-done; f.errc <- err })
-		return err
-	}
+	go func() {
+		f.err = runFleet(ctx, cfg, allRoles, o, logger)
+		close(f.exited)
+	}()
 	f.stop = func() error {
 		cancel()
-		return wait()
+		<-f.exited
+		return f.err
 	}
 	t.Cleanup(func() { _ = f.stop() })
 	return f
@@ -418,4 +416,138 @@ func TestFleetDevoTLSResets(t *testing.T) {
 	if n := logs.count("delivering a batch failed; retrying", "devo_1"); n < resets {
 		t.Errorf("%d retry warnings logged; want at least %d", n, resets)
 	}
+}
+
+// TestFleetDevoCertificateErrors breaks the TLS files of a devo_platform output in four ways while
+// a backfill is half delivered: a client certificate from another CA and an expired one stop the
+// fleet at start with an error naming the cert file; a chain file that does not verify the server
+// and a client certificate the server refuses fail every delivery with an error naming the file
+// to fix. In every case the delivery cursor stays where it was and nothing reaches Devo. Fixing
+// the files and restarting delivers the rest, each event exactly once.
+func TestFleetDevoCertificateErrors(t *testing.T) {
+	s := newDevoSetup(t, 12*time.Hour, map[string]float64{config.ServiceModelBreaches: 300})
+	p := s.pki
+	q, err := devotest.NewPKI(t.TempDir()) // an unrelated PKI: its CA signed nothing the fake trusts
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fake's server certificate is issued by the second CA and its client certificates by the
+	// first, so the right chain file holds both (as Devo's holds a root and intermediates).
+	sink, err := devotest.NewServer(devotest.Options{TLSAddr: "127.0.0.1:0", CertFile: p.ForeignServerCert, KeyFile: p.ForeignServerKey, ClientCAFile: p.CA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sink.Close() })
+	goodChain := []string{p.CA, p.OtherCA}
+	const services = `      modelbreaches: {start_time_in_utc_format: "START", override_time_window_interval_in_minutes: 10, look_back_in_minutes: 0}
+`
+	outputs := tlsOutput("devo_1", sink.TLSAddr(), "")
+	load := func() (*config.Config, string) { return s.load(t, outputs, services, nil) }
+	cfg, y := load()
+	ln := laneOf(t, cfg, config.ServiceModelBreaches)
+	tag := ln.Svc.Tag
+
+	// Deliver part of the backfill, then park the shipper on refused connections (so no batch is
+	// half-sent when it stops) and stop.
+	s.install(t, goodChain, p.ClientCert, p.ClientKey)
+	logs := newLogCapture(t)
+	f := launchFleet(t, cfg, fleetOptions{batchEvents: 100}, logs.logger)
+	b := <-f.busc
+	waitUntil(t, time.Minute, "part of the backfill to be delivered", func() bool {
+		d, ok := deliveryCursor(t, b, ln)
+		return ok && d.Events >= 500
+	})
+	sink.Refuse(true)
+	refusedBefore := logs.count("delivering a batch failed; retrying")
+	waitUntil(t, time.Minute, "a refused delivery", func() bool { return logs.count("delivering a batch failed; retrying") > refusedBefore })
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+	sink.Refuse(false)
+	before, ok := storedCursor(t, cfg, ln)
+	if !ok || before.Events == 0 {
+		t.Fatal("no delivery checkpoint after the first run")
+	}
+	received := sink.Count()
+	if received >= len(s.fake.Keys(config.ServiceModelBreaches)) {
+		t.Fatal("the first run delivered everything; the test proves nothing")
+	}
+	t.Logf("first run: %d of %d breaches delivered, cursor at slot %d", received, len(s.fake.Keys(config.ServiceModelBreaches)), before.Seq)
+
+	cases := []struct {
+		name        string
+		chain       []string
+		cert, key   string
+		atStart     bool   // the fleet refuses to start (else every delivery fails)
+		file        string // the file the error must name
+		want        string // and what it must say
+		notAccepted bool
+	}{
+		{"client certificate from another CA", goodChain, q.ClientCert, q.ClientKey, true, s.cert, "does not verify against the chain", true},
+		{"expired client certificate", goodChain, p.ExpiredCert, p.ExpiredKey, true, s.cert, "certificate has expired", true},
+		{"chain file that does not verify the server", []string{p.CA}, p.ClientCert, p.ClientKey, false, s.chain, "the server's certificate does not verify against the chain file", false},
+		{"client certificate the server refuses", goodChain, p.OtherClientCert, p.OtherClientKey, false, s.cert, "the server rejected the client certificate", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s.install(t, tc.chain, tc.cert, tc.key)
+			cfg, _ := load()
+			logs := newLogCapture(t)
+			accepted := sink.Accepted()
+			f := launchFleet(t, cfg, fleetOptions{batchEvents: 100}, logs.logger)
+			if tc.atStart {
+				select {
+				case <-f.exited:
+				case <-time.After(30 * time.Second):
+					t.Fatal("the fleet kept running with a bad certificate")
+				}
+				if f.err == nil || !strings.Contains(f.err.Error(), tc.file) || !strings.Contains(f.err.Error(), tc.want) {
+					t.Fatalf("the fleet stopped with %v; want an error naming %s that says %q", f.err, tc.file, tc.want)
+				}
+				t.Logf("start-up error: %v", f.err)
+				if sink.Accepted() != accepted {
+					t.Error("the fleet connected to Devo with files it should have refused")
+				}
+			} else {
+				b := <-f.busc
+				waitUntil(t, 30*time.Second, fmt.Sprintf("two failed deliveries naming %s", tc.file), func() bool {
+					return logs.count("level=WARN", "delivering a batch failed", tc.want, tc.file) >= 2
+				})
+				if d, _ := deliveryCursor(t, b, ln); d.Seq != before.Seq || d.Events != before.Events {
+					t.Errorf("the delivery cursor moved from slot %d (%d events) to slot %d (%d events)", before.Seq, before.Events, d.Seq, d.Events)
+				}
+				select {
+				case <-f.exited:
+					t.Fatalf("the fleet stopped: %v", f.err)
+				default:
+				}
+				if err := f.stop(); err != nil {
+					t.Fatal(err)
+				}
+				for _, line := range strings.Split(logs.buf.String(), "\n") {
+					if strings.Contains(line, tc.want) {
+						t.Logf("logged: %s", line)
+						break
+					}
+				}
+			}
+			if d, _ := storedCursor(t, cfg, ln); d.Seq != before.Seq || d.Events != before.Events {
+				t.Errorf("the delivery cursor moved from slot %d (%d events) to slot %d (%d events)", before.Seq, before.Events, d.Seq, d.Events)
+			}
+			if got := sink.Count(); got != received {
+				t.Errorf("the fake Devo received %d events with bad files; it had %d", got-received, received)
+			}
+		})
+	}
+
+	// The files are fixed: a restart delivers the rest, nothing lost and nothing twice.
+	s.install(t, goodChain, p.ClientCert, p.ClientKey)
+	cfg, y = load()
+	f = launchFleet(t, cfg, fleetOptions{batchEvents: 100}, logs.logger)
+	b = <-f.busc
+	waitCaughtUp(t, b, cfg, s.end, time.Minute)
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkExactlyOnce(t, s.env(cfg, y), func(string) [][]byte { return sinkMessages(sink, tag, nil) })
 }
