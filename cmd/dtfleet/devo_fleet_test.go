@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -550,4 +551,140 @@ func TestFleetDevoCertificateErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkExactlyOnce(t, s.env(cfg, y), func(string) [][]byte { return sinkMessages(sink, tag, nil) })
+}
+
+// syslogLine is the exact line form: <14>YYYY-MM-DD HH:MM:SS.mmm host tag: message.
+var syslogLine = regexp.MustCompile(`^<14>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (\S+) (\S+): \{.*\}$`)
+
+// parseLines parses the Devo lines of a file or console output, checking their exact form, and
+// returns the messages per tag of the lines written with host.
+func parseLines(t *testing.T, what, text, host string) map[string][][]byte {
+	t.Helper()
+	out := map[string][][]byte{}
+	if !strings.HasSuffix(text, "\n") {
+		t.Fatalf("%s: the output does not end with a complete line", what)
+	}
+	for i, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		m := syslogLine.FindStringSubmatch(line)
+		if m == nil || m[1] != host {
+			t.Fatalf("%s: line %d is not a Devo line from %s: %.200q", what, i+1, host, line)
+		}
+		e, err := devotest.ParseLine([]byte(line + "\n"))
+		if err != nil {
+			t.Fatalf("%s: line %d: %v", what, i+1, err)
+		}
+		out[e.Tag] = append(out[e.Tag], []byte(e.Msg))
+	}
+	return out
+}
+
+// TestFleetDevoEveryOutputType runs one backfill into every output type at once, configured in
+// YAML as the README describes them: devo_platform over mutual TLS (plain lines, and gzip members
+// on a second output), relay over plain TCP, http in stream mode with a token, file and console.
+// Each one gets every event exactly once and in order, under the override_devo_tag where one is
+// set; each logs the sender statistics line of Devo's collector; and the http token appears in no
+// log line.
+func TestFleetDevoEveryOutputType(t *testing.T) {
+	const httpToken = "0123456789abcdefABCDEF0123456789"
+	s := newDevoSetup(t, 12*time.Hour, map[string]float64{config.ServiceModelBreaches: 60, config.ServiceIncidentEvents: 20})
+	p := s.pki
+	sink, err := devotest.NewServer(devotest.Options{
+		TLSAddr: "127.0.0.1:0", CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.CA,
+		RelayAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", HTTPToken: httpToken,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sink.Close() })
+	relayHost, relayPort := splitAddr(sink.RelayAddr())
+	outputs := tlsOutput("devo_1", sink.TLSAddr(), "\n      hostname: tls-host") + "\n" +
+		tlsOutput("devo_gz", sink.TLSAddr(), "\n      hostname: gz-host\n      gzip: true") + "\n" +
+		fmt.Sprintf(`  relay_1:
+    type: relay
+    config: {address: %s, port: %s, hostname: relay-host}
+  http_1:
+    type: http
+    config:
+      url: %s
+      domain: my_domain
+      token: ${DEVO_HTTP_TOKEN}
+      hostname: http-host
+  file_1:
+    type: file
+    config: {path: out/devo.log, hostname: file-host}
+  console_1:
+    type: console
+    config: {hostname: console-host}`, relayHost, relayPort, sink.HTTPURL())
+	cfg, y := s.load(t, outputs, `      modelbreaches: {start_time_in_utc_format: "START", look_back_in_minutes: 0, override_devo_tag: my.app.dt.breach}
+      aianalyst_incidentevents: {start_time_in_utc_format: "START"}
+      status: {}
+`, map[string]string{"DEVO_HTTP_TOKEN": httpToken})
+	env := s.env(cfg, y)
+	if got := laneOf(t, cfg, config.ServiceModelBreaches).Svc.Tag; got != "my.app.dt.breach" {
+		t.Fatalf("override_devo_tag not applied: the breach tag is %q", got)
+	}
+
+	logs := newLogCapture(t)
+	console := &lockedBuffer{}
+	f := launchFleet(t, cfg, fleetOptions{stdout: console}, logs.logger)
+	b := <-f.busc
+	waitCaughtUp(t, b, cfg, s.end, time.Minute)
+	// Every output logs its statistics each sender_stats_period_in_seconds (1 s here).
+	stats := regexp.MustCompile(`Standard - Total number of messages sent: [1-9]\d*, messages sent since \\?"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}\+00:00\\?": \d+ \(elapsed \d+\.\d{3} seconds\)`)
+	names := []string{"devo_1", "devo_gz", "relay_1", "http_1", "file_1", "console_1"}
+	waitUntil(t, 30*time.Second, "a statistics line from every output", func() bool {
+		for _, name := range names {
+			found := false
+			for _, line := range strings.Split(logs.buf.String(), "\n") {
+				if strings.Contains(line, "output="+name+" ") && stats.MatchString(line) {
+					found = true
+					break
+				}
+			}
+			if !found {
+				return false
+			}
+		}
+		return true
+	})
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, o := range []struct {
+		name, listener, host, framing string
+	}{
+		{"devo_1", "tls", "tls-host", devotest.FramingLF},
+		{"devo_gz", "tls", "gz-host", devotest.FramingGzip},
+		{"relay_1", "relay", "relay-host", devotest.FramingLF},
+		{"http_1", "http", "http-host", devotest.FramingStream},
+	} {
+		t.Run(o.name, func(t *testing.T) {
+			keep := func(e devotest.Received) bool { return e.Listener == o.listener && e.Host == o.host }
+			for _, e := range sink.All() {
+				if keep(e) && (e.Framing != o.framing || (o.listener == "http" && e.Domain != "my_domain")) {
+					t.Fatalf("an event arrived framed %q for domain %q; want %q", e.Framing, e.Domain, o.framing)
+				}
+			}
+			checkExactlyOnce(t, env, func(tag string) [][]byte { return sinkMessages(sink, tag, keep) })
+		})
+	}
+	if n := sink.CountTag("edr.darktrace.respond.model_breach"); n != 0 {
+		t.Errorf("%d breaches arrived under the default tag despite override_devo_tag", n)
+	}
+	if sink.MalformedCount() != 0 {
+		t.Errorf("the fake Devo could not parse %d frames: %q", sink.MalformedCount(), sink.Malformed())
+	}
+	t.Run("file_1", func(t *testing.T) {
+		data := mustReadFile(t, filepath.Join(s.dir, "out", "devo.log"))
+		byTag := parseLines(t, "file_1", string(data), "file-host")
+		checkExactlyOnce(t, env, func(tag string) [][]byte { return byTag[tag] })
+	})
+	t.Run("console_1", func(t *testing.T) {
+		byTag := parseLines(t, "console_1", console.String(), "console-host")
+		checkExactlyOnce(t, env, func(tag string) [][]byte { return byTag[tag] })
+	})
+	if strings.Contains(logs.buf.String(), httpToken) {
+		t.Error("the http token appears in the logs")
+	}
 }
