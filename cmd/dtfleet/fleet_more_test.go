@@ -61,7 +61,12 @@ func TestFleetDeliveryFailuresRetried(t *testing.T) {
 
 func TestFleetFailedSlotRecordedAndReplayed(t *testing.T) {
 	env := newFleetEnv(t, 2, "")
+	// The fake's data depends on the hour the test runs at: fail the first hour from start+5h that
+	// holds incident events, so that the failure always has something to lose.
 	bad := env.start.Add(5 * time.Hour)
+	for len(env.fake.AllEvents(config.ServiceIncidentEvents, bad, bad.Add(time.Hour))) == 0 && bad.Before(env.end.Add(-2*time.Hour)) {
+		bad = bad.Add(time.Hour)
+	}
 	env.fake.SetInputError(config.ServiceIncidentEvents, bad, bad.Add(time.Hour), true)
 	rec := newRecorder()
 	_, busc := startFleet(t, env.cfg, fleetOptions{outputs: []devo.Output{rec}})
