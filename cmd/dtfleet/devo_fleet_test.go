@@ -688,3 +688,48 @@ func TestFleetDevoEveryOutputType(t *testing.T) {
 		t.Error("the http token appears in the logs")
 	}
 }
+
+// TestFleetDevoGracefulStopMidBatch stops the fleet while a batch is on its way to a relay that
+// is not reading. The stop waits for that delivery to be confirmed instead of cutting it, so the
+// restart resends nothing: every event arrives exactly once.
+func TestFleetDevoGracefulStopMidBatch(t *testing.T) {
+	s := newDevoSetup(t, 6*time.Hour, map[string]float64{config.ServiceModelBreaches: 300})
+	sink, err := devotest.NewServer(devotest.Options{RelayAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sink.Close() })
+	host, port := splitAddr(sink.RelayAddr())
+	load := func() (*config.Config, string) {
+		return s.load(t, fmt.Sprintf("  relay_1: {type: relay, config: {address: %s, port: %s}}", host, port),
+			`      modelbreaches: {start_time_in_utc_format: "START", override_time_window_interval_in_minutes: 10, look_back_in_minutes: 0}
+`, nil)
+	}
+	cfg, y := load()
+	ln := laneOf(t, cfg, config.ServiceModelBreaches)
+	logs := newLogCapture(t)
+	f := launchFleet(t, cfg, fleetOptions{batchEvents: 100}, logs.logger)
+	b := <-f.busc
+	waitUntil(t, time.Minute, "part of the backfill to be delivered", func() bool {
+		d, ok := deliveryCursor(t, b, ln)
+		return ok && d.Events >= 300
+	})
+	// The relay stops reading; the next batch is written into the socket buffers and its sender
+	// waits for the relay's EOF when the stop comes. The relay reads again 3 s later.
+	accepted := sink.Accepted()
+	sink.Stall(3 * time.Second)
+	waitUntil(t, 30*time.Second, "a delivery to the stalled relay", func() bool { return sink.Accepted() > accepted })
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+	mid := sink.Count()
+	cfg, y = load()
+	f = launchFleet(t, cfg, fleetOptions{batchEvents: 100}, logs.logger)
+	b = <-f.busc
+	waitCaughtUp(t, b, cfg, s.end, time.Minute)
+	if err := f.stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stopped with a batch in flight after %d of %d breaches", mid, len(s.fake.Keys(config.ServiceModelBreaches)))
+	checkExactlyOnce(t, s.env(cfg, y), func(tag string) [][]byte { return sinkMessages(sink, tag, nil) })
+}
