@@ -169,10 +169,10 @@ func (s *streamSender) send(ctx context.Context, b *Batch) error {
 	}
 	s.bw.Reset(nil)
 	if err != nil {
-		return fmt.Errorf("writing to %s: %w", s.addr, ctxErr(ctx, s.explain(err)))
+		return fmt.Errorf("writing to %s: %w", s.addr, ctxErr(ctx, s.explain(s.pendingAlert(ctx, raw, conn, err))))
 	}
 	if err := halfClose(raw, conn); err != nil {
-		return fmt.Errorf("half-closing the connection to %s: %w", s.addr, ctxErr(ctx, s.explain(err)))
+		return fmt.Errorf("half-closing the connection to %s: %w", s.addr, ctxErr(ctx, s.explain(s.pendingAlert(ctx, raw, conn, err))))
 	}
 	if err := s.waitEOF(raw, conn); err != nil {
 		return fmt.Errorf("waiting for %s to close: %w", s.addr, ctxErr(ctx, s.explain(err)))
@@ -282,6 +282,33 @@ func (s *streamSender) waitEOF(raw, conn net.Conn) error {
 }
 
 func (s *streamSender) close() error { return nil }
+
+// pendingAlert looks for the TLS alert that explains a failed write. A TLS 1.3 server checks the
+// client certificate after the client's handshake is over, then sends an alert and closes; the
+// client learns it only by reading, and its next write often fails first with a bare "broken
+// pipe" or "connection reset". The alert is usually still queued on the socket: when a short read
+// finds it, it is returned (with the write error), so that explain can name the cert file.
+func (s *streamSender) pendingAlert(ctx context.Context, raw, conn net.Conn, werr error) error {
+	if _, ok := conn.(*tls.Conn); !ok || ctx.Err() != nil {
+		return werr
+	}
+	if err := raw.SetReadDeadline(time.Now().Add(min(s.timeout, 2*time.Second))); err != nil {
+		return werr
+	}
+	var buf [512]byte
+	for {
+		_, err := conn.Read(buf[:])
+		var opErr *net.OpError
+		switch {
+		case err == nil:
+			continue // Devo sends no data; whatever this is, keep looking for the alert
+		case errors.As(err, &opErr) && opErr.Op == "remote error":
+			return fmt.Errorf("%w (the write had failed: %v)", err, werr)
+		default:
+			return werr
+		}
+	}
+}
 
 // ErrServerUntrusted is wrapped when the server's certificate does not verify against the chain
 // file, and ErrClientCertRejected when the server refused the client certificate: errors that
