@@ -278,12 +278,17 @@ func (r *laneRunner) send(ctx context.Context, batch *devo.Batch) error {
 		return fmt.Errorf("sending a batch: %w", errLeaseLost)
 	}
 	for _, o := range r.s.outs {
-		if err := devo.Retry(ctx, o, batch, r.s.opts.Backoff, r.logger); err != nil {
+		if err := devo.RetryGrace(ctx, stopGrace, o, batch, r.s.opts.Backoff, r.logger); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// stopGrace is how long a graceful stop lets a delivery attempt already under way finish. Cutting
+// it would leave the part of the batch Devo had read to be sent again after the restart; letting
+// it finish means a graceful stop resends nothing (only a crash resends the batch in flight).
+const stopGrace = 10 * time.Second
 
 // checkpoint moves the delivery checkpoint past the batch, with a revision check so two
 // shippers can never both move it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -34,6 +35,9 @@ type fleetOptions struct {
 	ackWait     time.Duration
 	skipCheck   bool
 	id          string
+	stdout      io.Writer    // console outputs' writer (default os.Stdout)
+	backoff     devo.Backoff // shipper retry pacing (default devo.Backoff's zero value)
+	batchEvents int          // shipper batch cap in events (default the shipper's)
 	// metricsListen, when set, serves Prometheus metrics on this address (--metrics-listen).
 	metricsListen string
 	onMetrics     func(addr string) // called with the metrics listener's address
@@ -73,11 +77,12 @@ func settings(cfg *config.Config) bus.Settings {
 
 // buildOutputs opens every enabled output. An output that cannot be opened (a certificate that
 // does not match its key, say) stops the process before anything moves.
-func buildOutputs(cfg *config.Config, logger *slog.Logger) ([]devo.Output, error) {
+func buildOutputs(cfg *config.Config, stdout io.Writer, logger *slog.Logger) ([]devo.Output, error) {
 	var outs []devo.Output
 	for _, name := range cfg.EnabledOutputs() {
 		o, err := devo.NewOutput(name, cfg.Outputs[name], devo.Options{
-			Logger:      logger.With("output", name),
+			Logger:      logger,
+			Stdout:      stdout,
 			StatsPeriod: time.Duration(cfg.Shipper.SenderStatsPeriodInSeconds) * time.Second,
 		})
 		if err != nil {
@@ -94,6 +99,20 @@ func buildOutputs(cfg *config.Config, logger *slog.Logger) ([]devo.Output, error
 // runFleet runs the given roles until ctx ends, then shuts them down in order (workers drain
 // their in-flight slots, the shipper stops after its current batch) and closes the bus.
 func runFleet(ctx context.Context, cfg *config.Config, r roles, o fleetOptions, logger *slog.Logger) error {
+	// The outputs are opened first: a bad certificate, key or chain file stops the process with
+	// an error naming it before any role starts, so nothing is planned, fetched or delivered.
+	outs := o.outputs
+	if r.shipper && outs == nil {
+		var err error
+		if outs, err = buildOutputs(cfg, o.stdout, logger); err != nil {
+			return err
+		}
+		defer func() {
+			for _, o := range outs {
+				_ = o.Close()
+			}
+		}()
+	}
 	b, err := connectBus(ctx, cfg, r, o, logger)
 	if err != nil {
 		return err
@@ -105,7 +124,15 @@ func runFleet(ctx context.Context, cfg *config.Config, r roles, o fleetOptions, 
 	if o.onBus != nil {
 		o.onBus(b)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
+	// fail stops the roles already started and waits for them before the bus closes.
+	fail := func(err error) error {
+		cancel()
+		_ = g.Wait()
+		return err
+	}
 	if o.metricsListen != "" {
 		m := newMetricsServer(o.metricsListen, b, cfg, logger)
 		m.ready = o.onMetrics
@@ -114,42 +141,32 @@ func runFleet(ctx context.Context, cfg *config.Config, r roles, o fleetOptions, 
 	if r.worker {
 		w, err := worker.New(gctx, b, cfg, worker.Options{Logger: logger, Fetchers: o.fetchers, AckWait: o.ackWait, ID: o.id})
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		if !o.skipCheck {
 			if err := w.CheckInputs(gctx); err != nil {
-				return err
+				return fail(err)
 			}
 		}
 		g.Go(func() error { return w.Run(gctx) })
 	}
 	if r.shipper {
-		outs := o.outputs
-		if outs == nil {
-			if outs, err = buildOutputs(cfg, logger); err != nil {
-				return err
-			}
-			defer func() {
-				for _, o := range outs {
-					_ = o.Close()
-				}
-			}()
-		}
 		for _, out := range outs {
 			if rn, ok := out.(devo.Runner); ok {
 				g.Go(func() error { return rn.Run(gctx) })
 			}
 		}
-		s, err := shipper.New(b, cfg, shipper.Options{Logger: logger, Outputs: outs, OnDelivered: o.onDelivered, ID: o.id})
+		s, err := shipper.New(b, cfg, shipper.Options{Logger: logger, Outputs: outs, OnDelivered: o.onDelivered, ID: o.id,
+			Backoff: o.backoff, BatchEvents: o.batchEvents})
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		g.Go(func() error { return s.Run(gctx) })
 	}
 	if r.coordinator {
 		c, err := coordinator.New(gctx, b, b.JS, cfg, coordinator.Options{Logger: logger, Tick: o.tick, ID: o.id})
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		g.Go(func() error { return c.Run(gctx) })
 	}

@@ -133,7 +133,7 @@ func (o Output) IsEnabled() bool { return o.Enabled == nil || *o.Enabled }
 // url, or from the region shortcut or host in address), and Chain, Cert, Key and Path are resolved
 // against the configuration file's directory.
 type OutputConfig struct {
-	Address string `yaml:"address"` // host, or a region shortcut eu|us|ca|ap for devo_platform and http
+	Address string `yaml:"address"` // host, or a region shortcut eu|us|ca|ap for devo_platform and http (http: or a URL)
 	Port    int    `yaml:"port"`
 	// devo_platform
 	Chain          string `yaml:"chain"`
@@ -144,7 +144,7 @@ type OutputConfig struct {
 	// http
 	URL    string `yaml:"url"`
 	Domain string `yaml:"domain"`
-	Token  string `yaml:"token"`
+	Token  Secret `yaml:"token"` // never printed; Reveal it only to build the request
 	// file
 	Path string `yaml:"path"`
 	// every network output

@@ -187,6 +187,21 @@ func TestExampleConfig(t *testing.T) {
 	if got := cfg.Outputs["http_1"].Config.URL; got != "https://http-eu.devo.io" {
 		t.Errorf("http_1 url = %q", got)
 	}
+	// The HTTP ingestion token is a secret like the private token: only Reveal shows it.
+	const httpToken = "t0k3nHTTPingestion0123456789abcd"
+	env["DEVO_HTTP_TOKEN"] = httpToken
+	withToken, err := Load(example, LoadOptions{LookupEnv: envOf(env)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(env, "DEVO_HTTP_TOKEN")
+	if got := withToken.Outputs["http_1"].Config.Token.Reveal(); got != httpToken {
+		t.Errorf("http_1 token = %q", got)
+	}
+	js, _ := json.Marshal(withToken)
+	if printed := fmt.Sprintf("%v %+v %#v %s", withToken.Outputs, withToken.Outputs, withToken.Outputs, js); strings.Contains(printed, httpToken) {
+		t.Error("printing the configuration reveals the http token")
+	}
 	mb := cfg.Inputs["darktrace"].Services[ServiceModelBreaches]
 	if mb.Obfuscation == nil || mb.Obfuscation.Salt.Reveal() != "change-me" || len(mb.Obfuscation.Hash) != 2 {
 		t.Errorf("modelbreaches obfuscation = %+v", mb.Obfuscation)
@@ -411,6 +426,8 @@ func TestOutputRegions(t *testing.T) {
 		{"{type: http, config: {address: ap, domain: d, token: t}}", "ap", "https://collector-ap.devo.io:8443"},
 		{"{type: http, config: {address: devo.internal, domain: d, token: t}}", "devo.internal", "https://devo.internal"},
 		{"{type: http, config: {url: \"http://127.0.0.1:8080/\", domain: d, token: t}}", "", "http://127.0.0.1:8080"},
+		{"{type: http, config: {address: \"http://127.0.0.1:8080\", domain: d, token: t}}", "http://127.0.0.1:8080", "http://127.0.0.1:8080"},
+		{"{type: http, config: {address: devo.internal, port: 8443, domain: d, token: t}}", "devo.internal", "https://devo.internal:8443"},
 	}
 	for _, tc := range tests {
 		doc := strings.Replace(minimalWith(""), "console_1: {type: console}", "out_1: "+tc.output, 1)

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -16,7 +17,7 @@ import (
 var outputKeys = map[string][]string{
 	OutputDevoPlatform: {"address", "port", "chain", "cert", "key", "verify_hostname", "gzip", "hostname", "type"},
 	OutputRelay:        {"address", "port", "hostname"},
-	OutputHTTP:         {"url", "address", "domain", "token", "hostname"},
+	OutputHTTP:         {"url", "address", "port", "domain", "token", "hostname"},
 	OutputConsole:      {"hostname"},
 	OutputFile:         {"path", "hostname"},
 }
@@ -103,7 +104,7 @@ func (w *walker) output(n *yaml.Node, path string) (o Output, ok bool) {
 
 // outputConfig walks an output's config block (cn may be nil) and applies its type's rules.
 func (w *walker) outputConfig(cn *yaml.Node, cp, typ string, c *OutputConfig) {
-	var urlSet, addrSet bool
+	var urlSet, addrSet, addrIsHost bool
 	all := map[string]handler{
 		"address": func(e entry) {
 			var a string
@@ -111,16 +112,21 @@ func (w *walker) outputConfig(cn *yaml.Node, cp, typ string, c *OutputConfig) {
 				return
 			}
 			addrSet = true
-			w.address(e, typ, a, c)
+			addrIsHost = w.address(e, typ, a, c)
 		},
-		"port":     func(e entry) { w.intIn(e, &c.Port, 1, 65535, "a TCP port") },
-		"chain":    func(e entry) { w.pathInto(e, &c.Chain) },
-		"cert":     func(e entry) { w.pathInto(e, &c.Cert) },
-		"key":      func(e entry) { w.pathInto(e, &c.Key) },
-		"path":     func(e entry) { w.pathInto(e, &c.Path) },
-		"gzip":     func(e entry) { w.boolInto(e, &c.Gzip) },
-		"domain":   func(e entry) { w.text(e, &c.Domain, "the Devo domain name") },
-		"token":    func(e entry) { w.text(e, &c.Token, "the Devo HTTP ingestion token") },
+		"port":   func(e entry) { w.intIn(e, &c.Port, 1, 65535, "a TCP port") },
+		"chain":  func(e entry) { w.pathInto(e, &c.Chain) },
+		"cert":   func(e entry) { w.pathInto(e, &c.Cert) },
+		"key":    func(e entry) { w.pathInto(e, &c.Key) },
+		"path":   func(e entry) { w.pathInto(e, &c.Path) },
+		"gzip":   func(e entry) { w.boolInto(e, &c.Gzip) },
+		"domain": func(e entry) { w.text(e, &c.Domain, "the Devo domain name") },
+		"token": func(e entry) {
+			var tok string
+			if w.text(e, &tok, "the Devo HTTP ingestion token") == valid {
+				c.Token = Secret(tok)
+			}
+		},
 		"hostname": func(e entry) { w.hostname(e, &c.Hostname) },
 		"verify_hostname": func(e entry) {
 			w.boolPtr(e, &c.VerifyHostname)
@@ -131,12 +137,7 @@ func (w *walker) outputConfig(cn *yaml.Node, cp, typ string, c *OutputConfig) {
 				return
 			}
 			urlSet = true
-			pu, err := url.Parse(u)
-			if err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" || pu.RawQuery != "" || pu.Fragment != "" || pu.User != nil {
-				w.add(cfgErr(e.path, "must be an http(s) URL such as https://http-eu.devo.io, without query or credentials"), deref(e.value))
-				return
-			}
-			c.URL = strings.TrimRight(u, "/")
+			w.httpURL(e, u, c)
 		},
 		"type": func(e entry) {
 			var t string
@@ -179,35 +180,60 @@ func (w *walker) outputConfig(cn *yaml.Node, cp, typ string, c *OutputConfig) {
 		case !present["url"] && !present["address"]:
 			w.add(cfgErr(cp+".url", "mandatory property is missing or empty; set url (for example https://http-eu.devo.io) or address (a region shortcut: %s)", strings.Join(sortedRegionKeys(httpRegions), ", ")), cn)
 		}
+		// port goes with a bare host in address (https://host:port); a URL carries its own port
+		// and a region shortcut stands for Devo's endpoint.
+		if present["port"] && c.Port > 0 {
+			if addrIsHost && !urlSet {
+				c.URL = "https://" + net.JoinHostPort(c.Address, strconv.Itoa(c.Port))
+			} else if urlSet || addrSet {
+				w.add(cfgErr(cp+".port", "applies only when address is a host name; put the port in the URL (for example http://127.0.0.1:8080), or leave it out for a region shortcut"), cn)
+			}
+		}
 	case OutputFile:
 		need("path", "the path of the file to append Devo lines to")
 	}
 }
 
-// address applies an output's address: region shortcuts, host checks, and the http URL.
-func (w *walker) address(e entry, typ, a string, c *OutputConfig) {
+// address applies an output's address: region shortcuts, host checks, and the http URL (an http
+// output also takes a full URL in address). It reports whether a was a bare host.
+func (w *walker) address(e entry, typ, a string, c *OutputConfig) (isHost bool) {
 	lower := strings.ToLower(a)
 	switch typ {
 	case OutputDevoPlatform:
 		if host, ok := devoPlatformRegions[lower]; ok {
 			c.Address = host
-			return
+			return false
 		}
 	case OutputHTTP:
 		c.Address = a
 		if u, ok := httpRegions[lower]; ok {
 			c.URL = u
-			return
+			return false
+		}
+		if strings.Contains(a, "://") {
+			w.httpURL(e, a, c)
+			return false
 		}
 	}
 	if err := checkHost(a); err != nil {
 		w.add(cfgErr(e.path, "%v", err), deref(e.value))
-		return
+		return false
 	}
 	c.Address = a
 	if typ == OutputHTTP {
 		c.URL = "https://" + a
 	}
+	return true
+}
+
+// httpURL checks and applies an http output's endpoint URL.
+func (w *walker) httpURL(e entry, u string, c *OutputConfig) {
+	pu, err := url.Parse(u)
+	if err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" || pu.RawQuery != "" || pu.Fragment != "" || pu.User != nil {
+		w.add(cfgErr(e.path, "must be an http(s) URL such as https://http-eu.devo.io, without query or credentials"), deref(e.value))
+		return
+	}
+	c.URL = strings.TrimRight(u, "/")
 }
 
 // checkHost checks a bare host name or IP address (no scheme, no port).

@@ -17,6 +17,9 @@ var (
 	ErrKeyMismatch     = errors.New("private key does not match the certificate")
 	ErrCertUntrusted   = errors.New("certificate does not verify against the chain")
 	ErrBadPEM          = errors.New("no usable PEM data")
+	// errChainMismatch is the verify_hostname: false check's failure (Go's own verification
+	// reports a *tls.CertificateVerificationError instead).
+	errChainMismatch = errors.New("verifying the server certificate against the chain")
 )
 
 // credentials are a devo_platform output's loaded TLS material.
@@ -169,7 +172,7 @@ func clientTLSConfig(cr *credentials, serverName string, verifyHostname bool) *t
 				Intermediates: inter,
 				KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 			}); err != nil {
-				return fmt.Errorf("verifying the server certificate against the chain: %w", err)
+				return fmt.Errorf("%w: %w", errChainMismatch, err)
 			}
 			return nil
 		}

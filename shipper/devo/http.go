@@ -60,6 +60,7 @@ func newHTTPSender(c config.OutputConfig, host string, opts Options, logger *slo
 		return nil, fmt.Errorf("%w: token is required for an http output", ErrBadConfig)
 	}
 	prefix := strings.TrimRight(u.String(), "/") + "/stream/" + url.PathEscape(c.Domain) + "/token!"
+	token := c.Token.Reveal()
 	suffix := "/" + url.PathEscape(host) + "/"
 	nd := &net.Dialer{Timeout: opts.Timeout, KeepAlive: 15 * time.Second}
 	transport := &http.Transport{
@@ -77,9 +78,9 @@ func newHTTPSender(c config.OutputConfig, host string, opts Options, logger *slo
 			// A redirect would carry the token elsewhere; a 3xx is an error like any non-2xx.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		endpoint:   prefix + url.PathEscape(c.Token) + suffix,
+		endpoint:   prefix + url.PathEscape(token) + suffix,
 		redacted:   prefix + "REDACTED" + suffix,
-		token:      c.Token,
+		token:      c.Token.Reveal(),
 		timeout:    opts.Timeout,
 		maxPayload: httpRequestPayload,
 		logger:     logger,

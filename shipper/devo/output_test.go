@@ -379,6 +379,9 @@ func TestServerCertVerification(t *testing.T) {
 			if tt.wantOK != (err == nil) {
 				t.Fatalf("Send = %v; want ok=%v", err, tt.wantOK)
 			}
+			if err != nil && !strings.Contains(err.Error(), "chain file "+p.CA) {
+				t.Errorf("error %q does not name the chain file %s", err, p.CA)
+			}
 			want := 0
 			if tt.wantOK {
 				want = len(b.Events)
@@ -398,8 +401,12 @@ func TestRejectedClientCert(t *testing.T) {
 	ctx := testCtx(t)
 	b := makeBatch(testTag, "reject", 50, 50)
 	srv.RejectClientCert(true)
-	if err := out.Send(ctx, b); err == nil {
+	err := out.Send(ctx, b)
+	if err == nil {
 		t.Fatal("Send succeeded although the server rejected the client certificate")
+	}
+	if !errors.Is(err, ErrClientCertRejected) || !strings.Contains(err.Error(), "cert file "+p.ClientCert) {
+		t.Errorf("error %q does not say that the server rejected cert file %s", err, p.ClientCert)
 	}
 	if n := srv.Count(); n != 0 {
 		t.Fatalf("the server recorded %d events over a rejected handshake", n)
@@ -815,6 +822,60 @@ func TestRetryNeverDrops(t *testing.T) {
 	cancel()
 	if err := Retry(ctx, &flakyOutput{fails: 1 << 30}, makeBatch(testTag, "x", 1, 10), Backoff{}, nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Retry with a cancelled context = %v", err)
+	}
+}
+
+// gateOutput blocks each Send until release is closed or the Send's context ends.
+type gateOutput struct {
+	started chan struct{} // receives once per Send
+	release chan struct{}
+	calls   atomic.Int32
+}
+
+func (g *gateOutput) Name() string { return "gate" }
+func (g *gateOutput) Close() error { return nil }
+func (g *gateOutput) Send(ctx context.Context, _ *Batch) error {
+	g.calls.Add(1)
+	g.started <- struct{}{}
+	select {
+	case <-g.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestRetryGraceFinishesTheAttemptInFlight stops the caller while a Send is under way: with a
+// grace the attempt goes on and its success is returned; without one (Retry) it is cut. Either
+// way no new attempt starts once the caller stopped.
+func TestRetryGraceFinishesTheAttemptInFlight(t *testing.T) {
+	t.Parallel()
+	b := makeBatch(testTag, "grace", 1, 10)
+	for _, grace := range []time.Duration{0, time.Minute} {
+		g := &gateOutput{started: make(chan struct{}, 1), release: make(chan struct{})}
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- RetryGrace(ctx, grace, g, b, Backoff{Initial: time.Millisecond}, nil) }()
+		<-g.started
+		cancel()
+		var err error
+		if grace > 0 {
+			// The attempt must still be running after the stop: it ends only when released.
+			select {
+			case err = <-errc:
+				t.Fatalf("grace %v: RetryGrace returned %v before the attempt in flight finished", grace, err)
+			default:
+			}
+			close(g.release)
+			if err = <-errc; err != nil {
+				t.Fatalf("grace %v: RetryGrace = %v; want the attempt's success", grace, err)
+			}
+		} else if err = <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Retry = %v; want the attempt cut by the cancellation", err)
+		}
+		if n := g.calls.Load(); n != 1 {
+			t.Fatalf("grace %v: %d attempts; want 1", grace, n)
+		}
 	}
 }
 

@@ -40,11 +40,33 @@ func (b Backoff) Wait(attempt int) time.Duration {
 // context's error (wrapped) when ctx ends first, and at once an error wrapping ErrInvalidTag,
 // which no retry can fix. A nil logger discards the logs.
 func Retry(ctx context.Context, out Output, b *Batch, backoff Backoff, logger *slog.Logger) error {
+	return RetryGrace(ctx, 0, out, b, backoff, logger)
+}
+
+// RetryGrace is Retry for a graceful stop: when ctx ends during an attempt, that attempt may go
+// on for up to grace before its connection is cut, so a batch that Devo is already reading is
+// confirmed rather than left half-sent (to be sent again, whole, after a restart). No attempt
+// starts after ctx ended. RetryGrace returns nil when that last attempt succeeded.
+func RetryGrace(ctx context.Context, grace time.Duration, out Output, b *Batch, backoff Backoff, logger *slog.Logger) error {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	actx := ctx
+	if grace > 0 {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		stop := context.AfterFunc(ctx, func() {
+			t := time.AfterFunc(grace, cancel)
+			context.AfterFunc(actx, func() { t.Stop() })
+		})
+		defer stop()
+	}
 	for attempt := 0; ; attempt++ {
-		err := out.Send(ctx, b)
+		if ctx.Err() != nil {
+			return fmt.Errorf("delivering %d events of %s to output %s: %w", len(b.Events), b.Tag, out.Name(), ctx.Err())
+		}
+		err := out.Send(actx, b)
 		if err == nil {
 			if attempt > 0 {
 				logger.Info("batch delivered after retries", "output", out.Name(), "tag", b.Tag,

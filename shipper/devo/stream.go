@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dtfleet/dtfleet/internal/config"
@@ -42,12 +44,14 @@ const (
 // or older than an hour, the limits Devo's senders reconnect on. TLS session resumption keeps the
 // per-batch handshake cheap.
 type streamSender struct {
-	addr    string
-	dial    func(ctx context.Context) (raw net.Conn, conn net.Conn, err error)
-	host    string
-	gzip    bool
-	timeout time.Duration
-	logger  *slog.Logger
+	addr string
+	dial func(ctx context.Context) (raw net.Conn, conn net.Conn, err error)
+	// chain and cert are the files of a devo_platform output, named in TLS errors ("" for a relay).
+	chain, cert string
+	host        string
+	gzip        bool
+	timeout     time.Duration
+	logger      *slog.Logger
 
 	bw      *bufio.Writer
 	gz      *gzip.Writer
@@ -70,6 +74,7 @@ func newTLSSender(c config.OutputConfig, host string, opts Options, logger *slog
 	tlsConf := clientTLSConfig(cr, c.Address, verifyHostname)
 	addr := net.JoinHostPort(c.Address, strconv.Itoa(c.Port))
 	s := newStreamSender(addr, host, c.Gzip, opts.Timeout, logger)
+	s.chain, s.cert = c.Chain, c.Cert
 	nd := &net.Dialer{Timeout: opts.Timeout, KeepAlive: 15 * time.Second}
 	s.dial = func(ctx context.Context) (net.Conn, net.Conn, error) {
 		raw, err := nd.DialContext(ctx, "tcp", addr)
@@ -84,6 +89,10 @@ func newTLSSender(c config.OutputConfig, host string, opts Options, logger *slog
 			return nil, nil, fmt.Errorf("TLS handshake: %w", err)
 		}
 		return raw, tc, nil
+	}
+	if !verifyHostname {
+		logger.Warn("verify_hostname is false: the server's host name is not checked (its certificate is still verified against the chain file)",
+			"address", c.Address, "chain", c.Chain)
 	}
 	logger.Debug("devo_platform output ready", "address", addr, "verify_hostname", verifyHostname, "gzip", c.Gzip)
 	return s, nil
@@ -141,7 +150,7 @@ type closeWriter interface{ CloseWrite() error }
 func (s *streamSender) send(ctx context.Context, b *Batch) error {
 	raw, conn, err := s.dial(ctx)
 	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", s.addr, ctxErr(ctx, err))
+		return fmt.Errorf("connecting to %s: %w", s.addr, ctxErr(ctx, s.explain(err)))
 	}
 	defer raw.Close()
 	// Cancelling ctx closes the raw connection, which fails any blocked write or read, and never
@@ -160,13 +169,13 @@ func (s *streamSender) send(ctx context.Context, b *Batch) error {
 	}
 	s.bw.Reset(nil)
 	if err != nil {
-		return fmt.Errorf("writing to %s: %w", s.addr, ctxErr(ctx, err))
+		return fmt.Errorf("writing to %s: %w", s.addr, ctxErr(ctx, s.explain(s.pendingAlert(ctx, raw, conn, err))))
 	}
 	if err := halfClose(raw, conn); err != nil {
-		return fmt.Errorf("half-closing the connection to %s: %w", s.addr, ctxErr(ctx, err))
+		return fmt.Errorf("half-closing the connection to %s: %w", s.addr, ctxErr(ctx, s.explain(s.pendingAlert(ctx, raw, conn, err))))
 	}
 	if err := s.waitEOF(raw, conn); err != nil {
-		return fmt.Errorf("waiting for %s to close: %w", s.addr, ctxErr(ctx, err))
+		return fmt.Errorf("waiting for %s to close: %w", s.addr, ctxErr(ctx, s.explain(err)))
 	}
 	return nil
 }
@@ -273,6 +282,66 @@ func (s *streamSender) waitEOF(raw, conn net.Conn) error {
 }
 
 func (s *streamSender) close() error { return nil }
+
+// pendingAlert looks for the TLS alert that explains a failed write. A TLS 1.3 server checks the
+// client certificate after the client's handshake is over, then sends an alert and closes; the
+// client learns it only by reading, and its next write often fails first with a bare "broken
+// pipe" or "connection reset". The alert is usually still queued on the socket: when a short read
+// finds it, it is returned (with the write error), so that explain can name the cert file.
+func (s *streamSender) pendingAlert(ctx context.Context, raw, conn net.Conn, werr error) error {
+	if _, ok := conn.(*tls.Conn); !ok || ctx.Err() != nil {
+		return werr
+	}
+	if err := raw.SetReadDeadline(time.Now().Add(min(s.timeout, 2*time.Second))); err != nil {
+		return werr
+	}
+	var buf [512]byte
+	for {
+		_, err := conn.Read(buf[:])
+		var opErr *net.OpError
+		switch {
+		case err == nil:
+			continue // Devo sends no data; whatever this is, keep looking for the alert
+		case errors.As(err, &opErr) && opErr.Op == "remote error":
+			return fmt.Errorf("%w (the write had failed: %v)", err, werr)
+		default:
+			return werr
+		}
+	}
+}
+
+// ErrServerUntrusted is wrapped when the server's certificate does not verify against the chain
+// file, and ErrClientCertRejected when the server refused the client certificate: errors that
+// retrying cannot fix until the named file is.
+var (
+	ErrServerUntrusted    = errors.New("the server's certificate does not verify against the chain file")
+	ErrClientCertRejected = errors.New("the server rejected the client certificate")
+)
+
+// explain names the file to fix when a TLS error is about certificates: the chain file when the
+// server's certificate does not verify (or is not valid for the host name), the cert file when
+// the server refused ours. TLS 1.3 servers report a refused client certificate only after the
+// handshake, so this applies to every step of a Send. Other errors are returned unchanged.
+func (s *streamSender) explain(err error) error {
+	if s.chain == "" || err == nil {
+		return err
+	}
+	var (
+		hostErr   x509.HostnameError
+		verifyErr *tls.CertificateVerificationError
+		opErr     *net.OpError
+	)
+	switch {
+	case errors.As(err, &hostErr):
+		return fmt.Errorf("the server's certificate is not valid for the host name %s (verify_hostname: false checks only the chain file %s): %w",
+			hostErr.Host, s.chain, err)
+	case errors.As(err, &verifyErr), errors.Is(err, errChainMismatch):
+		return fmt.Errorf("%w %s: %w", ErrServerUntrusted, s.chain, err)
+	case errors.As(err, &opErr) && opErr.Op == "remote error" && strings.Contains(opErr.Err.Error(), "certificate"):
+		return fmt.Errorf("%w in cert file %s (is it the domain certificate Devo issued?): %w", ErrClientCertRejected, s.cert, err)
+	}
+	return err
+}
 
 // ctxErr prefers the context's error when ctx ended, since it explains a closed connection.
 func ctxErr(ctx context.Context, err error) error {

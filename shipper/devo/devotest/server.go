@@ -86,6 +86,7 @@ type Server struct {
 	notify     chan struct{}
 	resetLeft  int // lines before the next reset; 0 when no reset is armed
 	resetEvery int // re-arm value after a reset; 0 for one-shot
+	resetTimes int // resets left before ResetEvery disarms itself; 0 for no limit
 	resets     int
 	files      map[string]*bufio.Writer
 	osFiles    map[string]*os.File
@@ -302,14 +303,18 @@ func (s *Server) Stall(d time.Duration) {
 // instead of reset.
 func (s *Server) ResetAfter(n int) {
 	s.mu.Lock()
-	s.resetLeft, s.resetEvery = max(n, 0), 0
+	s.resetLeft, s.resetEvery, s.resetTimes = max(n, 0), 0, 0
 	s.mu.Unlock()
 }
 
 // ResetEvery is ResetAfter(n) re-armed after each reset, until ResetEvery(0).
-func (s *Server) ResetEvery(n int) {
+func (s *Server) ResetEvery(n int) { s.ResetEveryTimes(n, 0) }
+
+// ResetEveryTimes is ResetEvery(n) that disarms itself after times resets (times <= 0: never),
+// so that a test gets exactly that many resets whatever the timing.
+func (s *Server) ResetEveryTimes(n, times int) {
 	s.mu.Lock()
-	s.resetLeft, s.resetEvery = max(n, 0), max(n, 0)
+	s.resetLeft, s.resetEvery, s.resetTimes = max(n, 0), max(n, 0), max(times, 0)
 	s.mu.Unlock()
 }
 
@@ -432,6 +437,11 @@ func (s *Server) record(e Received) (reset bool) {
 		if s.resetLeft == 0 {
 			s.resetLeft = s.resetEvery
 			s.resets++
+			if s.resetTimes > 0 {
+				if s.resetTimes--; s.resetTimes == 0 {
+					s.resetLeft, s.resetEvery = 0, 0
+				}
+			}
 			return true
 		}
 	}
