@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,21 +12,32 @@ import (
 	"github.com/dtfleet/dtfleet/worker/events"
 )
 
-// sorter puts a slot's events in event-time order. It holds up to budget bytes of events; a slot
-// within budget is sorted exactly. A larger slot is flushed sorted, budget by budget: exact when
-// the appliance returns it in time order (as /modelbreaches does), sorted in runs otherwise, which
-// onDisorder reports once. This keeps a worker's memory bounded whatever the response size.
+// sorter puts a slot's events in event-time order. It holds the slot's events until the end of
+// the slot, so a slot is sorted exactly, as long as it fits in memory: the first floor bytes of
+// each slot are its own; beyond them it draws on a budget shared by every slot the worker
+// processes at once. When the shared budget is spent, the slot is flushed sorted: exact when the
+// appliance returns it in time order (as /modelbreaches does), sorted in runs otherwise, which
+// onDisorder reports once. This keeps a worker's memory bounded whatever its concurrency and
+// whatever the response sizes.
 type sorter struct {
-	budget     int
+	floor      int
+	pool       *sortPool
 	flush      func(events.Event) error
 	onDisorder func()
 
 	buf         []events.Event
 	bytes       int
+	drawn       int // bytes of buf drawn on the pool
 	n           int
 	lastFlushed int64
 	flushed     bool
 	warned      bool
+}
+
+// sortPool is the budget of event bytes shared by a worker's sorters.
+type sortPool struct {
+	max  int64
+	used atomic.Int64
 }
 
 func (s *sorter) add(ev events.Event) error {
@@ -37,9 +49,13 @@ func (s *sorter) add(ev events.Event) error {
 		}
 	}
 	s.buf = append(s.buf, ev)
-	s.bytes += len(ev.Data) + len(ev.Key)
-	if s.bytes >= s.budget {
-		return s.spill()
+	size := len(ev.Data) + len(ev.Key)
+	s.bytes += size
+	if s.bytes > s.floor {
+		s.drawn += size
+		if s.pool.used.Add(int64(size)) > s.pool.max {
+			return s.spill()
+		}
 	}
 	return nil
 }
@@ -57,7 +73,16 @@ func (s *sorter) spill() error {
 		s.flushed = true
 	}
 	s.buf, s.bytes = s.buf[:0], 0
+	s.release()
 	return nil
+}
+
+// release returns the bytes drawn on the pool. It is safe to call more than once.
+func (s *sorter) release() {
+	if s.drawn > 0 {
+		s.pool.used.Add(-int64(s.drawn))
+		s.drawn = 0
+	}
 }
 
 func (s *sorter) finish() error { return s.spill() }

@@ -44,6 +44,7 @@ type benchOptions struct {
 	dir       string
 	json      bool
 	cpuprof   string
+	memprof   string
 	timeout   time.Duration
 
 	// backfill
@@ -141,6 +142,7 @@ Every figure is measured; none is computed from the knobs. Timings vary with the
 	f.StringVar(&o.dir, "dir", "", "parent of the temporary directories (NATS stores, certificates); default the system's")
 	f.BoolVar(&o.json, "json", false, "print the report as JSON")
 	f.StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the whole bench to this file")
+	f.StringVar(&o.memprof, "memprofile", "", "write a heap profile (in-use and allocated) to this file at each run's peak heap (the run's name is appended)")
 	f.DurationVar(&o.timeout, "timeout", 15*time.Minute, "give up a run that has not finished by then")
 
 	f.IntVar(&o.slots, "slots", 500, "backfill: slots (time windows) to backfill")
@@ -645,7 +647,7 @@ func (e *benchEnv) measure(ctx context.Context, until func(context.Context) erro
 
 	fmt.Fprintf(r.progress, "bench: %s: %d slots, %d worker process(es) × %d in flight, latency %v ...\n",
 		spec.name, spec.slots, spec.workers, spec.concurrency, spec.latency)
-	mem := startMemSampler()
+	mem := startMemSampler(r.o.memprof, spec.name)
 	rssReset := resetPeakRSS()
 	cpu0 := cpuTime(syscall.RUSAGE_SELF)
 	child0 := cpuTime(syscall.RUSAGE_CHILDREN)
@@ -829,24 +831,30 @@ func peakRSSBytes() int64 {
 	return ru.Maxrss << 10
 }
 
-// memSampler samples the live heap every 10 ms and keeps the peak.
+// memSampler samples the live heap every 10 ms and keeps the peak. With a profile path, it
+// writes a heap profile whenever the peak grows by a tenth.
 type memSampler struct {
 	stopc chan struct{}
 	done  chan struct{}
 	peak  uint64
 }
 
-func startMemSampler() *memSampler {
+func startMemSampler(profile, name string) *memSampler {
 	m := &memSampler{stopc: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(m.done)
 		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
 		t := time.NewTicker(10 * time.Millisecond)
 		defer t.Stop()
+		var profiled uint64
 		for {
 			metrics.Read(s)
 			if s[0].Value.Kind() == metrics.KindUint64 {
 				m.peak = max(m.peak, s[0].Value.Uint64())
+			}
+			if profile != "" && m.peak > profiled+profiled/10+1<<20 {
+				profiled = m.peak
+				_ = writeHeapProfile(profile + "." + name)
 			}
 			select {
 			case <-m.stopc:
@@ -862,6 +870,19 @@ func (m *memSampler) stop() uint64 {
 	close(m.stopc)
 	<-m.done
 	return m.peak
+}
+
+// writeHeapProfile writes the heap profile to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("creating the heap profile: %w", err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		return fmt.Errorf("writing the heap profile: %w", err)
+	}
+	return nil
 }
 
 // machine describes this host.
