@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
@@ -78,6 +79,8 @@ type Worker struct {
 	now      func() time.Time
 	maxChunk int
 	sortPool *sortPool
+	pubs     *semaphore.Weighted
+	bufs     sync.Pool
 
 	slots    atomic.Uint64
 	inFlight atomic.Int64
@@ -115,7 +118,7 @@ func New(ctx context.Context, b *bus.Bus, cfg *config.Config, opts Options) (*Wo
 	w := &Worker{
 		b: b, lanes: map[string]*lane{}, fetchers: opts.Fetchers, conc: max(cfg.Workers.Concurrency, 1),
 		opts: opts, logger: logger, now: opts.Now, started: opts.Now(),
-		sortPool: &sortPool{max: int64(opts.SortBudget)},
+		sortPool: &sortPool{max: int64(opts.SortBudget)}, pubs: semaphore.NewWeighted(maxPublishBudget),
 	}
 	var err error
 	if w.failed, err = b.KV(ctx, proto.BucketFailed); err != nil {
@@ -362,7 +365,8 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	}
 	// Snapshots are keyed by their period's start, so a refetched snapshot has the same keys.
 	poll := time.UnixMilli(it.Start).UTC()
-	out := newChunkWriter(ctx, w.b.JS, it, attempt, w.maxChunk)
+	out := newChunkWriter(ctx, w.b.JS, it, attempt, w.maxChunk, w.pubs, &w.bufs)
+	defer out.abort()
 	acc := &sorter{floor: w.opts.SortFloor, pool: w.sortPool, flush: out.add, onDisorder: func() {
 		w.logger.Warn("slot larger than the sort budget arrived out of time order; its events are sorted in runs",
 			"input", it.Input, "service", it.Service, "seq", it.Seq, "budget_bytes", w.opts.SortBudget)
