@@ -530,7 +530,7 @@ func (r *benchRunner) setup(ctx context.Context, spec runSpec) (_ *benchEnv, err
 	host, port, _ := strings.Cut(env.sink.TLSAddr(), ":")
 	listen := "none"
 	if spec.workers > 1 {
-		listen = "127.0.0.1:-1"
+		listen = "127.0.0.1:0"
 	}
 	period := 3600 // backfills plan full windows only
 	if spec.live {
