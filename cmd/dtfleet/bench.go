@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
@@ -647,6 +648,8 @@ func (e *benchEnv) measure(ctx context.Context, until func(context.Context) erro
 
 	fmt.Fprintf(r.progress, "bench: %s: %d slots, %d worker process(es) × %d in flight, latency %v ...\n",
 		spec.name, spec.slots, spec.workers, spec.concurrency, spec.latency)
+	// Start from a collected heap, so that the peaks are this run's, not an earlier one's garbage.
+	debug.FreeOSMemory()
 	mem := startMemSampler(r.o.memprof, spec.name)
 	rssReset := resetPeakRSS()
 	cpu0 := cpuTime(syscall.RUSAGE_SELF)
