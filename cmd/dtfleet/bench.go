@@ -143,7 +143,7 @@ Every figure is measured; none is computed from the knobs. Timings vary with the
 	f.StringVar(&o.dir, "dir", "", "parent of the temporary directories (NATS stores, certificates); default the system's")
 	f.BoolVar(&o.json, "json", false, "print the report as JSON")
 	f.StringVar(&o.cpuprof, "cpuprofile", "", "write a CPU profile of the whole bench to this file")
-	f.StringVar(&o.memprof, "memprofile", "", "write a heap profile (in-use and allocated) to this file at each run's peak heap (the run's name is appended)")
+	f.StringVar(&o.memprof, "memprofile", "", "write a heap profile to this file at each run's peak heap (the run's name is appended)")
 	f.DurationVar(&o.timeout, "timeout", 15*time.Minute, "give up a run that has not finished by then")
 
 	f.IntVar(&o.slots, "slots", 500, "backfill: slots (time windows) to backfill")
