@@ -3,29 +3,43 @@ package worker
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/dtfleet/dtfleet/proto"
 	"github.com/dtfleet/dtfleet/worker/events"
 )
 
-// sorter puts a slot's events in event-time order. It holds up to budget bytes of events; a slot
-// within budget is sorted exactly. A larger slot is flushed sorted, budget by budget: exact when
-// the appliance returns it in time order (as /modelbreaches does), sorted in runs otherwise, which
-// onDisorder reports once. This keeps a worker's memory bounded whatever the response size.
+// sorter puts a slot's events in event-time order. It holds the slot's events until the end of
+// the slot, so a slot is sorted exactly, as long as it fits in memory: the first floor bytes of
+// each slot are its own; beyond them it draws on a budget shared by every slot the worker
+// processes at once. When the shared budget is spent, the slot is flushed sorted: exact when the
+// appliance returns it in time order (as /modelbreaches does), sorted in runs otherwise, which
+// onDisorder reports once. This keeps a worker's memory bounded whatever its concurrency and
+// whatever the response sizes.
 type sorter struct {
-	budget     int
+	floor      int
+	pool       *sortPool
 	flush      func(events.Event) error
 	onDisorder func()
 
 	buf         []events.Event
 	bytes       int
+	drawn       int // bytes of buf drawn on the pool
 	n           int
 	lastFlushed int64
 	flushed     bool
 	warned      bool
+}
+
+// sortPool is the budget of event bytes shared by a worker's sorters.
+type sortPool struct {
+	max  int64
+	used atomic.Int64
 }
 
 func (s *sorter) add(ev events.Event) error {
@@ -37,9 +51,13 @@ func (s *sorter) add(ev events.Event) error {
 		}
 	}
 	s.buf = append(s.buf, ev)
-	s.bytes += len(ev.Data) + len(ev.Key)
-	if s.bytes >= s.budget {
-		return s.spill()
+	size := len(ev.Data) + len(ev.Key)
+	s.bytes += size
+	if s.bytes > s.floor {
+		s.drawn += size
+		if s.pool.used.Add(int64(size)) > s.pool.max {
+			return s.spill()
+		}
 	}
 	return nil
 }
@@ -57,34 +75,51 @@ func (s *sorter) spill() error {
 		s.flushed = true
 	}
 	s.buf, s.bytes = s.buf[:0], 0
+	s.release()
 	return nil
+}
+
+// release returns the bytes drawn on the pool. It is safe to call more than once.
+func (s *sorter) release() {
+	if s.drawn > 0 {
+		s.pool.used.Add(-int64(s.drawn))
+		s.drawn = 0
+	}
 }
 
 func (s *sorter) finish() error { return s.spill() }
 
 // chunkWriter publishes a slot's events as chunks that fit the server's max payload, under the
-// attempt's own subjects (so two attempts never mix), with at most maxOutstanding unacknowledged
-// publishes (bounded memory, and pushback when the results stream is full).
+// attempt's own subjects (so two attempts never mix). Publishes are asynchronous; the bytes of
+// unacknowledged chunks are bounded per worker by budget, shared by every slot in flight
+// (bounded memory, and pushback when the results stream is full or slow to sync). Chunk buffers
+// are reused once acknowledged.
 type chunkWriter struct {
 	ctx     context.Context
 	js      jetstream.JetStream
 	it      proto.WorkItem
 	attempt string
 	max     int
+	budget  *semaphore.Weighted
+	bufs    *sync.Pool
 
 	cur      []proto.Event
 	curBytes int
 	index    int
-	futures  []jetstream.PubAckFuture
+	futures  []pending
 }
 
-const maxOutstanding = 16
+// pending is a published chunk awaiting its acknowledgement.
+type pending struct {
+	f    jetstream.PubAckFuture
+	data []byte
+}
 
 // eventOverhead approximates msgpack's framing of one event.
 const eventOverhead = 32
 
-func newChunkWriter(ctx context.Context, js jetstream.JetStream, it proto.WorkItem, attempt string, maxBytes int) *chunkWriter {
-	return &chunkWriter{ctx: ctx, js: js, it: it, attempt: attempt, max: maxBytes}
+func newChunkWriter(ctx context.Context, js jetstream.JetStream, it proto.WorkItem, attempt string, maxBytes int, budget *semaphore.Weighted, bufs *sync.Pool) *chunkWriter {
+	return &chunkWriter{ctx: ctx, js: js, it: it, attempt: attempt, max: maxBytes, budget: budget, bufs: bufs}
 }
 
 func (c *chunkWriter) add(ev events.Event) error {
@@ -117,21 +152,45 @@ func (c *chunkWriter) addPart(pe proto.Event) error {
 
 func (c *chunkWriter) flush() error {
 	ch := proto.Chunk{V: proto.SchemaVersion, SlotID: c.it.SlotID, Seq: c.it.Seq, Index: c.index, Events: c.cur}
-	data, err := proto.Encode(&ch)
-	if err != nil {
-		return fmt.Errorf("encoding chunk %d of slot %d: %w", c.index, c.it.Seq, err)
+	size := proto.ChunkSize(&ch)
+	var buf []byte
+	if p, ok := c.bufs.Get().(*[]byte); ok && cap(*p) >= size {
+		buf = (*p)[:0]
+	} else {
+		buf = make([]byte, 0, max(size, c.max+64<<10))
+	}
+	data := proto.AppendChunk(buf, &ch)
+	if err := c.acquire(len(data)); err != nil {
+		return err
 	}
 	subj := proto.ChunkSubject(c.it.Input, c.it.Service, c.it.Seq, c.attempt, c.index)
 	f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: subj, Data: data}, jetstream.WithMsgID(subj))
 	if err != nil {
+		c.budget.Release(int64(len(data)))
 		return fmt.Errorf("publishing chunk %d of slot %d: %w", c.index, c.it.Seq, err)
 	}
-	c.futures = append(c.futures, f)
+	c.futures = append(c.futures, pending{f: f, data: data})
 	c.index++
 	clear(c.cur)
 	c.cur, c.curBytes = c.cur[:0], 0
-	if len(c.futures) >= maxOutstanding {
-		return c.wait(maxOutstanding / 2)
+	return nil
+}
+
+// acquire reserves n bytes of the publish budget. While the budget is spent it settles this
+// slot's own oldest publishes first (so slots never wait on one another while holding budget),
+// and only blocks when it holds none.
+func (c *chunkWriter) acquire(n int) error {
+	n = min(n, maxPublishBudget)
+	for !c.budget.TryAcquire(int64(n)) {
+		if len(c.futures) == 0 {
+			if err := c.budget.Acquire(c.ctx, int64(n)); err != nil {
+				return err
+			}
+			return nil
+		}
+		if err := c.wait(len(c.futures) - 1); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -139,17 +198,28 @@ func (c *chunkWriter) flush() error {
 // wait waits until at most keep publishes are unacknowledged.
 func (c *chunkWriter) wait(keep int) error {
 	for len(c.futures) > keep {
-		f := c.futures[0]
+		p := c.futures[0]
 		select {
-		case <-f.Ok():
-		case err := <-f.Err():
+		case <-p.f.Ok():
+		case err := <-p.f.Err():
 			return fmt.Errorf("publishing a chunk of slot %d: %w", c.it.Seq, err)
 		case <-c.ctx.Done():
 			return c.ctx.Err()
 		}
+		c.budget.Release(int64(min(len(p.data), maxPublishBudget)))
+		c.bufs.Put(&p.data)
 		c.futures = c.futures[1:]
 	}
 	return nil
+}
+
+// abort releases the budget of publishes that were never confirmed (their buffers are dropped,
+// since the connection may still hold them). It is safe after close.
+func (c *chunkWriter) abort() {
+	for _, p := range c.futures {
+		c.budget.Release(int64(min(len(p.data), maxPublishBudget)))
+	}
+	c.futures = nil
 }
 
 // close publishes the last chunk and waits for every acknowledgement. It returns the number of
@@ -165,3 +235,6 @@ func (c *chunkWriter) close() (int, error) {
 	}
 	return c.index, nil
 }
+
+// maxPublishBudget is the bytes of unacknowledged chunks a worker allows, over all its slots.
+const maxPublishBudget = 16 << 20

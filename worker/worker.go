@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
@@ -52,9 +53,12 @@ type Options struct {
 	ShutdownGrace time.Duration
 	// Backoff paces retries of retryable failures (default 1s doubling to 2m, full jitter).
 	Backoff darktrace.Backoff
-	// SortBudget bounds the bytes of events held to sort a slot (default 64 MiB). A slot whose
-	// events exceed it and arrive out of time order is sorted in runs of that size (logged).
+	// SortBudget bounds the bytes of events held to sort slots, shared by every slot the worker
+	// processes at once (default 64 MiB), beyond SortFloor bytes that each slot may hold on its
+	// own (default 1 MiB). A slot that finds the budget spent is flushed sorted so far; if its
+	// events arrive out of time order it is sorted in runs (logged).
 	SortBudget int
+	SortFloor  int
 }
 
 type lane struct {
@@ -74,6 +78,9 @@ type Worker struct {
 	logger   *slog.Logger
 	now      func() time.Time
 	maxChunk int
+	sortPool *sortPool
+	pubs     *semaphore.Weighted
+	bufs     sync.Pool
 
 	slots    atomic.Uint64
 	inFlight atomic.Int64
@@ -104,10 +111,14 @@ func New(ctx context.Context, b *bus.Bus, cfg *config.Config, opts Options) (*Wo
 	if opts.SortBudget <= 0 {
 		opts.SortBudget = 64 << 20
 	}
+	if opts.SortFloor <= 0 {
+		opts.SortFloor = 1 << 20
+	}
 	logger := opts.Logger.With("role", "worker", "worker", opts.ID)
 	w := &Worker{
 		b: b, lanes: map[string]*lane{}, fetchers: opts.Fetchers, conc: max(cfg.Workers.Concurrency, 1),
 		opts: opts, logger: logger, now: opts.Now, started: opts.Now(),
+		sortPool: &sortPool{max: int64(opts.SortBudget)}, pubs: semaphore.NewWeighted(maxPublishBudget),
 	}
 	var err error
 	if w.failed, err = b.KV(ctx, proto.BucketFailed); err != nil {
@@ -354,11 +365,13 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	}
 	// Snapshots are keyed by their period's start, so a refetched snapshot has the same keys.
 	poll := time.UnixMilli(it.Start).UTC()
-	out := newChunkWriter(ctx, w.b.JS, it, attempt, w.maxChunk)
-	acc := &sorter{budget: w.opts.SortBudget, flush: out.add, onDisorder: func() {
+	out := newChunkWriter(ctx, w.b.JS, it, attempt, w.maxChunk, w.pubs, &w.bufs)
+	defer out.abort()
+	acc := &sorter{floor: w.opts.SortFloor, pool: w.sortPool, flush: out.add, onDisorder: func() {
 		w.logger.Warn("slot larger than the sort budget arrived out of time order; its events are sorted in runs",
 			"input", it.Input, "service", it.Service, "seq", it.Seq, "budget_bytes", w.opts.SortBudget)
 	}}
+	defer acc.release()
 	_, err := f.Fetch(ctx, req, func(raw []byte) error {
 		return l.proc.Process(raw, poll, acc.add)
 	})

@@ -66,6 +66,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	// Subcommands, one constructor each; keep this list sorted.
 	root.AddCommand(
+		newBenchCmd(g),
 		newCheckCmd(g),
 		newCoordinatorCmd(g),
 		newDefinitionsCmd(g),

@@ -48,6 +48,9 @@ type Options struct {
 	Dir string
 	// CountOnly keeps only counts in memory, not the events (for benchmarks and long runs).
 	CountOnly bool
+	// OnReceive, when set, is called with every event as it is recorded (benchmarks measure
+	// arrival times with it). It runs on the connection's goroutine and must be quick.
+	OnReceive func(Received)
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -418,6 +421,9 @@ func (s *Server) WaitFor(ctx context.Context, n int) error {
 
 // record stores one event and reports whether the connection must be reset right after it.
 func (s *Server) record(e Received) (reset bool) {
+	if s.opts.OnReceive != nil {
+		s.opts.OnReceive(e)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.count++

@@ -1,0 +1,123 @@
+package proto
+
+import (
+	"bytes"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func testChunks() []Chunk {
+	big := bytes.Repeat([]byte("x"), 70000)
+	var many []Event
+	for i := range 70000 {
+		many = append(many, Event{K: "k", T: int64(i), D: []byte("{}")})
+	}
+	return []Chunk{
+		{V: SchemaVersion, SlotID: "s", Seq: 1, Index: 0},
+		{V: SchemaVersion, SlotID: strings.Repeat("id", 200), Seq: math.MaxUint32 + 5, Index: 300, Events: []Event{
+			{K: "1", T: -1, D: []byte(`{"a":1}`)},
+			{K: strings.Repeat("k", 40), T: 1715000000000, D: big, More: true},
+			{K: "", T: -200, D: []byte{}},
+			{K: "x", T: 127, D: big[:300]},
+			{K: "y", T: 128, D: big[:65536]},
+			{K: "z", T: -129, D: []byte("1")},
+			{K: "w", T: math.MinInt64, D: []byte("2")},
+		}},
+		{V: SchemaVersion, SlotID: "m", Seq: 70000, Index: 40000, Events: many},
+	}
+}
+
+// TestAppendChunkRoundTrip checks that the hand-written codec and msgpack read each other's output.
+func TestAppendChunkRoundTrip(t *testing.T) {
+	for _, c := range testChunks() {
+		enc := AppendChunk(nil, &c)
+		if len(enc) > ChunkSize(&c) {
+			t.Errorf("encoding of %d bytes above ChunkSize %d", len(enc), ChunkSize(&c))
+		}
+		var viaMsgpack Chunk
+		if err := Decode(enc, &viaMsgpack); err != nil {
+			t.Fatal(err)
+		}
+		std, err := Encode(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, data := range map[string][]byte{"AppendChunk": enc, "Encode": std} {
+			var got Chunk
+			if err := DecodeChunk(data, &got); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			normalize(&got)
+			normalize(&viaMsgpack)
+			want := c
+			normalize(&want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s: DecodeChunk mismatch", name)
+			}
+			if !reflect.DeepEqual(viaMsgpack, want) {
+				t.Errorf("msgpack Decode of AppendChunk mismatch")
+			}
+		}
+	}
+}
+
+func normalize(c *Chunk) {
+	if len(c.Events) == 0 {
+		c.Events = nil
+	}
+	for i := range c.Events {
+		if len(c.Events[i].D) == 0 {
+			c.Events[i].D = nil
+		}
+	}
+}
+
+func TestDecodeChunkTruncated(t *testing.T) {
+	c := testChunks()[1]
+	enc := AppendChunk(nil, &c)
+	for _, n := range []int{0, 1, 5, len(enc) / 2, len(enc) - 1} {
+		var got Chunk
+		if err := DecodeChunk(enc[:n], &got); err == nil {
+			t.Errorf("no error for %d of %d bytes", n, len(enc))
+		}
+	}
+}
+
+func BenchmarkChunkCodec(b *testing.B) {
+	var evs []Event
+	d := bytes.Repeat([]byte("y"), 2048)
+	for i := range 480 {
+		evs = append(evs, Event{K: "1234567890", T: int64(i), D: d})
+	}
+	c := Chunk{V: SchemaVersion, SlotID: "slot", Seq: 9, Index: 3, Events: evs}
+	b.Run("AppendChunk", func(b *testing.B) {
+		buf := make([]byte, 0, ChunkSize(&c))
+		b.SetBytes(int64(len(evs) * len(d)))
+		for b.Loop() {
+			buf = AppendChunk(buf[:0], &c)
+		}
+	})
+	b.Run("Encode", func(b *testing.B) {
+		b.SetBytes(int64(len(evs) * len(d)))
+		for b.Loop() {
+			_, _ = Encode(&c)
+		}
+	})
+	enc := AppendChunk(nil, &c)
+	b.Run("DecodeChunk", func(b *testing.B) {
+		b.SetBytes(int64(len(evs) * len(d)))
+		for b.Loop() {
+			var got Chunk
+			_ = DecodeChunk(enc, &got)
+		}
+	})
+	b.Run("Decode", func(b *testing.B) {
+		b.SetBytes(int64(len(evs) * len(d)))
+		for b.Loop() {
+			var got Chunk
+			_ = Decode(enc, &got)
+		}
+	})
+}
