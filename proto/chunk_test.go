@@ -2,6 +2,7 @@ package proto
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"reflect"
 	"strings"
@@ -120,4 +121,36 @@ func BenchmarkChunkCodec(b *testing.B) {
 			_ = Decode(enc, &got)
 		}
 	})
+}
+
+func TestCompressedChunkRoundTrip(t *testing.T) {
+	t.Parallel()
+	c := &Chunk{V: SchemaVersion, SlotID: "slot", Seq: 4, Index: 1, Events: []Event{
+		{K: "a", T: 1, D: []byte(`{"pbid":1,"model":{"name":"Device::Anomalous Connection"}}`)},
+		{K: "b", T: 2, D: []byte(`{"pbid":2,"model":{"name":"Device::Anomalous Connection"}}`), More: true},
+	}}
+	raw := AppendChunk(nil, c)
+	for _, tc := range []struct {
+		name, encoding string
+		data           []byte
+	}{
+		{"plain", "", raw},
+		{"s2", EncodingS2, CompressChunk(nil, raw)},
+		{"s2 into a small buffer", EncodingS2, CompressChunk(make([]byte, 3), raw)},
+	} {
+		var got Chunk
+		if err := ReadChunk(tc.data, tc.encoding, &got); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if !reflect.DeepEqual(&got, c) {
+			t.Errorf("%s: got %+v, want %+v", tc.name, got, c)
+		}
+	}
+	var got Chunk
+	if err := ReadChunk(raw, "zstd", &got); !errors.Is(err, ErrSchema) {
+		t.Errorf("an unknown encoding: %v, want ErrSchema", err)
+	}
+	if err := ReadChunk([]byte("not s2"), EncodingS2, &got); err == nil {
+		t.Error("a corrupt compressed chunk decoded")
+	}
 }

@@ -159,14 +159,21 @@ func (c *chunkWriter) flush() error {
 	} else {
 		buf = make([]byte, 0, max(size, c.max+64<<10))
 	}
-	data := proto.AppendChunk(buf, &ch)
-	if err := c.acquire(len(data)); err != nil {
+	raw := proto.AppendChunk(buf, &ch)
+	var out []byte
+	if p, ok := c.bufs.Get().(*[]byte); ok {
+		out = *p
+	}
+	data := proto.CompressChunk(out, raw)
+	c.bufs.Put(&raw)
+	if err := c.acquire(budgetOf(data)); err != nil {
 		return err
 	}
 	subj := proto.ChunkSubject(c.it.Input, c.it.Service, c.it.Seq, c.attempt, c.index)
-	f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: subj, Data: data}, jetstream.WithMsgID(subj))
+	msg := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{proto.HeaderEncoding: []string{proto.EncodingS2}}}
+	f, err := c.js.PublishMsgAsync(msg, jetstream.WithMsgID(subj))
 	if err != nil {
-		c.budget.Release(int64(len(data)))
+		c.budget.Release(budgetOf(data))
 		return fmt.Errorf("publishing chunk %d of slot %d: %w", c.index, c.it.Seq, err)
 	}
 	c.futures = append(c.futures, pending{f: f, data: data})
@@ -179,11 +186,10 @@ func (c *chunkWriter) flush() error {
 // acquire reserves n bytes of the publish budget. While the budget is spent it settles this
 // slot's own oldest publishes first (so slots never wait on one another while holding budget),
 // and only blocks when it holds none.
-func (c *chunkWriter) acquire(n int) error {
-	n = min(n, maxPublishBudget)
-	for !c.budget.TryAcquire(int64(n)) {
+func (c *chunkWriter) acquire(n int64) error {
+	for !c.budget.TryAcquire(n) {
 		if len(c.futures) == 0 {
-			if err := c.budget.Acquire(c.ctx, int64(n)); err != nil {
+			if err := c.budget.Acquire(c.ctx, n); err != nil {
 				return err
 			}
 			return nil
@@ -206,7 +212,7 @@ func (c *chunkWriter) wait(keep int) error {
 		case <-c.ctx.Done():
 			return c.ctx.Err()
 		}
-		c.budget.Release(int64(min(len(p.data), maxPublishBudget)))
+		c.budget.Release(budgetOf(p.data))
 		c.bufs.Put(&p.data)
 		c.futures = c.futures[1:]
 	}
@@ -217,7 +223,7 @@ func (c *chunkWriter) wait(keep int) error {
 // since the connection may still hold them). It is safe after close.
 func (c *chunkWriter) abort() {
 	for _, p := range c.futures {
-		c.budget.Release(int64(min(len(p.data), maxPublishBudget)))
+		c.budget.Release(budgetOf(p.data))
 	}
 	c.futures = nil
 }
@@ -235,6 +241,10 @@ func (c *chunkWriter) close() (int, error) {
 	}
 	return c.index, nil
 }
+
+// budgetOf is what an unacknowledged chunk counts against the publish budget: the capacity of
+// its buffer, not its length, since a compressed chunk keeps its whole (pooled) buffer alive.
+func budgetOf(data []byte) int64 { return int64(min(cap(data), maxPublishBudget)) }
 
 // maxPublishBudget is the bytes of unacknowledged chunks a worker allows, over all its slots.
 const maxPublishBudget = 16 << 20

@@ -54,8 +54,8 @@ type Options struct {
 	// Backoff paces retries of retryable failures (default 1s doubling to 2m, full jitter).
 	Backoff darktrace.Backoff
 	// SortBudget bounds the bytes of events held to sort slots, shared by every slot the worker
-	// processes at once (default 64 MiB), beyond SortFloor bytes that each slot may hold on its
-	// own (default 1 MiB). A slot that finds the budget spent is flushed sorted so far; if its
+	// processes at once (default 16 MiB), beyond SortFloor bytes that each slot may hold on its
+	// own (default 256 KiB). A slot that finds the budget spent is flushed sorted so far; if its
 	// events arrive out of time order it is sorted in runs (logged).
 	SortBudget int
 	SortFloor  int
@@ -109,10 +109,10 @@ func New(ctx context.Context, b *bus.Bus, cfg *config.Config, opts Options) (*Wo
 		opts.Backoff = darktrace.Backoff{Base: time.Second, Max: 2 * time.Minute}
 	}
 	if opts.SortBudget <= 0 {
-		opts.SortBudget = 64 << 20
+		opts.SortBudget = 16 << 20
 	}
 	if opts.SortFloor <= 0 {
-		opts.SortFloor = 1 << 20
+		opts.SortFloor = 256 << 10
 	}
 	logger := opts.Logger.With("role", "worker", "worker", opts.ID)
 	w := &Worker{

@@ -141,7 +141,7 @@ func chunks(t *testing.T, b *bus.Bus, d proto.Done) ([]proto.Chunk, []int) {
 			t.Fatalf("chunk %d: %v", i, err)
 		}
 		var ch proto.Chunk
-		if err := proto.Decode(m.Data, &ch); err != nil {
+		if err := proto.ReadChunk(m.Data, m.Header.Get(proto.HeaderEncoding), &ch); err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, ch)

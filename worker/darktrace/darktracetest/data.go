@@ -463,8 +463,18 @@ func (rd *renderer) render(service string, r *rec, history bool) []byte {
 		v[vDesc] = append(v[vDesc][:0], rd.h.tpl.breachDesc...)
 		if pad := rd.h.opts.EventSize - base - 1; pad > 0 {
 			v[vDesc] = append(v[vDesc], ' ')
+			// Pseudo-random letters and spaces, not a repeating cycle: padding that compresses
+			// far better than real event JSON would flatter every figure measured with it.
+			x := uint64(r.id)*0x9E3779B97F4A7C15 | 1
 			for i := 1; i < pad; i++ {
-				v[vDesc] = append(v[vDesc], 'a'+byte((int64(i)+r.id)%26))
+				x ^= x << 13
+				x ^= x >> 7
+				x ^= x << 17
+				if c := byte(x % 32); c < 26 {
+					v[vDesc] = append(v[vDesc], 'a'+c)
+				} else {
+					v[vDesc] = append(v[vDesc], ' ')
+				}
 			}
 		}
 		v[vDesc] = append(v[vDesc], '"')
