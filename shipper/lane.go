@@ -263,7 +263,7 @@ func (r *laneRunner) chunk(ctx context.Context, d proto.Done, i int) (*proto.Chu
 		return nil, fmt.Errorf("reading chunk %d of slot %d (%s): %w", i, d.Seq, subj, err)
 	}
 	var ch proto.Chunk
-	if err := proto.DecodeChunk(m.Data, &ch); err != nil {
+	if err := proto.ReadChunk(m.Data, m.Header.Get(proto.HeaderEncoding), &ch); err != nil {
 		return nil, fmt.Errorf("reading chunk %d of slot %d: %w", i, d.Seq, err)
 	}
 	return &ch, nil
