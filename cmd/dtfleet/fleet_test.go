@@ -215,6 +215,28 @@ func checkExactlyOnce(t *testing.T, env *fleetEnv, delivered func(tag string) []
 	checkDelivered(t, env, delivered, nil)
 }
 
+// checkCounts reports every ground-truth key (want) that was not delivered exactly once, and every
+// delivered key that is not in the ground truth; count is how often each key was delivered.
+func checkCounts(t *testing.T, service string, want []string, count map[string]int) {
+	t.Helper()
+	truth := make(map[string]bool, len(want))
+	for _, k := range want {
+		truth[k] = true
+		switch count[k] {
+		case 1:
+		case 0:
+			t.Errorf("%s: event %s lost", service, k)
+		default:
+			t.Errorf("%s: event %s delivered %d times", service, k, count[k])
+		}
+	}
+	for k, n := range count {
+		if !truth[k] {
+			t.Errorf("%s: delivered %d× an event %q that is not in the ground truth", service, n, k)
+		}
+	}
+}
+
 // checkDelivered is checkExactlyOnce without the order check for the services in unordered (a
 // replayed slot is delivered after the slots that follow it).
 func checkDelivered(t *testing.T, env *fleetEnv, delivered func(tag string) [][]byte, unordered map[string]bool) {
@@ -235,19 +257,7 @@ func checkDelivered(t *testing.T, env *fleetEnv, delivered func(tag string) [][]
 		for _, raw := range got {
 			count[darktracetest.Key(ln.Service, raw)]++
 		}
-		for _, k := range want {
-			switch count[k] {
-			case 1:
-			case 0:
-				t.Errorf("%s: event %s lost", ln.Service, k)
-			default:
-				t.Errorf("%s: event %s delivered %d times", ln.Service, k, count[k])
-			}
-			delete(count, k)
-		}
-		for k, n := range count {
-			t.Errorf("%s: delivered %d× an event %q that is not in the ground truth", ln.Service, n, k)
-		}
+		checkCounts(t, ln.Service, want, count)
 		if ln.Service != config.ServiceAntigena && !unordered[ln.Service] {
 			var last int64
 			for i, raw := range got {

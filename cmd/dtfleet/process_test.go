@@ -485,19 +485,7 @@ func checkHandOvers(t *testing.T, env *procEnv, cfg *config.Config, parts []map[
 		for _, l := range seq {
 			count[l.key]++
 		}
-		for _, key := range want {
-			switch count[key] {
-			case 1:
-			case 0:
-				t.Errorf("%s: event %s lost", ln.Service, key)
-			default:
-				t.Errorf("%s: event %s delivered %d times (beyond any batch in flight)", ln.Service, key, count[key])
-			}
-			delete(count, key)
-		}
-		for key, n := range count {
-			t.Errorf("%s: delivered %d× an event %q that is not in the ground truth", ln.Service, n, key)
-		}
+		checkCounts(t, ln.Service+" (beyond any batch in flight)", want, count)
 		if ln.Service != config.ServiceAntigena {
 			for i := 1; i < len(seq); i++ {
 				if seq[i].ts < seq[i-1].ts {
