@@ -43,9 +43,20 @@ type Coordinator struct {
 	tick      time.Duration
 	lag       time.Duration
 	maxAhead  uint64
+	maxBytes  uint64 // max_backlog_in_mb, in bytes
 	perStep   int
 	started   map[string]bool
+	// limited is set by PlanLane when a lane had slots due but no room: the leader then checks
+	// again soon, not a whole tick later, so workers do not idle while the shipper catches up.
+	limited bool
 }
+
+// initialSlotBytes is the slot size assumed before a lane's first delivery tells how big its
+// slots are (so that 128 MB of backlog is 64 slots).
+const initialSlotBytes = 2 << 20
+
+// limitedRecheck is how soon the leader plans again when a lane is at its backlog limit.
+const limitedRecheck = 50 * time.Millisecond
 
 // Bus is what the coordinator needs from the bus: KV buckets and a publisher.
 type Bus interface {
@@ -94,6 +105,7 @@ func New(ctx context.Context, b Bus, pub Publisher, cfg *config.Config, opts Opt
 		tick:      opts.Tick,
 		lag:       time.Duration(cfg.Coordinator.SafetyLagInSeconds) * time.Second,
 		maxAhead:  uint64(max(cfg.Coordinator.MaxSlotsAhead, 1)),
+		maxBytes:  uint64(max(cfg.Coordinator.MaxBacklogInMB, 1)) << 20,
 		perStep:   opts.MaxSlotsPerStep,
 		started:   map[string]bool{},
 	}
@@ -119,9 +131,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 }
 
 func (c *Coordinator) lead(ctx context.Context) error {
-	t := time.NewTicker(c.tick)
+	t := time.NewTimer(c.tick)
 	defer t.Stop()
 	for {
+		c.limited = false
 		for _, ln := range c.lanes {
 			if ctx.Err() != nil {
 				return nil
@@ -133,6 +146,11 @@ func (c *Coordinator) lead(ctx context.Context) error {
 				c.logger.Warn("planning failed; retrying next tick", "input", ln.Input, "service", ln.Service, "err", err)
 			}
 		}
+		wait := c.tick
+		if c.limited {
+			wait = min(wait, limitedRecheck)
+		}
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -189,6 +207,9 @@ func (c *Coordinator) PlanLane(ctx context.Context, ln config.Lane) error {
 		}
 		items := c.due(ln, st, now, min(room, c.perStep))
 		if len(items) == 0 {
+			if probe := *st; room == 0 && len(c.due(ln, &probe, now, 1)) > 0 {
+				c.limited = true // slots are due, but the backlog is full
+			}
 			return nil
 		}
 		st.Pending = items
@@ -254,10 +275,15 @@ func (c *Coordinator) purgeDedupe(ctx context.Context, ln config.Lane, epoch uin
 	}
 }
 
-// room is how many more slots the lane may plan before its undelivered backlog reaches the
-// limit. Bounding the backlog keeps the results stream, and the shipper's markers, bounded.
+// room is how many more slots the lane may plan before its backlog (planned, not delivered)
+// reaches its limit: max_slots_ahead slots, and max_backlog_in_mb of results, in slots of the
+// average size the lane delivered so far (of initialSlotBytes before its first delivery; at
+// least two slots however big they are). Bounding the backlog in bytes paces the workers to
+// the shipper: the results stream, the server's memory (JetStream keeps recently written blocks
+// in memory) and the shipper's markers stay bounded however fast the appliance answers and
+// however slow an output is.
 func (c *Coordinator) room(ctx context.Context, key string, st *proto.Plan) (int, error) {
-	var deliveredSeq uint64
+	var deliveredSeq, resultBytes uint64
 	e, err := c.delivered.Get(ctx, key)
 	switch {
 	case err == nil:
@@ -265,16 +291,27 @@ func (c *Coordinator) room(ctx context.Context, key string, st *proto.Plan) (int
 		if err := proto.Decode(e.Value(), &d); err != nil {
 			return 0, fmt.Errorf("reading delivery checkpoint %s: %w", key, err)
 		}
-		deliveredSeq = d.Seq
+		deliveredSeq, resultBytes = d.Seq, d.ResultBytes
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 	default:
 		return 0, fmt.Errorf("reading delivery checkpoint %s: %w", key, err)
 	}
-	planned := st.NextSeq - 1
-	if planned-deliveredSeq >= c.maxAhead {
+	limit := c.maxAhead
+	switch {
+	case deliveredSeq == 0:
+		limit = min(limit, max(c.maxBytes/initialSlotBytes, 2))
+	case resultBytes > 0:
+		avg := max(resultBytes/deliveredSeq, 1)
+		limit = min(limit, max(c.maxBytes/avg, 2))
+	}
+	var backlog uint64
+	if planned := st.NextSeq - 1; planned > deliveredSeq {
+		backlog = planned - deliveredSeq
+	}
+	if backlog >= limit {
 		return 0, nil
 	}
-	return int(c.maxAhead - (planned - deliveredSeq)), nil
+	return int(limit - backlog), nil
 }
 
 // due returns up to n slots that are due now, advancing st's cursor and NextSeq.

@@ -38,7 +38,7 @@ func testConfig(t *testing.T, start string, extra string) *config.Config {
 	t.Helper()
 	y := fmt.Sprintf(`
 outputs: {console_1: {type: console}}
-coordinator: {safety_lag_in_seconds: 0, max_slots_ahead: 100000, lease_ttl_in_seconds: 2}
+coordinator: {safety_lag_in_seconds: 0, max_slots_ahead: 100000, max_backlog_in_mb: 1000000, lease_ttl_in_seconds: 2}
 inputs:
   darktrace:
     credentials: {public_token: pub, private_token: priv, instance: "https://dt.example"}
@@ -226,21 +226,21 @@ func TestResetOnStartTimeChange(t *testing.T) {
 	if err := c.PlanLane(context.Background(), lane(t, cfg)); err != nil {
 		t.Fatal(err)
 	}
-	cfg2 := testConfig(t, "2024-05-06T00:00:00Z", "")
+	cfg2 := testConfig(t, "2024-05-06T12:00:00Z", "")
 	c2, _ := coordinator.New(context.Background(), b, b.JS, cfg2, coordinator.Options{Now: clk.now})
 	if err := c2.PlanLane(context.Background(), lane(t, cfg2)); err != nil {
 		t.Fatal(err)
 	}
 	p := plan(t, b, "darktrace.modelbreaches")
-	if p.Epoch != 2 || p.StartConfig != "2024-05-06T00:00:00Z" {
+	if p.Epoch != 2 || p.StartConfig != "2024-05-06T12:00:00Z" {
 		t.Fatalf("plan after reset: epoch %d start %q", p.Epoch, p.StartConfig)
 	}
 	items := workItems(t, b)
-	if len(items) != 24+48 {
-		t.Fatalf("%d slots, want 72 (24 before, 48 after the reset)", len(items))
+	if len(items) != 24+36 {
+		t.Fatalf("%d slots, want 60 (24 before, 36 after the reset)", len(items))
 	}
 	last := items[len(items)-1]
-	if last.Seq != 72 || last.Epoch != 2 || items[24].Start != time.Date(2024, 5, 6, 0, 0, 0, 0, time.UTC).UnixMilli() {
+	if last.Seq != 60 || last.Epoch != 2 || items[24].Start != time.Date(2024, 5, 6, 12, 0, 0, 0, time.UTC).UnixMilli() {
 		t.Fatalf("sequence must continue across the reset: %+v / %+v", items[24], last)
 	}
 }
@@ -257,6 +257,50 @@ func TestBacklogLimit(t *testing.T) {
 	}
 	if n := len(workItems(t, b)); n != 10 {
 		t.Fatalf("planned %d slots with max_slots_ahead 10", n)
+	}
+}
+
+// TestBacklogBytesLimit: the backlog is bounded in bytes too, in slots of the size the lane
+// delivered so far, and before its first delivery by a fixed number of slots.
+func TestBacklogBytesLimit(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		d        *proto.Delivery // the lane's delivery checkpoint, nil for none
+		mb       int
+		wantPlan int
+	}{
+		{"nothing delivered yet", nil, 128, 64},
+		{"32 MB slots under a 128 MB limit", &proto.Delivery{V: proto.SchemaVersion, Seq: 10, ResultBytes: 10 * 32 << 20}, 128, 4},
+		{"huge slots still get two ahead", &proto.Delivery{V: proto.SchemaVersion, Seq: 10, ResultBytes: 10 * 1 << 30}, 128, 2},
+		{"small slots: the slot limit rules", &proto.Delivery{V: proto.SchemaVersion, Seq: 10, ResultBytes: 10 * 1 << 10}, 128, 100},
+		{"empty slots: no byte limit", &proto.Delivery{V: proto.SchemaVersion, Seq: 10}, 128, 100},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := newBus(t)
+			clk := newClock(time.Date(2024, 5, 8, 0, 0, 30, 0, time.UTC))
+			cfg := testConfig(t, "2024-05-01T00:00:00Z", "")
+			cfg.Coordinator.MaxSlotsAhead, cfg.Coordinator.MaxBacklogInMB = 100, tc.mb
+			if tc.d != nil {
+				kv, err := b.KV(context.Background(), proto.BucketDelivered)
+				if err != nil {
+					t.Fatal(err)
+				}
+				data, _ := proto.Encode(tc.d)
+				if _, err := kv.Put(context.Background(), "darktrace.modelbreaches", data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, _ := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Now: clk.now})
+			if err := c.PlanLane(context.Background(), lane(t, cfg)); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(workItems(t, b)); n != tc.wantPlan {
+				t.Fatalf("planned %d slots, want %d", n, tc.wantPlan)
+			}
+		})
 	}
 }
 

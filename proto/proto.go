@@ -219,15 +219,18 @@ type Plan struct {
 // Delivery is a lane's delivery checkpoint.
 type Delivery struct {
 	V         int    `msgpack:"v"`
-	Seq       uint64 `msgpack:"seq"`  // last slot fully delivered
-	NextChunk int    `msgpack:"nc"`   // chunks of Seq+1 already delivered (from Attempt)
-	Attempt   string `msgpack:"a"`    // attempt of Seq+1 that NextChunk refers to
-	End       int64  `msgpack:"end"`  // window end of Seq
-	Epoch     uint64 `msgpack:"ep"`   // epoch of the last delivered slot
-	Events    uint64 `msgpack:"ev"`   // events delivered, all time
-	Dups      uint64 `msgpack:"dup"`  // duplicates dropped, all time
-	Failed    uint64 `msgpack:"fail"` // slots passed over because they failed for good
-	UpdatedAt int64  `msgpack:"at"`
+	Seq       uint64 `msgpack:"seq"` // last slot fully delivered
+	NextChunk int    `msgpack:"nc"`  // chunks of Seq+1 already delivered (from Attempt)
+	Attempt   string `msgpack:"a"`   // attempt of Seq+1 that NextChunk refers to
+	End       int64  `msgpack:"end"` // window end of Seq
+	Epoch     uint64 `msgpack:"ep"`  // epoch of the last delivered slot
+	Events    uint64 `msgpack:"ev"`  // events delivered, all time
+	// ResultBytes is the event JSON read from the lane's results, duplicates included, all time:
+	// with Seq it tells the coordinator how big the lane's slots are.
+	ResultBytes uint64 `msgpack:"rb"`
+	Dups        uint64 `msgpack:"dup"`  // duplicates dropped, all time
+	Failed      uint64 `msgpack:"fail"` // slots passed over because they failed for good
+	UpdatedAt   int64  `msgpack:"at"`
 }
 
 // DedupeRecord holds the event keys one delivered batch carried.

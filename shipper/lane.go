@@ -162,7 +162,8 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 		batch    = &devo.Batch{Tag: r.ln.Svc.Tag}
 		keys     []string
 		inBatch  = map[string]bool{}
-		bytes    int
+		bytes    int // event bytes in the batch
+		read     int // event bytes read from the results, duplicates included
 		minStart = int64(1<<63 - 1)
 		maxEnd   int64
 		epoch    uint64
@@ -208,6 +209,7 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 					}
 					ev.D, part = part, nil
 				}
+				read += len(ev.D)
 				if inBatch[ev.K] || (d.Force && r.forced[ev.K]) || (!d.Force && r.dedupe.seen(ev.K)) {
 					u.dups++
 					continue
@@ -236,7 +238,7 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 	if err := r.dedupe.persist(pctx, epoch, minStart, maxEnd, first.done.Seq, first.firstSeen, keys); err != nil {
 		return false, err
 	}
-	if err := r.checkpoint(pctx, units); err != nil {
+	if err := r.checkpoint(pctx, units, read); err != nil {
 		return false, err
 	}
 	r.dedupe.add(keys, maxEnd)
@@ -292,8 +294,9 @@ const stopGrace = 10 * time.Second
 
 // checkpoint moves the delivery checkpoint past the batch, with a revision check so two
 // shippers can never both move it.
-func (r *laneRunner) checkpoint(ctx context.Context, units []*unit) error {
+func (r *laneRunner) checkpoint(ctx context.Context, units []*unit, read int) error {
 	st := r.st
+	st.ResultBytes += uint64(read)
 	for _, u := range units {
 		st.Events += uint64(u.delivered)
 		st.Dups += uint64(u.dups)

@@ -137,6 +137,7 @@ func TestBadConfigs(t *testing.T) {
 		{"tls_cert_without_key.bad.yaml", 0, dt + ".tls", "cert_file and key_file go together"},
 		{"workers_concurrency_zero.bad.yaml", 0, "workers.concurrency", "from 1 to 4096, found 0"},
 		{"coordinator_negative_lag.bad.yaml", 0, "coordinator.safety_lag_in_seconds", "from 0 to 86400, found -1"},
+		{"coordinator_backlog_zero.bad.yaml", 0, "coordinator.max_backlog_in_mb", "from 1 to 1000000, found 0"},
 		{"section_not_mapping.bad.yaml", 0, "shipper", "must be a mapping of settings, found a string"},
 		{"duplicate_key.bad.yaml", 0, "outputs.console_1", "duplicate key"},
 		{"yaml_syntax.bad.yaml", 0, "", "parsing YAML"},

@@ -107,7 +107,10 @@ type Workers struct {
 type Coordinator struct {
 	SafetyLagInSeconds int `yaml:"safety_lag_in_seconds"`
 	MaxSlotsAhead      int `yaml:"max_slots_ahead"`
-	LeaseTTLInSeconds  int `yaml:"lease_ttl_in_seconds"`
+	// MaxBacklogInMB bounds, in MB of event JSON, the results a lane may have planned but not
+	// delivered, estimated from the sizes of the slots it delivered so far.
+	MaxBacklogInMB    int `yaml:"max_backlog_in_mb"`
+	LeaseTTLInSeconds int `yaml:"lease_ttl_in_seconds"`
 }
 
 // Shipper tunes the delivering role.

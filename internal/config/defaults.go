@@ -12,6 +12,7 @@ const (
 	DefaultConcurrency                = 8
 	DefaultSafetyLagInSeconds         = 5
 	DefaultMaxSlotsAhead              = 1000
+	DefaultMaxBacklogInMB             = 128
 	DefaultLeaseTTLInSeconds          = 10
 	DefaultDedupeTTLInHours           = 168
 	DefaultSenderStatsPeriodInSeconds = 300
@@ -54,6 +55,7 @@ func defaultConfig() *Config {
 		Coordinator: Coordinator{
 			SafetyLagInSeconds: DefaultSafetyLagInSeconds,
 			MaxSlotsAhead:      DefaultMaxSlotsAhead,
+			MaxBacklogInMB:     DefaultMaxBacklogInMB,
 			LeaseTTLInSeconds:  DefaultLeaseTTLInSeconds,
 		},
 		Shipper: Shipper{

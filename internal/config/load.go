@@ -283,6 +283,7 @@ func (w *walker) coordinator(n *yaml.Node, path string, c *Coordinator) {
 	w.object(n, path, map[string]handler{
 		"safety_lag_in_seconds": func(e entry) { w.intIn(e, &c.SafetyLagInSeconds, 0, 86400, "a number of seconds") },
 		"max_slots_ahead":       func(e entry) { w.intIn(e, &c.MaxSlotsAhead, 1, 1_000_000, "a number of slots") },
+		"max_backlog_in_mb":     func(e entry) { w.intIn(e, &c.MaxBacklogInMB, 1, 1_000_000, "a number of megabytes") },
 		"lease_ttl_in_seconds":  func(e entry) { w.intIn(e, &c.LeaseTTLInSeconds, 1, 3600, "a number of seconds") },
 	}, nil)
 }
