@@ -59,6 +59,7 @@ type benchOptions struct {
 	rps           float64
 	window        time.Duration
 	lookBack      time.Duration
+	backlogMB     int // coordinator.max_backlog_in_mb of every run
 
 	// throughput and memory
 	eventSize       int
@@ -162,6 +163,7 @@ Every figure is measured; none is computed from the knobs. Timings vary with the
 	f.IntVar(&o.tpEventsPerSlot, "throughput-events-per-slot", 5000, "throughput, memory: mean events per slot")
 	f.DurationVar(&o.tpLatency, "throughput-latency", 0, "throughput, memory: appliance latency")
 	f.IntVar(&o.memoryMB, "memory-mb", 512, "memory: MB of event JSON to backfill")
+	f.IntVar(&o.backlogMB, "max-backlog-mb", config.DefaultMaxBacklogInMB, "every run: coordinator.max_backlog_in_mb (results planned but not delivered, per lane)")
 
 	f.DurationVar(&o.liveDuration, "live-duration", 30*time.Second, "freshness: how long events are measured")
 	f.DurationVar(&o.period, "period", 5*time.Second, "freshness: request_period_in_seconds")
@@ -196,7 +198,8 @@ type RunResult struct {
 	Expected    int64   `json:"expected_events"`
 	EventBytes  int64   `json:"event_bytes"`
 	Requests    int64   `json:"requests"`
-	// MaxRequestsPerSecond is the most data requests the appliance saw in any one-second window.
+	// MaxRequestsPerSecond is the most data requests that reached the appliance in any one-second
+	// window (timed on arrival, before the start gate).
 	MaxRequestsPerSecond int     `json:"max_requests_per_second"`
 	EventsPerSecond      float64 `json:"events_per_second"`
 	MBPerSecond          float64 `json:"mb_per_second"`
@@ -463,7 +466,11 @@ type benchEnv struct {
 	gate     chan struct{}
 	gateOnce sync.Once
 	reqMu    sync.Mutex
-	reqTimes []time.Time
+	reqTimes []time.Time // when each data request was served (after the gate)
+	// sentTimes is when each data request reached the appliance, before the gate: the spacing
+	// the fleet's rate limiter gave them. Requests held at the gate are served together when it
+	// opens, which says nothing about the limiter.
+	sentTimes []time.Time
 
 	events     atomic.Int64
 	eventBytes atomic.Int64
@@ -541,7 +548,7 @@ func (r *benchRunner) setup(ctx context.Context, spec runSpec) (_ *benchEnv, err
 globals: {id: bench, name: dtfleet-bench}
 nats: {store_dir: %s, listen: %q}
 workers: {concurrency: %d}
-coordinator: {safety_lag_in_seconds: 0}
+coordinator: {safety_lag_in_seconds: 0, max_backlog_in_mb: %d}
 outputs:
   devo_1: {type: devo_platform, config: {address: %s, port: %s, chain: %s, cert: %s, key: %s}}
 inputs:
@@ -550,7 +557,7 @@ inputs:
     credentials: {public_token: %s, private_token: %s, instance: %s}
     services:
       modelbreaches: {start_time_in_utc_format: %q, look_back_in_minutes: %d, override_time_window_interval_in_minutes: %d, request_period_in_seconds: %d}
-`, spec.name, filepath.Join(dir, "data"), listen, spec.concurrency, host, port, pki.CA, pki.ClientCert, pki.ClientKey,
+`, spec.name, filepath.Join(dir, "data"), listen, spec.concurrency, r.o.backlogMB, host, port, pki.CA, pki.ClientCert, pki.ClientKey,
 		spec.rps, darktracetest.DefaultPublicToken, darktracetest.DefaultPrivateToken, env.hs.URL,
 		cfgStart.Format(time.RFC3339), int(spec.lookBack/time.Minute), int(w/time.Minute), period)
 	cfgPath := filepath.Join(dir, "config.yaml")
@@ -568,6 +575,9 @@ inputs:
 // recording when each arrived.
 func (e *benchEnv) serveFake(w http.ResponseWriter, req *http.Request) {
 	if req.URL.Path == e.endpoint {
+		e.reqMu.Lock()
+		e.sentTimes = append(e.sentTimes, time.Now())
+		e.reqMu.Unlock()
 		select {
 		case <-e.gate:
 		case <-req.Context().Done():
@@ -674,13 +684,13 @@ func (e *benchEnv) measure(ctx context.Context, until func(context.Context) erro
 	cpuChildren := cpuTime(syscall.RUSAGE_CHILDREN) - child0
 
 	e.reqMu.Lock()
-	reqs := slices.Clone(e.reqTimes)
+	reqs, sent := slices.Clone(e.reqTimes), slices.Clone(e.sentTimes)
 	e.reqMu.Unlock()
 	res := &RunResult{
 		Name: spec.name, Slots: spec.slots, Workers: spec.workers, Concurrency: spec.concurrency,
 		LatencyMS:   float64(spec.latency) / float64(time.Millisecond),
 		WallSeconds: wall.Seconds(), Events: e.events.Load(), Expected: e.expected, EventBytes: e.eventBytes.Load(),
-		Requests: int64(len(reqs)), MaxRequestsPerSecond: maxPerSecond(reqs),
+		Requests: int64(len(reqs)), MaxRequestsPerSecond: maxPerSecond(sent),
 		CPUSeconds: (cpuSelf + cpuChildren).Seconds(),
 		PeakRSSMB:  float64(peakRSS) / (1 << 20), PeakHeapMB: float64(peakHeap) / (1 << 20), RSSPeakReset: rssReset,
 	}
