@@ -36,9 +36,9 @@ type finder struct {
 	s     *scanner
 	names []string
 	vals  [][]byte
-	depth int  // containers open, the top-level object being depth 1
-	want  int  // index in names of the current top-level member, or -1
-	start int  // offset in out of the current top-level member's value
+	depth int // containers open, the top-level object being depth 1
+	want  int // index in names of the current top-level member, or -1
+	start int // offset in out of the current top-level member's value
 }
 
 func (f *finder) key(start, end int) {

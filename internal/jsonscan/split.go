@@ -227,4 +227,3 @@ func (s *scanner) wrapped(member string, fn func([]byte) error) error {
 		}
 	}
 }
-
