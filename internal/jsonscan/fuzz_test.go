@@ -181,4 +181,3 @@ func referenceElements(data []byte, shape Shape) ([]string, bool) {
 		return nil, false
 	}
 }
-

@@ -79,8 +79,8 @@ func newClient(t testing.TB, baseURL string, logs io.Writer, mod func(*Config)) 
 	cfg := Config{
 		BaseURL: baseURL, PublicToken: publicToken, PrivateToken: privateToken,
 		Timeout: 10 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Proxy:  func(*http.Request) (*url.URL, error) { return nil, nil },
+		Logger:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Proxy:   func(*http.Request) (*url.URL, error) { return nil, nil },
 	}
 	if mod != nil {
 		mod(&cfg)
