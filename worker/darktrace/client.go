@@ -3,6 +3,11 @@
 // response bodies into events without holding whole responses, and classifies every failure as
 // Retryable or Terminal with the Devo collector's PullError IDs. The private token is used for
 // signing only and never appears in an error, a log line or a header other than the signature.
+//
+// The package owns the appliance's wire contract: requests, signatures, which JSON shape each
+// endpoint answers with (ShapeFor), failure classification, and the backoff between attempts. It
+// may import internal/config and internal/jsonscan (which splits the bodies), and no other package
+// of dtfleet; what the events mean belongs to worker/events.
 package darktrace
 
 import (
@@ -26,7 +31,7 @@ import (
 	"time"
 
 	"github.com/dtfleet/dtfleet/internal/config"
-	"github.com/dtfleet/dtfleet/worker/events"
+	"github.com/dtfleet/dtfleet/internal/jsonscan"
 )
 
 // DefaultTimeout is the Timeout of a Config that leaves it zero.
@@ -65,8 +70,6 @@ type Config struct {
 	Proxy func(*http.Request) (*url.URL, error)
 	// Limiter is waited on before every request; nil means unlimited.
 	Limiter Limiter
-	// Backoff paces FetchWithRetry's retries.
-	Backoff Backoff
 	// Logger receives the client's log lines; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock used for DTAPI-Date and Retry-After dates; nil means time.Now.
@@ -99,7 +102,6 @@ type Client struct {
 	transport *http.Transport
 	timeout   time.Duration
 	limiter   Limiter
-	backoff   Backoff
 	logger    *slog.Logger
 	now       func() time.Time
 }
@@ -204,7 +206,6 @@ func New(cfg Config) (*Client, error) {
 		},
 		timeout: cmp.Or(cfg.Timeout, DefaultTimeout),
 		limiter: limiter,
-		backoff: cfg.Backoff,
 		logger:  logger,
 		now:     now,
 	}, nil
@@ -324,8 +325,6 @@ type Stats struct {
 	Bytes int64
 	// Duration is the wall time of the fetch, from the limiter wait to the end of the body.
 	Duration time.Duration
-	// Attempts is the number of attempts FetchWithRetry made; Fetch leaves it 1.
-	Attempts int
 }
 
 // Fetch sends req and streams the response body's events to fn, one compact JSON value at a
@@ -333,18 +332,18 @@ type Stats struct {
 // event, not the response. Failures are *Error values classified Retryable or Terminal, except
 // an error returned by fn, which stops the fetch and is returned wrapped but unclassified, and
 // ErrInvalidRequest. Because events stream, fn may have seen some events of a fetch that then
-// fails: a caller must discard a failed fetch's events (see FetchWithRetry).
+// fails: a caller must discard a failed fetch's events.
 func (c *Client) Fetch(ctx context.Context, req Request, fn func(raw []byte) error) (Stats, error) {
 	t0 := time.Now()
-	st := Stats{Attempts: 1}
+	var st Stats
 	path, query, err := req.PathAndQuery()
 	if err != nil {
 		return st, fmt.Errorf("fetching %s: %w", req.Service, err)
 	}
-	shape := events.ShapeFor(req.Service)
+	shape := ShapeFor(req.Service)
 	var fnErr error
 	err = c.do(ctx, path, query, &st.Bytes, func(body io.Reader) error {
-		return events.Split(body, shape, func(raw []byte) error {
+		return jsonscan.Split(body, shape, func(raw []byte) error {
 			if err := fn(raw); err != nil {
 				fnErr = err
 				return err
@@ -369,7 +368,7 @@ func (c *Client) Check(ctx context.Context) error {
 	const path, query = "/summarystatistics", "responsedata=subnets"
 	var n int64
 	err := c.do(ctx, path, query, &n, func(body io.Reader) error {
-		return events.Split(body, events.ShapeObject, func([]byte) error { return nil })
+		return jsonscan.Split(body, jsonscan.ShapeObject, func([]byte) error { return nil })
 	}, nil)
 	if err != nil {
 		return fmt.Errorf("validating tokens: %w", err)
@@ -497,7 +496,7 @@ func (c *Client) readError(parent, ctx context.Context, endpoint string, err err
 		return newError(KindTimeout, endpoint, http.StatusOK, fmt.Sprintf("response body stalled for %v", c.timeout), nil)
 	case parent.Err() != nil:
 		return newError(KindCanceled, endpoint, http.StatusOK, "request canceled while reading the response", parent.Err())
-	case errors.Is(err, events.ErrMalformed):
+	case errors.Is(err, jsonscan.ErrMalformed):
 		return newError(KindMalformed, endpoint, http.StatusOK, "reading the response", err)
 	default:
 		return newError(KindNetwork, endpoint, http.StatusOK, "reading the response", err)

@@ -78,9 +78,9 @@ func newClient(t testing.TB, baseURL string, logs io.Writer, mod func(*Config)) 
 	}
 	cfg := Config{
 		BaseURL: baseURL, PublicToken: publicToken, PrivateToken: privateToken,
-		Timeout: 10 * time.Second, Backoff: Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond},
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Proxy:  func(*http.Request) (*url.URL, error) { return nil, nil },
+		Timeout: 10 * time.Second,
+		Logger:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Proxy:   func(*http.Request) (*url.URL, error) { return nil, nil },
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -194,7 +194,7 @@ func TestFetchGroundTruth(t *testing.T) {
 			if len(want) == 0 || !slices.EqualFunc(got, want, bytes.Equal) {
 				t.Fatalf("got %d events, want %d (ground truth)", len(got), len(want))
 			}
-			if st.Events != len(want) || st.Bytes <= 0 || st.Attempts != 1 {
+			if st.Events != len(want) || st.Bytes <= 0 {
 				t.Fatalf("stats %+v", st)
 			}
 		})
@@ -404,7 +404,10 @@ func TestCallbackErrorIsNotClassified(t *testing.T) {
 	}
 }
 
-func TestFetchWithRetry(t *testing.T) {
+// TestFetchFaultsThenRecovers shows what a caller retrying Fetch sees: each failed attempt (a body
+// cut short, a rate limit with its Retry-After, a connection reset midway) is Retryable, with the
+// kind and PullError message of its cause, and the next clean attempt returns every event.
+func TestFetchFaultsThenRecovers(t *testing.T) {
 	t.Parallel()
 	opts := fakeOptions()
 	opts.Faults.Script = []darktracetest.Fault{
@@ -414,69 +417,29 @@ func TestFetchWithRetry(t *testing.T) {
 	}
 	srv := darktracetest.NewServer(opts)
 	defer srv.Close()
-	var logs logBuffer
-	c := newClient(t, srv.URL, &logs, nil)
+	c := newClient(t, srv.URL, nil, nil)
 	start := srv.Options().End.Add(-10 * time.Hour)
 	req := Request{Service: config.ServiceModelBreaches, Start: start, End: start.Add(4 * time.Hour)}
-	var got [][]byte
-	var attempts []int
-	st, err := c.FetchWithRetry(t.Context(), req, func(raw []byte) error {
-		got = append(got, slices.Clone(raw))
-		return nil
-	}, 5, func(attempt int) {
-		attempts = append(attempts, attempt)
-		got = got[:0]
-	})
+	for i, want := range []struct {
+		kind       Kind
+		retryAfter time.Duration
+	}{{KindMalformed, 0}, {KindRateLimited, time.Second}, {KindNetwork, 0}} {
+		_, _, err := collect(t.Context(), c, req)
+		if !IsRetryable(err) || KindOf(err) != want.kind || RetryAfter(err) != want.retryAfter {
+			t.Fatalf("attempt %d: %v (kind %v, retry after %v), want a retryable %v", i+1, err, KindOf(err), RetryAfter(err), want.kind)
+		}
+	}
+	got, st, err := collect(t.Context(), c, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := srv.Events(config.ServiceModelBreaches, req.Start, req.End); !slices.EqualFunc(got, want, bytes.Equal) {
-		t.Fatalf("got %d events, want %d", len(got), len(want))
+	if want := srv.Events(config.ServiceModelBreaches, req.Start, req.End); !slices.EqualFunc(got, want, bytes.Equal) || st.Events != len(want) {
+		t.Fatalf("got %d events (stats %+v), want %d", len(got), st, len(want))
 	}
-	if st.Attempts != 4 || !slices.Equal(attempts, []int{1, 2, 3, 4}) || st.Events != len(got) {
-		t.Fatalf("stats %+v, attempts %v", st, attempts)
-	}
-	if l := logs.String(); strings.Count(l, "level=WARN msg=\"Some error occurred while retrieving events from Darktrace server.\"") != 2 ||
-		strings.Count(l, "level=WARN msg=\"HTTP Error occurred while retrieving events from Darktrace server\"") != 1 {
-		t.Fatalf("retry log lines:\n%s", l)
-	}
-
-	// A terminal error is not retried.
+	// A terminal error is terminal.
 	srv.AddFault(darktracetest.Fault{Kind: darktracetest.FaultForbidden})
-	before := srv.Requests()
-	_, err = c.FetchWithRetry(t.Context(), req, func([]byte) error { return nil }, 5, nil)
-	if KindOf(err) != KindPermission || srv.Requests()-before != 1 {
-		t.Fatalf("terminal error retried: %v, %d requests", err, srv.Requests()-before)
-	}
-	// Retries stop after maxAttempts.
-	srv.AddFault(darktracetest.Fault{Kind: darktracetest.FaultStatus, Times: -1})
-	before = srv.Requests()
-	st, err = c.FetchWithRetry(t.Context(), req, func([]byte) error { return nil }, 3, nil)
-	if KindOf(err) != KindServer || srv.Requests()-before != 3 || st.Attempts != 3 {
-		t.Fatalf("maxAttempts: %v, %d requests, %+v", err, srv.Requests()-before, st)
-	}
-	srv.ClearFaults()
-}
-
-func TestFetchWithRetryCanceledWhileWaiting(t *testing.T) {
-	t.Parallel()
-	opts := fakeOptions()
-	opts.Faults.Script = []darktracetest.Fault{{Kind: darktracetest.FaultRateLimit, RetryAfter: time.Hour}}
-	srv := darktracetest.NewServer(opts)
-	defer srv.Close()
-	var logs logBuffer
-	c := newClient(t, srv.URL, &logs, nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.FetchWithRetry(ctx, Request{Service: config.ServiceSummary}, func([]byte) error { return nil }, 3, nil)
-		done <- err
-	}()
-	// The retry is logged just before the wait starts.
-	waitFor(t, "the retry log line", func() bool { return strings.Contains(logs.String(), "retry_in=1h0m0s") })
-	cancel()
-	if err := <-done; KindOf(err) != KindCanceled || !errors.Is(err, context.Canceled) {
-		t.Fatalf("got %v", err)
+	if _, _, err := collect(t.Context(), c, req); KindOf(err) != KindPermission || IsRetryable(err) {
+		t.Fatalf("forbidden: %v", err)
 	}
 }
 
@@ -538,8 +501,11 @@ func TestLimiterCalledBeforeEveryRequest(t *testing.T) {
 	defer srv.Close()
 	lim := &countingLimiter{}
 	c := newClient(t, srv.URL, nil, func(c *Config) { c.Limiter = lim })
-	if _, err := c.FetchWithRetry(t.Context(), Request{Service: config.ServiceSummary}, func([]byte) error { return nil }, 5, nil); err != nil {
-		t.Fatal(err)
+	for i := range 3 {
+		_, err := c.Fetch(t.Context(), Request{Service: config.ServiceSummary}, func([]byte) error { return nil })
+		if (err == nil) != (i == 2) {
+			t.Fatalf("fetch %d: %v", i+1, err)
+		}
 	}
 	if err := c.Check(t.Context()); err != nil {
 		t.Fatal(err)
@@ -706,7 +672,7 @@ func TestTokenNeverLeaks(t *testing.T) {
 	c := newClient(t, srv.URL, &logs, nil)
 	req := Request{Service: config.ServiceModelBreaches, Start: srv.Options().End.Add(-5 * time.Hour), End: srv.Options().End.Add(-4 * time.Hour)}
 	for range kinds {
-		_, err := c.FetchWithRetry(t.Context(), req, func([]byte) error { return nil }, 1, nil)
+		_, err := c.Fetch(t.Context(), req, func([]byte) error { return nil })
 		errs = append(errs, fmt.Sprint(err), fmt.Sprintf("%+v", err), fmt.Sprintf("%#v", err))
 	}
 	for _, mod := range []func(*Config){
@@ -716,7 +682,7 @@ func TestTokenNeverLeaks(t *testing.T) {
 		func(c *Config) { c.BaseURL = sniff.URL },
 	} {
 		bad := newClient(t, srv.URL, &logs, mod)
-		_, err := bad.FetchWithRetry(t.Context(), req, func([]byte) error { return nil }, 2, nil)
+		_, err := bad.Fetch(t.Context(), req, func([]byte) error { return nil })
 		errs = append(errs, fmt.Sprint(err), fmt.Sprintf("%#v", err), fmt.Sprint(bad.Check(t.Context())))
 	}
 	cfg := Config{BaseURL: srv.URL, PublicToken: publicToken, PrivateToken: privateToken}

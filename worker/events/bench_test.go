@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/jsonscan"
 )
 
 // incidentBody returns a /aianalyst/incidentevents-shaped body of n copies of the elastic
@@ -51,7 +52,7 @@ func BenchmarkSplit(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		n := 0
-		if err := Split(bytes.NewReader(body), ShapeArray, func([]byte) error { n++; return nil }); err != nil {
+		if err := jsonscan.Split(bytes.NewReader(body), jsonscan.ShapeArray, func([]byte) error { n++; return nil }); err != nil {
 			b.Fatal(err)
 		}
 		if n != 2000 {
@@ -97,7 +98,7 @@ func BenchmarkSplitProcess(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		err := Split(bytes.NewReader(body), ShapeArray, func(raw []byte) error {
+		err := jsonscan.Split(bytes.NewReader(body), jsonscan.ShapeArray, func(raw []byte) error {
 			return p.Process(raw, poll, func(Event) error { return nil })
 		})
 		if err != nil {
@@ -274,7 +275,7 @@ func BenchmarkSplitModelbreaches500MB(b *testing.B) {
 	for b.Loop() {
 		events = 0
 		var lastKey string
-		err := Split(newBreachStream(b, size), ShapeArray, func(raw []byte) error {
+		err := jsonscan.Split(newBreachStream(b, size), jsonscan.ShapeArray, func(raw []byte) error {
 			return p.Process(raw, poll, func(ev Event) error {
 				events++
 				lastKey = ev.Key

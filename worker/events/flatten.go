@@ -1,5 +1,7 @@
 package events
 
+import "github.com/dtfleet/dtfleet/internal/jsonscan"
+
 // Names of the /status members that flattening splits out, and of the members it adds.
 const (
 	statusInstances = "instances"
@@ -13,7 +15,7 @@ const (
 // its contents.
 type statusNode struct {
 	name string
-	ev   node
+	ev   jsonscan.Node
 }
 
 // flattenStatus splits a /status snapshot into one event per node, the Devo collector's
@@ -30,47 +32,47 @@ type statusNode struct {
 //
 // The top-level fields are every member of the snapshot except "instances" and "probes", in
 // their original order. Nodes come in the order of the body. An instance or probe object with
-// no "id" (or a null one) gets "id" prepended, set to its map key: a number when the key is a
+// no "id" (or a null one) gets "id" prepended, set to its map Key: a number when the key is a
 // JSON integer, else the key string. A member "instances" or "probes" whose value is not an object
 // contributes no nodes. A snapshot with no instance and no probe, or that is not an object,
 // is one event, unchanged, with node name "master".
-func flattenStatus(root *node) []statusNode {
-	if root.kind != '{' {
+func flattenStatus(root *jsonscan.Node) []statusNode {
+	if root.Kind != jsonscan.KindObject {
 		return []statusNode{{name: "master", ev: *root}}
 	}
-	base := make([]member, 0, len(root.members))
-	for _, m := range root.members {
-		if !keyIs(m.key, statusInstances) && !keyIs(m.key, statusProbes) {
+	base := make([]jsonscan.Member, 0, len(root.Members))
+	for _, m := range root.Members {
+		if !jsonscan.KeyIs(m.Key, statusInstances) && !jsonscan.KeyIs(m.Key, statusProbes) {
 			base = append(base, m)
 		}
 	}
 	var out []statusNode
-	for _, m := range root.members {
+	for _, m := range root.Members {
 		switch {
-		case keyIs(m.key, statusInstances) && m.val.kind == '{':
-			for _, inst := range m.val.members {
-				k := keyName(inst.key)
+		case jsonscan.KeyIs(m.Key, statusInstances) && m.Val.Kind == jsonscan.KindObject:
+			for _, inst := range m.Val.Members {
+				k := keyName(inst.Key)
 				info, probes := splitInstance(inst)
 				out = append(out, statusNode{
 					name: "instance:" + k,
-					ev:   withInfo(base, member{key: []byte(keyInstanceInfo), val: info}),
+					ev:   withInfo(base, jsonscan.Member{Key: []byte(keyInstanceInfo), Val: info}),
 				})
 				for _, pm := range probes {
-					for _, probe := range pm.val.members {
+					for _, probe := range pm.Val.Members {
 						out = append(out, statusNode{
-							name: "instance:" + k + ":probe:" + keyName(probe.key),
+							name: "instance:" + k + ":probe:" + keyName(probe.Key),
 							ev: withInfo(base,
-								member{key: []byte(keyInstanceInfo), val: info},
-								member{key: []byte(keyProbeInfo), val: withID(probe)}),
+								jsonscan.Member{Key: []byte(keyInstanceInfo), Val: info},
+								jsonscan.Member{Key: []byte(keyProbeInfo), Val: withID(probe)}),
 						})
 					}
 				}
 			}
-		case keyIs(m.key, statusProbes) && m.val.kind == '{':
-			for _, probe := range m.val.members {
+		case jsonscan.KeyIs(m.Key, statusProbes) && m.Val.Kind == jsonscan.KindObject:
+			for _, probe := range m.Val.Members {
 				out = append(out, statusNode{
-					name: "probe:" + keyName(probe.key),
-					ev:   withInfo(base, member{key: []byte(keyProbeInfo), val: withID(probe)}),
+					name: "probe:" + keyName(probe.Key),
+					ev:   withInfo(base, jsonscan.Member{Key: []byte(keyProbeInfo), Val: withID(probe)}),
 				})
 			}
 		}
@@ -83,30 +85,30 @@ func flattenStatus(root *node) []statusNode {
 
 // splitInstance returns an instance's info (its object without "probes", with an id) and its
 // "probes" members whose values are objects.
-func splitInstance(inst member) (node, []member) {
-	if inst.val.kind != '{' {
-		return inst.val, nil
+func splitInstance(inst jsonscan.Member) (jsonscan.Node, []jsonscan.Member) {
+	if inst.Val.Kind != jsonscan.KindObject {
+		return inst.Val, nil
 	}
-	var probes []member
-	kept := make([]member, 0, len(inst.val.members))
-	for _, m := range inst.val.members {
-		if keyIs(m.key, statusProbes) {
-			if m.val.kind == '{' {
+	var probes []jsonscan.Member
+	kept := make([]jsonscan.Member, 0, len(inst.Val.Members))
+	for _, m := range inst.Val.Members {
+		if jsonscan.KeyIs(m.Key, statusProbes) {
+			if m.Val.Kind == jsonscan.KindObject {
 				probes = append(probes, m)
 			}
 			continue
 		}
 		kept = append(kept, m)
 	}
-	return withID(member{key: inst.key, val: node{kind: '{', members: kept}}), probes
+	return withID(jsonscan.Member{Key: inst.Key, Val: jsonscan.Node{Kind: jsonscan.KindObject, Members: kept}}), probes
 }
 
 // withInfo returns an object of the base members followed by infos.
-func withInfo(base []member, infos ...member) node {
-	ms := make([]member, 0, len(base)+len(infos))
+func withInfo(base []jsonscan.Member, infos ...jsonscan.Member) jsonscan.Node {
+	ms := make([]jsonscan.Member, 0, len(base)+len(infos))
 	ms = append(ms, base...)
 	ms = append(ms, infos...)
-	return node{kind: '{', members: ms}
+	return jsonscan.Node{Kind: jsonscan.KindObject, Members: ms}
 }
 
 // isJSONInt reports whether s is a JSON integer literal: -?(0|[1-9][0-9]*).
@@ -118,7 +120,7 @@ func isJSONInt(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		if !isDigit(s[i]) {
+		if s[i] < '0' || s[i] > '9' {
 			return false
 		}
 	}
@@ -127,33 +129,33 @@ func isJSONInt(s string) bool {
 
 // withID returns m's value with "id" set from m's key when the value is an object without a
 // non-null "id".
-func withID(m member) node {
-	v := m.val
-	if v.kind != '{' {
+func withID(m jsonscan.Member) jsonscan.Node {
+	v := m.Val
+	if v.Kind != jsonscan.KindObject {
 		return v
 	}
-	if id := v.get("id"); id != nil && !id.isNull() {
+	if id := v.Get("id"); id != nil && !id.IsNull() {
 		return v
 	}
-	var idVal node
-	if k := keyName(m.key); isJSONInt(k) {
-		idVal = node{raw: []byte(k)}
+	var idVal jsonscan.Node
+	if k := keyName(m.Key); isJSONInt(k) {
+		idVal = jsonscan.Node{Raw: []byte(k)}
 	} else {
-		idVal = node{raw: m.key}
+		idVal = jsonscan.Node{Raw: m.Key}
 	}
-	ms := make([]member, 0, len(v.members)+1)
-	ms = append(ms, member{key: []byte(keyID), val: idVal})
-	for _, old := range v.members {
-		if !keyIs(old.key, "id") {
+	ms := make([]jsonscan.Member, 0, len(v.Members)+1)
+	ms = append(ms, jsonscan.Member{Key: []byte(keyID), Val: idVal})
+	for _, old := range v.Members {
+		if !jsonscan.KeyIs(old.Key, "id") {
 			ms = append(ms, old)
 		}
 	}
-	return node{kind: '{', members: ms}
+	return jsonscan.Node{Kind: jsonscan.KindObject, Members: ms}
 }
 
 // keyName decodes a member's key token.
 func keyName(key []byte) string {
-	s, ok := unquoteToken(key)
+	s, ok := jsonscan.Unquote(key)
 	if !ok {
 		return string(key)
 	}

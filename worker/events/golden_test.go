@@ -12,6 +12,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/jsonscan"
+	"github.com/dtfleet/dtfleet/worker/darktrace"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -57,7 +59,8 @@ var goldenCases = []struct {
 	{"status-seed-example", Options{Service: config.ServiceStatus, Flatten: true}},
 }
 
-// processBody runs a response body through Split, Process and SortByTime, like the worker.
+// processBody runs a response body through jsonscan.Split in its service's shape, Process and
+// SortByTime, like the worker.
 func processBody(t testing.TB, body []byte, opts Options, pollTime time.Time) []Event {
 	t.Helper()
 	p, err := NewProcessor(opts)
@@ -65,7 +68,7 @@ func processBody(t testing.TB, body []byte, opts Options, pollTime time.Time) []
 		t.Fatalf("NewProcessor: %v", err)
 	}
 	var evs []Event
-	err = Split(bytes.NewReader(body), ShapeFor(opts.Service), func(raw []byte) error {
+	err = jsonscan.Split(bytes.NewReader(body), darktrace.ShapeFor(opts.Service), func(raw []byte) error {
 		return p.Process(raw, pollTime, func(ev Event) error {
 			evs = append(evs, ev)
 			return nil

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/jsonscan"
 )
 
 // ErrInvalidObfuscation is wrapped by NewProcessor's errors for an unusable obfuscation setting.
@@ -88,36 +89,36 @@ func newObfuscator(o *config.Obfuscation) (*obfuscator, error) {
 // a string's decoded text, a number's or boolean's literal, or an object's or array's compact
 // JSON. null values are left alone by both (there is nothing to hide), and paths that lead
 // nowhere are ignored. Hash paths are applied before mask paths, so a field in both ends masked.
-func (ob *obfuscator) apply(root *node) {
+func (ob *obfuscator) apply(root *jsonscan.Node) {
 	for i := range ob.paths {
 		p := &ob.paths[i]
-		walk(root, p.segs, func(n *node) {
-			if n.isNull() {
+		walk(root, p.segs, func(n *jsonscan.Node) {
+			if n.IsNull() {
 				return
 			}
 			if p.mask {
-				*n = node{raw: []byte(maskValue)}
+				*n = jsonscan.Node{Raw: []byte(maskValue)}
 				return
 			}
-			*n = node{raw: ob.hash(n)}
+			*n = jsonscan.Node{Raw: ob.hash(n)}
 		})
 	}
 }
 
 // hash returns the quoted hex HMAC of n's value as a string.
-func (ob *obfuscator) hash(n *node) []byte {
+func (ob *obfuscator) hash(n *jsonscan.Node) []byte {
 	var text []byte
 	switch {
-	case n.kind != 0:
-		text = appendNode(nil, n)
-	case len(n.raw) > 0 && n.raw[0] == '"':
-		s, ok := unquoteToken(n.raw)
+	case n.Kind != jsonscan.KindScalar:
+		text = n.Append(nil)
+	case len(n.Raw) > 0 && n.Raw[0] == '"':
+		s, ok := jsonscan.Unquote(n.Raw)
 		if !ok {
-			s = string(n.raw)
+			s = string(n.Raw)
 		}
 		text = []byte(s)
 	default:
-		text = n.raw
+		text = n.Raw
 	}
 	mac := hmac.New(sha256.New, ob.salt)
 	mac.Write(text)
@@ -129,36 +130,36 @@ func (ob *obfuscator) hash(n *node) []byte {
 }
 
 // walk calls fn for every value that segs reach from n.
-func walk(n *node, segs []pathSeg, fn func(*node)) {
+func walk(n *jsonscan.Node, segs []pathSeg, fn func(*jsonscan.Node)) {
 	if len(segs) == 0 {
 		fn(n)
 		return
 	}
-	if n.kind != '{' {
+	if n.Kind != jsonscan.KindObject {
 		return
 	}
 	seg := segs[0]
-	for i := range n.members {
-		if keyIs(n.members[i].key, seg.name) {
-			each(&n.members[i].val, seg.each, segs[1:], fn)
+	for i := range n.Members {
+		if jsonscan.KeyIs(n.Members[i].Key, seg.name) {
+			each(&n.Members[i].Val, seg.each, segs[1:], fn)
 		}
 	}
 }
 
 // each descends depth levels of "[]" from n, then walks the rest of the path.
-func each(n *node, depth int, rest []pathSeg, fn func(*node)) {
+func each(n *jsonscan.Node, depth int, rest []pathSeg, fn func(*jsonscan.Node)) {
 	if depth == 0 {
 		walk(n, rest, fn)
 		return
 	}
-	switch n.kind {
-	case '[':
-		for i := range n.elems {
-			each(&n.elems[i], depth-1, rest, fn)
+	switch n.Kind {
+	case jsonscan.KindArray:
+		for i := range n.Elems {
+			each(&n.Elems[i], depth-1, rest, fn)
 		}
-	case '{':
-		for i := range n.members {
-			each(&n.members[i].val, depth-1, rest, fn)
+	case jsonscan.KindObject:
+		for i := range n.Members {
+			each(&n.Members[i].Val, depth-1, rest, fn)
 		}
 	}
 }

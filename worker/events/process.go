@@ -10,10 +10,10 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/jsonscan"
 )
 
 // Event is one processed event, ready to cross the bus.
@@ -43,23 +43,11 @@ type Options struct {
 }
 
 // ErrNoKey is wrapped by the errors for an event whose key field is missing or unusable.
-// Process does not fail with it: it delivers such an event under FallbackKey and counts it.
+// Process does not fail with it: it delivers such an event under FallbackKey and logs it.
 var ErrNoKey = errors.New("event has no usable key")
 
 // ErrUnknownService is wrapped by NewProcessor's error for a service it does not know.
 var ErrUnknownService = errors.New("unknown service")
-
-// Stats counts what a Processor has done since it was made.
-type Stats struct {
-	// Events is the number of events emitted.
-	Events uint64
-	// FallbackKeys counts events emitted under FallbackKey because their key field was
-	// missing or unusable.
-	FallbackKeys uint64
-	// FallbackTimes counts events whose time field was missing or unusable, so that they carry
-	// the poll time instead.
-	FallbackTimes uint64
-}
 
 // Processor turns the raw events of one service into Events. It is safe for concurrent use.
 type Processor struct {
@@ -67,10 +55,6 @@ type Processor struct {
 	flatten bool
 	ob      *obfuscator
 	log     *slog.Logger
-
-	events        atomic.Uint64
-	fallbackKeys  atomic.Uint64
-	fallbackTimes atomic.Uint64
 }
 
 // NewProcessor returns a Processor for opts.Service. It fails, wrapping ErrUnknownService or
@@ -96,19 +80,10 @@ func NewProcessor(opts Options) (*Processor, error) {
 	}, nil
 }
 
-// Stats returns the processor's counters.
-func (p *Processor) Stats() Stats {
-	return Stats{
-		Events:        p.events.Load(),
-		FallbackKeys:  p.fallbackKeys.Load(),
-		FallbackTimes: p.fallbackTimes.Load(),
-	}
-}
-
-// Process turns one raw event from Split into zero or more Events (status flattening yields
+// Process turns one raw event (as jsonscan.Split yields it) into zero or more Events (status flattening yields
 // several) and calls emit for each, stopping at and returning emit's first error. pollTime is the
 // slot's poll time (used for snapshots' keys and times). raw must be one JSON value; Process
-// validates and compacts it, and fails with an error wrapping ErrMalformed otherwise. Process
+// validates and compacts it, and fails with an error wrapping jsonscan.ErrMalformed otherwise. Process
 // does not keep raw. It is safe for concurrent use.
 //
 // Keys and times, read from the original event (before obfuscation, so keys do not depend on
@@ -130,16 +105,19 @@ func (p *Processor) Stats() Stats {
 // Ids (pbid, codeid) are JSON integers or strings holding one, written in canonical decimal; an
 // AI Analyst id is a string of printable ASCII without spaces (at most 256 bytes) or an integer.
 // Times are epoch milliseconds as a JSON number or a string holding one; a missing or unusable
-// time is replaced by pollTime and counted in Stats.FallbackTimes. An event whose key field is
-// missing or unusable is not an error: it is emitted under FallbackKey(service, compact original
-// event), counted in Stats.FallbackKeys and logged as a warning (without its contents), so it is
-// neither dropped nor duplicated when fetched again unchanged.
+// time is replaced by pollTime. An event whose key field is missing or unusable is not an error:
+// it is emitted under FallbackKey(service, compact original event) and logged as a warning
+// (without its contents), so it is neither dropped nor duplicated when fetched again unchanged.
 func (p *Processor) Process(raw []byte, pollTime time.Time, emit func(Event) error) error {
-	data, err := compactCopy(raw)
+	pollMs := pollTime.UnixMilli()
+	names := p.fields()
+	// The key and time fields are read in the pass that validates and compacts the event.
+	var buf [8][]byte
+	vals := buf[:len(names)]
+	data, err := jsonscan.CompactLookup(raw, names, vals)
 	if err != nil {
 		return fmt.Errorf("processing %s event: %w", p.service, err)
 	}
-	pollMs := pollTime.UnixMilli()
 	switch p.service {
 	case config.ServiceStatus:
 		return p.processStatus(data, pollMs, emit)
@@ -148,27 +126,18 @@ func (p *Processor) Process(raw []byte, pollTime time.Time, emit func(Event) err
 		if err != nil {
 			return err
 		}
-		return p.emit(emit, Event{Key: "ss:" + strconv.FormatInt(pollMs, 10), Time: pollMs, Data: data})
+		return emit(Event{Key: "ss:" + strconv.FormatInt(pollMs, 10), Time: pollMs, Data: data})
 	}
-	key, t, err := p.route(data, pollMs)
+	key, t, err := p.route(data, vals, pollMs)
 	if err != nil {
-		if !errors.Is(err, ErrNoKey) {
-			return fmt.Errorf("processing %s event: %w", p.service, err)
-		}
 		key = FallbackKey(p.service, data)
-		p.fallbackKeys.Add(1)
 		p.log.Warn("event delivered under a fallback key", "key", key, "err", err)
 	}
 	data, err = p.obfuscate(data)
 	if err != nil {
 		return err
 	}
-	return p.emit(emit, Event{Key: key, Time: t, Data: data})
-}
-
-func (p *Processor) emit(emit func(Event) error, ev Event) error {
-	p.events.Add(1)
-	return emit(ev)
+	return emit(Event{Key: key, Time: t, Data: data})
 }
 
 // Names of the fields route reads, per service; the first is the key field.
@@ -178,24 +147,29 @@ var (
 	actionFields   = []string{"codeid", "start", "updated", "expires", "active", "cleared", "blocked"}
 )
 
-// route reads a windowed service's event key and time from data. Its error wraps ErrNoKey when
-// the key is missing or unusable; the time is still set then.
-func (p *Processor) route(data []byte, pollMs int64) (string, int64, error) {
-	var names []string
+// fields returns the names of the top-level fields route reads for p's service (none for the
+// snapshot services).
+func (p *Processor) fields() []string {
 	switch p.service {
 	case config.ServiceModelBreaches:
-		names = breachFields
+		return breachFields
 	case config.ServiceIncidentEvents:
-		names = incidentFields
+		return incidentFields
+	case config.ServiceAntigena:
+		return actionFields
 	default:
-		names = actionFields
+		return nil
 	}
-	var buf [8][]byte
-	vals := buf[:len(names)]
-	if err := lookup(data, names, vals); err != nil {
-		p.fallbackTimes.Add(1)
-		return "", pollMs, fmt.Errorf("%w: %w", ErrNoKey, err)
+}
+
+// route reads a windowed service's event key and time from vals, the value tokens of the fields
+// of p.fields() in the compact event data. Its error wraps ErrNoKey when the key is missing or
+// unusable; the time is still set then.
+func (p *Processor) route(data []byte, vals [][]byte, pollMs int64) (string, int64, error) {
+	if len(data) == 0 || data[0] != '{' {
+		return "", pollMs, fmt.Errorf("%w: event is not a JSON object", ErrNoKey)
 	}
+	names := p.fields()
 	var (
 		key string
 		ok  bool
@@ -205,11 +179,11 @@ func (p *Processor) route(data []byte, pollMs int64) (string, int64, error) {
 	case config.ServiceModelBreaches:
 		key, ok = parseID(vals[0])
 		key = "mb:" + key
-		t, _ = p.eventTime(vals[1], pollMs)
+		t = eventTime(vals[1], pollMs)
 	case config.ServiceIncidentEvents:
 		key, ok = parseTextID(vals[0])
 		key = "ai:" + key
-		t, _ = p.eventTime(vals[1], pollMs)
+		t = eventTime(vals[1], pollMs)
 	default:
 		key, ok = parseID(vals[0])
 		key = "ag:" + key + ":" + actionState(vals[2], vals[3], vals[4], vals[5], vals[6])
@@ -221,7 +195,7 @@ func (p *Processor) route(data []byte, pollMs int64) (string, int64, error) {
 		case startOK:
 			t = start
 		default:
-			t, _ = p.eventTime(vals[2], pollMs)
+			t = eventTime(vals[2], pollMs)
 		}
 	}
 	if !ok {
@@ -233,13 +207,12 @@ func (p *Processor) route(data []byte, pollMs int64) (string, int64, error) {
 	return key, t, nil
 }
 
-// eventTime parses a time token, falling back to pollMs (and counting it).
-func (p *Processor) eventTime(tok []byte, pollMs int64) (int64, bool) {
+// eventTime parses a time token, falling back to pollMs.
+func eventTime(tok []byte, pollMs int64) int64 {
 	if t, ok := parseMillis(tok); ok {
-		return t, true
+		return t
 	}
-	p.fallbackTimes.Add(1)
-	return pollMs, false
+	return pollMs
 }
 
 // actionState digests an antigena action's mutable fields into 16 hex digits.
@@ -280,9 +253,9 @@ func (p *Processor) processStatus(data []byte, pollMs int64, emit func(Event) er
 		if err != nil {
 			return err
 		}
-		return p.emit(emit, Event{Key: prefix + "master", Time: pollMs, Data: data})
+		return emit(Event{Key: prefix + "master", Time: pollMs, Data: data})
 	}
-	root, err := parseTree(data)
+	root, err := jsonscan.Parse(data)
 	if err != nil {
 		return fmt.Errorf("processing status event: %w", err)
 	}
@@ -290,8 +263,8 @@ func (p *Processor) processStatus(data []byte, pollMs int64, emit func(Event) er
 		p.ob.apply(&root)
 	}
 	for _, n := range flattenStatus(&root) {
-		ev := Event{Key: prefix + n.name, Time: pollMs, Data: appendNode(make([]byte, 0, len(data)), &n.ev)}
-		if err := p.emit(emit, ev); err != nil {
+		ev := Event{Key: prefix + n.name, Time: pollMs, Data: n.ev.Append(make([]byte, 0, len(data)))}
+		if err := emit(ev); err != nil {
 			return err
 		}
 	}
@@ -304,12 +277,12 @@ func (p *Processor) obfuscate(data []byte) ([]byte, error) {
 	if p.ob == nil {
 		return data, nil
 	}
-	root, err := parseTree(data)
+	root, err := jsonscan.Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("obfuscating %s event: %w", p.service, err)
 	}
 	p.ob.apply(&root)
-	return appendNode(make([]byte, 0, len(data)), &root), nil
+	return root.Append(make([]byte, 0, len(data))), nil
 }
 
 // FallbackKey returns the dedupe key of an event that has no usable key field: the service's key
@@ -318,7 +291,7 @@ func (p *Processor) obfuscate(data []byte) ([]byte, error) {
 // the key does not depend on whitespace; an identical event fetched again gets the same key, and
 // any change to it gives a new one.
 func FallbackKey(service string, data []byte) string {
-	if c, err := compactCopy(data); err == nil {
+	if c, err := jsonscan.Compact(data); err == nil {
 		data = c
 	}
 	sum := sha256.Sum256(data)

@@ -1,16 +1,19 @@
-package events
+package jsonscan
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// shapeActions is the wrapped shape of Darktrace's /antigena, the one the package's callers use.
+var shapeActions = ShapeWrapped("actions")
 
 // splitAll collects Split's events as strings.
 func splitAll(r io.Reader, shape Shape) ([]string, error) {
@@ -34,7 +37,7 @@ func TestSplit(t *testing.T) {
 		{name: "empty array", body: `[]`, want: nil},
 		{name: "empty array with whitespace", body: " \r\n\t[ \n ] \n", want: nil},
 		{name: "null body", body: `null`, want: nil},
-		{name: "null body for actions", shape: ShapeActions, body: " null\n", want: nil},
+		{name: "null body for actions", shape: shapeActions, body: " null\n", want: nil},
 		{name: "byte order mark", body: "\xEF\xBB\xBF[1]", want: []string{`1`}},
 		{name: "scalars", body: `[1, -0.5e+10, true, false, null, "s", 0, -0, 1E-2]`,
 			want: []string{`1`, `-0.5e+10`, `true`, `false`, `null`, `"s"`, `0`, `-0`, `1E-2`}},
@@ -45,13 +48,13 @@ func TestSplit(t *testing.T) {
 		{name: "escaped backslash before quote", body: `["a\\", "b\\\"c"]`, want: []string{`"a\\"`, `"b\\\"c"`}},
 		{name: "utf-8 kept verbatim", body: `["héllo ✓"]`, want: []string{`"héllo ✓"`}},
 		{name: "deep nesting", body: `[[[[[[{"a":[[[]]]}]]]]]]`, want: []string{`[[[[[{"a":[[[]]]}]]]]]`}},
-		{name: "actions array", shape: ShapeActions, body: `[{"codeid":1},{"codeid":2}]`,
+		{name: "actions array", shape: shapeActions, body: `[{"codeid":1},{"codeid":2}]`,
 			want: []string{`{"codeid":1}`, `{"codeid":2}`}},
-		{name: "actions object", shape: ShapeActions,
+		{name: "actions object", shape: shapeActions,
 			body: `{"devices":[{"did":1,"x":[{"y":"\"]"}]}], "actions" : [ {"codeid":1} ], "connections":[{"a":null}]}`,
 			want: []string{`{"codeid":1}`}},
-		{name: "actions null in object", shape: ShapeActions, body: `{"actions":null,"devices":[]}`, want: nil},
-		{name: "actions key with escape", shape: ShapeActions, body: `{"\u0061ctions":[1]}`, want: []string{`1`}},
+		{name: "actions null in object", shape: shapeActions, body: `{"actions":null,"devices":[]}`, want: nil},
+		{name: "actions key with escape", shape: shapeActions, body: `{"\u0061ctions":[1]}`, want: []string{`1`}},
 		{name: "object shape", shape: ShapeObject, body: "{\n \"a\": {\"b\": [1, 2]}\n}\n", want: []string{`{"a":{"b":[1,2]}}`}},
 		{name: "empty object shape", shape: ShapeObject, body: `{}`, want: []string{`{}`}},
 
@@ -96,12 +99,12 @@ func TestSplit(t *testing.T) {
 		{name: "newline in string", body: "[\"a\nb\"]", malformed: true},
 		{name: "single quotes", body: `['a']`, malformed: true},
 		{name: "broken byte order mark", body: "\xEF\xBB[]", malformed: true},
-		{name: "actions object without actions", shape: ShapeActions, body: `{"devices":[]}`, malformed: true},
-		{name: "empty actions object", shape: ShapeActions, body: `{}`, malformed: true},
-		{name: "actions not an array", shape: ShapeActions, body: `{"actions":{"codeid":1}}`, malformed: true},
-		{name: "actions object with bad member", shape: ShapeActions, body: `{"actions":[],"devices":[tru]}`, malformed: true},
-		{name: "actions object truncated", shape: ShapeActions, body: `{"actions":[{"codeid":1}],"devices":[`, malformed: true},
-		{name: "too deep", body: "[" + strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+2), malformed: true},
+		{name: "actions object without actions", shape: shapeActions, body: `{"devices":[]}`, malformed: true},
+		{name: "empty actions object", shape: shapeActions, body: `{}`, malformed: true},
+		{name: "actions not an array", shape: shapeActions, body: `{"actions":{"codeid":1}}`, malformed: true},
+		{name: "actions object with bad member", shape: shapeActions, body: `{"actions":[],"devices":[tru]}`, malformed: true},
+		{name: "actions object truncated", shape: shapeActions, body: `{"actions":[{"codeid":1}],"devices":[`, malformed: true},
+		{name: "too deep", body: "[" + strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+2), malformed: true},
 	}
 	readers := []struct {
 		name string
@@ -203,80 +206,3 @@ func TestSplitErrors(t *testing.T) {
 type zeroReader struct{}
 
 func (zeroReader) Read([]byte) (int, error) { return 0, nil }
-
-// TestSplitSamples checks every sample against encoding/json: the same elements, compacted like
-// json.Compact, whatever the read sizes.
-func TestSplitSamples(t *testing.T) {
-	t.Parallel()
-	for _, tc := range goldenCases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			body, err := os.ReadFile(filepath.Join("testdata", tc.name, "response.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := referenceSplit(t, body, ShapeFor(tc.opts.Service))
-			for _, r := range []io.Reader{bytes.NewReader(body), iotest.OneByteReader(bytes.NewReader(body)), iotest.HalfReader(bytes.NewReader(body))} {
-				got, err := splitAll(r, ShapeFor(tc.opts.Service))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(got) != len(want) {
-					t.Fatalf("got %d events, want %d", len(got), len(want))
-				}
-				for i := range got {
-					if got[i] != want[i] {
-						t.Errorf("event %d:\ngot  %s\nwant %s", i, got[i], want[i])
-					}
-				}
-			}
-		})
-	}
-}
-
-// referenceSplit splits body with encoding/json and compacts each event with json.Compact.
-func referenceSplit(t testing.TB, body []byte, shape Shape) []string {
-	t.Helper()
-	var raws []json.RawMessage
-	switch shape {
-	case ShapeObject:
-		raws = []json.RawMessage{body}
-	case ShapeActions:
-		if err := json.Unmarshal(body, &raws); err != nil {
-			var obj struct{ Actions []json.RawMessage }
-			if err := json.Unmarshal(body, &obj); err != nil {
-				t.Fatal(err)
-			}
-			raws = obj.Actions
-		}
-	default:
-		if err := json.Unmarshal(body, &raws); err != nil {
-			t.Fatal(err)
-		}
-	}
-	out := make([]string, len(raws))
-	for i, raw := range raws {
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, raw); err != nil {
-			t.Fatal(err)
-		}
-		out[i] = buf.String()
-	}
-	return out
-}
-
-func TestShapeFor(t *testing.T) {
-	t.Parallel()
-	tests := map[string]Shape{
-		"antigena":                 ShapeActions,
-		"aianalyst_incidentevents": ShapeArray,
-		"summarystatistics":        ShapeObject,
-		"status":                   ShapeObject,
-		"modelbreaches":            ShapeArray,
-	}
-	for service, want := range tests {
-		if got := ShapeFor(service); got != want {
-			t.Errorf("ShapeFor(%q) = %v, want %v", service, got, want)
-		}
-	}
-}

@@ -1,0 +1,229 @@
+package jsonscan
+
+import (
+	"fmt"
+	"io"
+)
+
+// Shape is the top-level layout of a body for Split.
+type Shape struct {
+	kind   shapeKind
+	member string
+}
+
+type shapeKind int
+
+const (
+	kindArray shapeKind = iota
+	kindWrapped
+	kindObject
+)
+
+// ShapeArray is a top-level array whose elements are the values Split yields; a null body holds
+// none.
+var ShapeArray = Shape{kind: kindArray}
+
+// ShapeObject is a body that is one object, yielded whole.
+var ShapeObject = Shape{kind: kindObject}
+
+// ShapeWrapped is a top-level array as for ShapeArray, or an object whose member arrays named
+// member hold the values (each such member may also be null; there must be at least one). The
+// object's other members are validated and ignored. A null body holds no values.
+func ShapeWrapped(member string) Shape { return Shape{kind: kindWrapped, member: member} }
+
+// String names the shape.
+func (s Shape) String() string {
+	switch s.kind {
+	case kindArray:
+		return "array"
+	case kindWrapped:
+		return fmt.Sprintf("array or {%q: array}", s.member)
+	case kindObject:
+		return "object"
+	default:
+		return fmt.Sprintf("Shape(%d)", int(s.kind))
+	}
+}
+
+// Split streams one body from r and calls fn with each value the shape yields, in body order,
+// compacted: whitespace outside strings is removed, so the bytes are a single line; everything
+// else, including string escapes, is kept byte for byte (as json.Compact does). raw is valid only
+// during the call. Memory follows the largest value, not the body.
+//
+// The whole body is validated as JSON of the given shape: truncated input, trailing garbage,
+// non-JSON (an HTML page), bad literals or numbers, unbalanced brackets, raw control characters
+// in strings and a scalar where an array is expected are errors wrapping ErrMalformed. A UTF-8
+// byte order mark before the body is skipped; strings' UTF-8 is not checked. Because Split
+// streams, fn may already have been called for values before a defect found later in the body: a
+// caller must discard a body's values when Split fails.
+//
+// An error from fn stops the split and is returned as is. An error from r is returned wrapped;
+// io.ErrUnexpectedEOF from r also wraps ErrMalformed.
+func Split(r io.Reader, shape Shape, fn func(raw []byte) error) error {
+	s := scanner{r: r, buf: make([]byte, readBufSize)}
+	return s.split(shape, fn)
+}
+
+func (s *scanner) split(shape Shape, fn func([]byte) error) error {
+	// A UTF-8 byte order mark may come first.
+	if c, ok := s.peek(); ok && c == 0xEF {
+		for _, b := range []byte{0xEF, 0xBB, 0xBF} {
+			got, ok := s.next()
+			if !ok {
+				return s.endErr()
+			}
+			if got != b {
+				s.pos--
+				return s.syntaxErr(got, "in byte order mark")
+			}
+		}
+	}
+	c, ok := s.skipWS()
+	if !ok {
+		if s.rerr == io.EOF && s.base+int64(s.pos) == 0 {
+			return fmt.Errorf("%w: empty body", ErrMalformed)
+		}
+		return s.endErr()
+	}
+	var err error
+	switch {
+	case c == 'n' && shape.kind != kindObject:
+		err = s.literal("null")
+	case c == '[' && shape.kind != kindObject:
+		err = s.elements(fn)
+	case c == '{' && shape.kind == kindWrapped:
+		err = s.wrapped(shape.member, fn)
+	case c == '{' && shape.kind == kindObject:
+		s.out = s.out[:0]
+		if err = s.object(); err == nil {
+			err = fn(s.out)
+		}
+	case c == '<':
+		return fmt.Errorf("%w: body is not JSON (starts with '<', an HTML page?)", ErrMalformed)
+	case shape.kind == kindObject:
+		return s.syntaxErr(c, "looking for a top-level object")
+	default:
+		return s.syntaxErr(c, "looking for a top-level array")
+	}
+	if err != nil {
+		return err
+	}
+	if c, ok := s.skipWS(); ok {
+		return s.syntaxErr(c, "after the top-level value")
+	}
+	if s.rerr != io.EOF {
+		return s.endErr()
+	}
+	return nil
+}
+
+// elements consumes an array at the top level (or a wrapped array), calling fn per element.
+func (s *scanner) elements(fn func([]byte) error) error {
+	s.pos++ // '['
+	c, ok := s.skipWS()
+	if !ok {
+		return s.endErr()
+	}
+	if c == ']' {
+		s.pos++
+		return nil
+	}
+	for {
+		s.out = s.out[:0]
+		if err := s.value(c); err != nil {
+			return err
+		}
+		if err := fn(s.out); err != nil {
+			return err
+		}
+		if c, ok = s.skipWS(); !ok {
+			return s.endErr()
+		}
+		switch c {
+		case ',':
+			s.pos++
+			if c, ok = s.skipWS(); !ok {
+				return s.endErr()
+			}
+		case ']':
+			s.pos++
+			return nil
+		default:
+			return s.syntaxErr(c, "after array element")
+		}
+	}
+}
+
+// wrapped consumes an object, calling fn per element of its member arrays (or nulls) and
+// validating the other members without keeping them.
+func (s *scanner) wrapped(member string, fn func([]byte) error) error {
+	s.pos++ // '{'
+	found := false
+	c, ok := s.skipWS()
+	if !ok {
+		return s.endErr()
+	}
+	if c == '}' {
+		return fmt.Errorf("%w: object without a %q array", ErrMalformed, member)
+	}
+	for {
+		if c != '"' {
+			return s.syntaxErr(c, "looking for beginning of object key string")
+		}
+		s.out = s.out[:0]
+		if err := s.str(); err != nil {
+			return err
+		}
+		isMember := KeyIs(s.out, member)
+		if c, ok = s.skipWS(); !ok {
+			return s.endErr()
+		}
+		if c != ':' {
+			return s.syntaxErr(c, "after object key")
+		}
+		s.pos++
+		if c, ok = s.skipWS(); !ok {
+			return s.endErr()
+		}
+		switch {
+		case isMember && c == '[':
+			found = true
+			if err := s.elements(fn); err != nil {
+				return err
+			}
+		case isMember && c == 'n':
+			found = true
+			if err := s.literal("null"); err != nil {
+				return err
+			}
+		case isMember:
+			return s.syntaxErr(c, "looking for the "+member+" array")
+		default:
+			s.out = s.out[:0]
+			s.discard = true
+			err := s.value(c)
+			s.discard = false
+			if err != nil {
+				return err
+			}
+		}
+		if c, ok = s.skipWS(); !ok {
+			return s.endErr()
+		}
+		switch c {
+		case ',':
+			s.pos++
+			if c, ok = s.skipWS(); !ok {
+				return s.endErr()
+			}
+		case '}':
+			s.pos++
+			if !found {
+				return fmt.Errorf("%w: object without a %q array", ErrMalformed, member)
+			}
+			return nil
+		default:
+			return s.syntaxErr(c, "after object key:value pair")
+		}
+	}
+}

@@ -1,0 +1,74 @@
+package events
+
+import (
+	"bytes"
+	"math"
+	"strconv"
+
+	"github.com/dtfleet/dtfleet/internal/jsonscan"
+)
+
+// parseMillis reads an epoch-milliseconds time from a value token: a JSON number, or a string
+// holding one (Darktrace types antigena's "updated" as a string). Fractions are truncated.
+// It reports false for anything else, including null, and for times not after the epoch.
+func parseMillis(tok []byte) (int64, bool) {
+	if len(tok) >= 2 && tok[0] == '"' {
+		s, ok := jsonscan.Unquote(tok)
+		if !ok {
+			return 0, false
+		}
+		tok = bytes.TrimSpace([]byte(s))
+	}
+	if len(tok) == 0 {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(string(tok), 10, 64); err == nil {
+		return n, n > 0
+	}
+	f, err := strconv.ParseFloat(string(tok), 64)
+	if err != nil || math.IsNaN(f) || f < 1 || f >= math.MaxInt64 {
+		return 0, false
+	}
+	return int64(f), true
+}
+
+// parseID reads an integer id (pbid, codeid) from a value token: a JSON integer or a string
+// holding one. It returns the id in canonical decimal form.
+func parseID(tok []byte) (string, bool) {
+	if len(tok) >= 2 && tok[0] == '"' {
+		s, ok := jsonscan.Unquote(tok)
+		if !ok {
+			return "", false
+		}
+		tok = []byte(s)
+	}
+	n, err := strconv.ParseInt(string(tok), 10, 64)
+	if err != nil {
+		return "", false
+	}
+	return strconv.FormatInt(n, 10), true
+}
+
+// maxTextID bounds a textual id's length.
+const maxTextID = 256
+
+// parseTextID reads a textual id (an AI Analyst event's uuid) from a value token: a string of
+// 1 to 256 printable ASCII characters other than space, or a JSON integer.
+func parseTextID(tok []byte) (string, bool) {
+	if len(tok) == 0 {
+		return "", false
+	}
+	if tok[0] != '"' {
+		return parseID(tok)
+	}
+	s, ok := jsonscan.Unquote(tok)
+	if !ok || len(s) == 0 || len(s) > maxTextID {
+		return "", false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return "", false
+		}
+	}
+	return s, true
+}
