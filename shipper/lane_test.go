@@ -272,6 +272,9 @@ func TestDedupeDropsDeliveredKeys(t *testing.T) {
 	out := h.output("out", 0)
 	stop := h.start("s1", out, reg, Options{})
 	h.publish(1, 10, "k1", "k2", "k3")
+	// Slot 2 only once slot 1 is delivered, so the two are not in one batch: the keys must be
+	// dropped by the dedupe set, not merely within a batch.
+	h.waitDelivered(1)
 	h.publish(2, 10, "k2", "k3", "k4")
 	h.waitDelivered(2)
 	stop()
@@ -350,14 +353,31 @@ func TestRetriesWithBackoff(t *testing.T) {
 		return &backoff.ExponentialBackOff{InitialInterval: time.Second, Multiplier: 2, MaxInterval: time.Minute}
 	}})
 	h.publish(1, 10, "k1", "k2")
+	// Move the clock in small steps whenever the lane waits to retry (its ticker is one waiter,
+	// the retry timer the second), until the fourth attempt: the attempts then fall on the
+	// policy's waits, not on the steps.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
-		// The lane's ticker is one waiter; the retry timer is the second.
-		if err := h.clock.BlockUntilContext(ctx, 2); err != nil {
-			t.Fatalf("the lane never waited to retry: %v (attempts at %v)", err, out.sendTimes())
+	wctx, wcancel := context.WithCancel(ctx)
+	go func() {
+		defer wcancel()
+		for {
+			ch := h.changed.wait()
+			if len(out.sendTimes()) >= 4 {
+				return
+			}
+			select {
+			case <-ch:
+			case <-wctx.Done():
+				return
+			}
 		}
-		h.clock.Advance(wait)
+	}()
+	for h.clock.BlockUntilContext(wctx, 2) == nil {
+		h.clock.Advance(250 * time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the lane did not retry to success: attempts at %v", out.sendTimes())
 	}
 	h.waitDelivered(1)
 	var offsets []time.Duration

@@ -813,14 +813,22 @@ func TestRetryGraceWaitsOnTheClock(t *testing.T) {
 	bo := &backoff.ExponentialBackOff{InitialInterval: time.Second, Multiplier: 2, MaxInterval: time.Minute}
 	done := make(chan error, 1)
 	go func() { done <- RetryGrace(testCtx(t), 0, f, makeBatch(testTag, "x", 1, 10), bo, clock, nil) }()
-	for _, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
-		if err := clock.BlockUntilContext(testCtx(t), 1); err != nil {
-			t.Fatalf("RetryGrace never waited on the clock: %v", err)
-		}
-		clock.Advance(wait)
+	// Move the clock in small steps whenever RetryGrace waits, until it returns: the attempts
+	// then fall on the policy's waits, not on the steps.
+	base := testCtx(t)
+	ctx, cancel := context.WithCancel(base)
+	errc := make(chan error, 1)
+	go func() { errc <- <-done; cancel() }()
+	for clock.BlockUntilContext(ctx, 1) == nil {
+		clock.Advance(250 * time.Millisecond)
 	}
-	if err := <-done; err != nil {
-		t.Fatalf("RetryGrace = %v", err)
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("RetryGrace = %v", err)
+		}
+	case <-base.Done():
+		t.Fatal("RetryGrace did not return")
 	}
 	want := []time.Duration{0, time.Second, 3 * time.Second, 7 * time.Second}
 	if len(f.at) != len(want) {
