@@ -2,6 +2,7 @@ package shipper
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -18,7 +19,7 @@ import (
 // than from (a replay) loads the records it overlaps from KV first, so a replay without --force
 // adds nothing however old its range.
 type dedupeSet struct {
-	kv      jetstream.KeyValue
+	kv      DedupeRecords
 	input   string
 	service string
 
@@ -28,7 +29,7 @@ type dedupeSet struct {
 	loaded bool
 }
 
-func newDedupeSet(kv jetstream.KeyValue, input, service string) *dedupeSet {
+func newDedupeSet(kv DedupeRecords, input, service string) *dedupeSet {
 	return &dedupeSet{kv: kv, input: input, service: service, keys: map[string]int64{}}
 }
 
@@ -60,27 +61,27 @@ func (d *dedupeSet) prepare(ctx context.Context, epoch uint64, start, retain int
 
 // load adds the records whose window ends in [lo, hi).
 func (d *dedupeSet) load(ctx context.Context, lo, hi int64) error {
-	lister, err := d.kv.ListKeysFiltered(ctx, proto.DedupeFilter(d.input, d.service, d.epoch))
+	all, err := d.kv.Keys(ctx, proto.DedupeFilter(d.input, d.service, d.epoch))
 	if err != nil {
 		return fmt.Errorf("listing dedupe records of %s.%s: %w", d.input, d.service, err)
 	}
 	var want []string
-	for k := range lister.Keys() {
+	for _, k := range all {
 		_, maxEnd, ok := parseDedupeKey(k)
 		if ok && maxEnd >= lo && maxEnd < hi {
 			want = append(want, k)
 		}
 	}
 	for _, k := range want {
-		e, err := d.kv.Get(ctx, k)
+		value, _, err := d.kv.Get(ctx, k)
 		if err != nil {
-			if err == jetstream.ErrKeyNotFound {
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				continue
 			}
 			return fmt.Errorf("reading dedupe record %s: %w", k, err)
 		}
 		var rec proto.DedupeRecord
-		if err := proto.Decode(e.Value(), &rec); err != nil {
+		if err := proto.Decode(value, &rec); err != nil {
 			return fmt.Errorf("reading dedupe record %s: %w", k, err)
 		}
 		_, maxEnd, _ := parseDedupeKey(k)
@@ -118,7 +119,7 @@ func (d *dedupeSet) persist(ctx context.Context, epoch uint64, minStart, maxEnd 
 		return err
 	}
 	key := proto.DedupeKey(d.input, d.service, epoch, minStart, maxEnd, firstSeq, firstChunk)
-	if _, err := d.kv.Put(ctx, key, data); err != nil {
+	if err := d.kv.Put(ctx, key, data); err != nil {
 		return fmt.Errorf("storing dedupe record %s: %w", key, err)
 	}
 	return nil

@@ -9,7 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/internal/lease"
@@ -19,15 +21,16 @@ import (
 
 // laneRunner delivers one lane while its shipper holds the lane's lease.
 type laneRunner struct {
-	s         *Shipper
-	ln        config.Lane
-	stream    jetstream.Stream
-	delivered jetstream.KeyValue
-	failed    jetstream.KeyValue
-	dedupe    *dedupeSet
-	lease     *lease.Lease
-	logger    *slog.Logger
-	retain    int64
+	s       *Shipper
+	ln      config.Lane
+	dedupe  *dedupeSet
+	lease   Lease
+	logger  *slog.Logger
+	retain  int64
+	backoff backoff.BackOff // this lane's retry policy (policies are stateful)
+
+	leader       prometheus.Gauge
+	events, dups prometheus.Counter
 
 	mu      sync.Mutex
 	markers map[uint64]proto.Done
@@ -50,22 +53,28 @@ type laneRunner struct {
 // errLeaseLost stops a lane whose checkpoint someone else moved.
 var errLeaseLost = errors.New("delivery checkpoint moved by another shipper")
 
+// lead runs the lane while this shipper holds its lease.
+func (r *laneRunner) lead(ctx context.Context) error {
+	r.leader.Set(1)
+	defer r.leader.Set(0)
+	return r.run(ctx)
+}
+
+// run delivers the lane from its checkpoint until ctx ends. It returns after its marker watch
+// stopped.
 func (r *laneRunner) run(ctx context.Context) error {
 	if err := r.loadCheckpoint(ctx); err != nil {
 		return err
 	}
 	r.markers = map[uint64]proto.Done{}
 	r.notify = make(chan struct{}, 1)
-	cons, err := r.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{proto.DoneFilter(r.ln.Input, r.ln.Service)}})
+	stop, err := r.s.bus.Results.WatchDone(ctx, r.ln.Input, r.ln.Service, r.onMarker)
 	if err != nil {
-		return fmt.Errorf("reading done markers of %s: %w", r.ln.Key(), err)
+		return err
 	}
-	cc, err := cons.Consume(r.onMarker)
-	if err != nil {
-		return fmt.Errorf("reading done markers of %s: %w", r.ln.Key(), err)
-	}
-	defer cc.Stop()
-	tick := time.NewTicker(time.Second)
+	defer stop()
+	// The ticker is a safety net: markers normally wake the lane through notify.
+	tick := r.s.opts.Clock.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		progressed, err := r.deliverReady(ctx)
@@ -86,13 +95,13 @@ func (r *laneRunner) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-r.notify:
-		case <-tick.C:
+		case <-tick.Chan():
 		}
 	}
 }
 
 func (r *laneRunner) loadCheckpoint(ctx context.Context) error {
-	e, err := r.delivered.Get(ctx, proto.LaneKey(r.ln.Input, r.ln.Service))
+	value, rev, err := r.s.bus.Checkpoints.Get(ctx, proto.LaneKey(r.ln.Input, r.ln.Service))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		r.st, r.rev = proto.Delivery{V: proto.SchemaVersion}, 0
@@ -101,10 +110,10 @@ func (r *laneRunner) loadCheckpoint(ctx context.Context) error {
 		return fmt.Errorf("reading delivery checkpoint of %s: %w", r.ln.Key(), err)
 	}
 	var st proto.Delivery
-	if err := proto.Decode(e.Value(), &st); err != nil {
+	if err := proto.Decode(value, &st); err != nil {
 		return fmt.Errorf("reading delivery checkpoint of %s: %w", r.ln.Key(), err)
 	}
-	r.st, r.rev = st, e.Revision()
+	r.st, r.rev = st, rev
 	r.deliveredSeq.Store(st.Seq)
 	return nil
 }
@@ -112,10 +121,10 @@ func (r *laneRunner) loadCheckpoint(ctx context.Context) error {
 // onMarker records a slot's done marker. The first successful marker of a slot wins, so every
 // shipper (and every restart) picks the same attempt; a success replaces a failure of another
 // attempt.
-func (r *laneRunner) onMarker(msg jetstream.Msg) {
+func (r *laneRunner) onMarker(subject string, data []byte) {
 	var d proto.Done
-	if err := proto.Decode(msg.Data(), &d); err != nil {
-		r.logger.Error("undecodable done marker; ignoring it", "subject", msg.Subject(), "err", err)
+	if err := proto.Decode(data, &d); err != nil {
+		r.logger.Error("undecodable done marker; ignoring it", "subject", subject, "err", err)
 		return
 	}
 	if d.Seq <= r.deliveredSeq.Load() {
@@ -259,13 +268,12 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 
 // chunk reads one chunk of the slot's chosen attempt.
 func (r *laneRunner) chunk(ctx context.Context, d proto.Done, i int) (*proto.Chunk, error) {
-	subj := proto.ChunkSubject(d.Input, d.Service, d.Seq, d.Attempt, i)
-	m, err := r.stream.GetLastMsgForSubject(ctx, subj)
+	data, encoding, err := r.s.bus.Results.Chunk(ctx, d.Input, d.Service, d.Seq, d.Attempt, i)
 	if err != nil {
-		return nil, fmt.Errorf("reading chunk %d of slot %d (%s): %w", i, d.Seq, subj, err)
+		return nil, fmt.Errorf("reading chunk %d of slot %d: %w", i, d.Seq, err)
 	}
 	var ch proto.Chunk
-	if err := proto.ReadChunk(m.Data, m.Header.Get(proto.HeaderEncoding), &ch); err != nil {
+	if err := proto.ReadChunk(data, encoding, &ch); err != nil {
 		return nil, fmt.Errorf("reading chunk %d of slot %d: %w", i, d.Seq, err)
 	}
 	return &ch, nil
@@ -280,9 +288,10 @@ func (r *laneRunner) send(ctx context.Context, batch *devo.Batch) error {
 		return fmt.Errorf("sending a batch: %w", errLeaseLost)
 	}
 	for _, o := range r.s.outs {
-		if err := devo.RetryGrace(ctx, stopGrace, o, batch, r.s.opts.Backoff, r.logger); err != nil {
+		if err := devo.RetryGrace(ctx, stopGrace, o, batch, r.backoff, r.s.opts.Clock, r.logger); err != nil {
 			return err
 		}
+		r.s.metrics.batches.WithLabelValues(o.Name()).Inc()
 	}
 	return nil
 }
@@ -310,7 +319,7 @@ func (r *laneRunner) checkpoint(ctx context.Context, units []*unit, read int) er
 			st.Failed++
 		}
 	}
-	st.V, st.UpdatedAt = proto.SchemaVersion, r.s.opts.Now().UnixMilli()
+	st.V, st.UpdatedAt = proto.SchemaVersion, r.s.opts.Clock.Now().UnixMilli()
 	data, err := proto.Encode(&st)
 	if err != nil {
 		return err
@@ -318,9 +327,9 @@ func (r *laneRunner) checkpoint(ctx context.Context, units []*unit, read int) er
 	key := proto.LaneKey(r.ln.Input, r.ln.Service)
 	var rev uint64
 	if r.rev == 0 {
-		rev, err = r.delivered.Create(ctx, key, data)
+		rev, err = r.s.bus.Checkpoints.Create(ctx, key, data)
 	} else {
-		rev, err = r.delivered.Update(ctx, key, data, r.rev)
+		rev, err = r.s.bus.Checkpoints.Update(ctx, key, data, r.rev)
 	}
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
@@ -330,6 +339,10 @@ func (r *laneRunner) checkpoint(ctx context.Context, units []*unit, read int) er
 	}
 	r.st, r.rev = st, rev
 	r.deliveredSeq.Store(st.Seq)
+	for _, u := range units {
+		r.events.Add(float64(u.delivered))
+		r.dups.Add(float64(u.dups))
+	}
 	return nil
 }
 
@@ -339,7 +352,7 @@ func (r *laneRunner) finish(ctx context.Context, units []*unit) {
 		r.cycleTotal += u.delivered + u.dups
 		r.cycleDups += u.dups
 		if r.cycleStart.IsZero() {
-			r.cycleStart = time.Now()
+			r.cycleStart = r.s.opts.Clock.Now()
 		}
 		if !u.complete {
 			continue
@@ -353,10 +366,10 @@ func (r *laneRunner) finish(ctx context.Context, units []*unit) {
 				"seq", d.Seq, "delivered", u.delivered, "duplicates", u.dups)
 			if d.Replay {
 				// A replay that delivered a window clears that window's failure record.
-				_ = r.failed.Delete(ctx, proto.FailedKey(d.Input, d.Service, d.Start, d.End))
+				_ = r.s.bus.Failed.Delete(ctx, proto.FailedKey(d.Input, d.Service, d.Start, d.End))
 			}
 		}
-		if err := r.stream.Purge(ctx, jetstream.WithPurgeSubject(proto.SlotFilter(d.Input, d.Service, d.Seq))); err != nil {
+		if err := r.s.bus.Results.PurgeSlot(ctx, d.Input, d.Service, d.Seq); err != nil {
 			r.logger.Debug("purging a delivered slot's results", "seq", d.Seq, "err", err)
 		}
 		r.mu.Lock()
@@ -375,7 +388,7 @@ func (r *laneRunner) logCycle() {
 	}
 	avg := 0.0
 	if r.cycleTotal > 0 {
-		avg = float64(time.Since(r.cycleStart).Microseconds()) / 1000 / float64(r.cycleTotal)
+		avg = float64(r.s.opts.Clock.Since(r.cycleStart).Microseconds()) / 1000 / float64(r.cycleTotal)
 	}
 	r.logger.Info(fmt.Sprintf(`Received response, messages(total/duplicated): %d/%d/tag template used: "%s", avg_time_per_source_message: %.3f ms`,
 		r.cycleTotal, r.cycleDups, r.ln.Svc.Tag, avg))

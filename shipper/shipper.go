@@ -18,21 +18,25 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
-	"github.com/dtfleet/dtfleet/internal/lease"
 	"github.com/dtfleet/dtfleet/proto"
 	"github.com/dtfleet/dtfleet/shipper/devo"
 )
 
-// Options configure a Shipper.
+// Options configure a Shipper. The zero value of every field is a usable default.
 type Options struct {
 	Logger *slog.Logger
-	Now    func() time.Time
-	// ID names this shipper in its leases (default: random).
+	// Clock paces the lanes and the retries and stamps checkpoints (default the real clock).
+	Clock clockwork.Clock
+	// Registerer receives the shipper's metrics (default: none are exported). Two shippers may
+	// share one registerer; they then share the metrics.
+	Registerer prometheus.Registerer
+	// ID names this shipper in its leases (default: a name made from the clock).
 	ID string
 	// Outputs receive every event. The shipper serialises Sends per output.
 	Outputs []devo.Output
@@ -41,20 +45,22 @@ type Options struct {
 	// bigger ones confirm less often.
 	BatchBytes  int
 	BatchEvents int
-	// Backoff paces retries of a failed delivery; a batch is never dropped.
-	Backoff devo.Backoff
+	// Backoff returns a fresh retry policy; each lane takes its own, as policies are stateful. It
+	// paces retries of a failed delivery; a batch is never dropped. Default devo.NewBackoff.
+	Backoff func() backoff.BackOff
 	// OnDelivered, when set, is called after each slot's delivery is checkpointed (tests, demo).
 	OnDelivered func(d proto.Done, delivered int)
 }
 
 // Shipper runs one lane runner per lane of the configuration.
 type Shipper struct {
-	b      *bus.Bus
-	lanes  []config.Lane
-	outs   []*lockedOutput
-	opts   Options
-	logger *slog.Logger
-	ttl    time.Duration
+	bus     Bus
+	lanes   []config.Lane
+	outs    []*lockedOutput
+	opts    Options
+	logger  *slog.Logger
+	ttl     time.Duration
+	metrics *metrics
 }
 
 // lockedOutput serialises Sends from several lanes to one output.
@@ -69,19 +75,25 @@ func (o *lockedOutput) Send(ctx context.Context, b *devo.Batch) error {
 	return o.Output.Send(ctx, b)
 }
 
-// New builds a shipper for cfg's lanes.
-func New(b *bus.Bus, cfg *config.Config, opts Options) (*Shipper, error) {
+// New builds a shipper for cfg's lanes on b, whose fields must all be set.
+func New(b Bus, cfg *config.Config, opts Options) (*Shipper, error) {
 	if len(opts.Outputs) == 0 {
 		return nil, errors.New("creating shipper: no output enabled")
+	}
+	if b.Results == nil || b.Checkpoints == nil || b.Dedupe == nil || b.Failed == nil || b.Leases == nil {
+		return nil, errors.New("creating shipper: incomplete bus")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
 	}
 	if opts.ID == "" {
-		opts.ID = fmt.Sprintf("shipper-%d", time.Now().UnixNano())
+		opts.ID = fmt.Sprintf("shipper-%d", opts.Clock.Now().UnixNano())
 	}
 	if opts.BatchBytes <= 0 {
 		opts.BatchBytes = 4 << 20
@@ -89,41 +101,39 @@ func New(b *bus.Bus, cfg *config.Config, opts Options) (*Shipper, error) {
 	if opts.BatchEvents <= 0 {
 		opts.BatchEvents = 20000
 	}
-	s := &Shipper{b: b, lanes: cfg.Lanes(), opts: opts, logger: opts.Logger.With("role", "shipper"),
-		ttl: time.Duration(max(cfg.Shipper.LeaseTTLInSeconds, 1)) * time.Second}
+	if opts.Backoff == nil {
+		opts.Backoff = devo.NewBackoff
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("creating shipper: %w", err)
+	}
+	s := &Shipper{bus: b, lanes: cfg.Lanes(), opts: opts, logger: opts.Logger.With("role", "shipper"),
+		ttl: time.Duration(max(cfg.Shipper.LeaseTTLInSeconds, 1)) * time.Second, metrics: m}
 	for _, o := range opts.Outputs {
 		s.outs = append(s.outs, &lockedOutput{Output: o})
 	}
 	return s, nil
 }
 
-// Run delivers every lane it holds the lease of until ctx ends.
+// Run delivers every lane it holds the lease of until ctx ends. It returns after every lane
+// stopped.
 func (s *Shipper) Run(ctx context.Context) error {
-	kvs := map[string]jetstream.KeyValue{}
-	for _, name := range []string{proto.BucketDelivered, proto.BucketDedupe, proto.BucketLeases, proto.BucketFailed} {
-		kv, err := s.b.KV(ctx, name)
-		if err != nil {
-			return err
-		}
-		kvs[name] = kv
-	}
-	stream, err := s.b.JS.Stream(ctx, proto.StreamResults)
-	if err != nil {
-		return fmt.Errorf("opening stream %s: %w", proto.StreamResults, err)
-	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, ln := range s.lanes {
+		logger := s.logger.With("input", ln.Input, "service", ln.Service)
+		l := s.bus.Leases.Lease(proto.ShipperLease(ln.Input, ln.Service), s.opts.ID, s.ttl, logger)
 		lr := &laneRunner{
-			s: s, ln: ln, stream: stream,
-			delivered: kvs[proto.BucketDelivered], failed: kvs[proto.BucketFailed],
-			dedupe: newDedupeSet(kvs[proto.BucketDedupe], ln.Input, ln.Service),
-			logger: s.logger.With("input", ln.Input, "service", ln.Service),
-			retain: retention(ln),
+			s: s, ln: ln, lease: l, logger: logger,
+			dedupe:  newDedupeSet(s.bus.Dedupe, ln.Input, ln.Service),
+			retain:  retention(ln),
+			backoff: s.opts.Backoff(),
+			leader:  s.metrics.leader.WithLabelValues("shipper", ln.Key()),
+			events:  s.metrics.events.WithLabelValues(ln.Input, ln.Service),
+			dups:    s.metrics.dups.WithLabelValues(ln.Input, ln.Service),
 		}
-		l := lease.New(kvs[proto.BucketLeases], proto.ShipperLease(ln.Input, ln.Service), s.opts.ID, s.ttl, lr.logger)
-		lr.lease = l
 		g.Go(func() error {
-			return lease.Hold(gctx, l, func() { lr.logger.Info("shipper lease acquired; delivering") }, lr.run)
+			return l.Hold(gctx, func() { lr.logger.Info("shipper lease acquired; delivering") }, lr.lead)
 		})
 	}
 	return g.Wait()

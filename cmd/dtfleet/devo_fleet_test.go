@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dtfleet/dtfleet/internal/bus"
@@ -30,7 +31,10 @@ import (
 )
 
 // fastBackoff keeps the tests' retries quick; the product default starts at 1 s.
-var fastBackoff = devo.Backoff{Initial: 5 * time.Millisecond, Max: 100 * time.Millisecond}
+func fastBackoff() backoff.BackOff {
+	return &backoff.ExponentialBackOff{InitialInterval: 5 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2,
+		MaxInterval: 100 * time.Millisecond}
+}
 
 // lockedBuffer is an io.Writer safe for concurrent use.
 type lockedBuffer struct {
@@ -118,7 +122,7 @@ func launchFleet(t *testing.T, cfg *config.Config, o fleetOptions, logger *slog.
 	if o.tick == 0 {
 		o.tick = 50 * time.Millisecond
 	}
-	if o.backoff == (devo.Backoff{}) {
+	if o.backoff == nil {
 		o.backoff = fastBackoff
 	}
 	go func() {

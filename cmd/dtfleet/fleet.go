@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dtfleet/dtfleet/coordinator"
@@ -35,9 +37,9 @@ type fleetOptions struct {
 	ackWait     time.Duration
 	skipCheck   bool
 	id          string
-	stdout      io.Writer    // console outputs' writer (default os.Stdout)
-	backoff     devo.Backoff // shipper retry pacing (default devo.Backoff's zero value)
-	batchEvents int          // shipper batch cap in events (default the shipper's)
+	stdout      io.Writer              // console outputs' writer (default os.Stdout)
+	backoff     func() backoff.BackOff // shipper retry pacing (default devo.NewBackoff)
+	batchEvents int                    // shipper batch cap in events (default the shipper's)
 	// metricsListen, when set, serves Prometheus metrics on this address (--metrics-listen).
 	metricsListen string
 	onMetrics     func(addr string) // called with the metrics listener's address
@@ -133,8 +135,10 @@ func runFleet(ctx context.Context, cfg *config.Config, r roles, o fleetOptions, 
 		_ = g.Wait()
 		return err
 	}
+	var reg prometheus.Registerer // the shipper's metrics go where the fleet's are served
 	if o.metricsListen != "" {
 		m := newMetricsServer(o.metricsListen, b, cfg, logger)
+		reg = m.reg
 		m.ready = o.onMetrics
 		g.Go(func() error { return m.Run(gctx) })
 	}
@@ -156,8 +160,12 @@ func runFleet(ctx context.Context, cfg *config.Config, r roles, o fleetOptions, 
 				g.Go(func() error { return rn.Run(gctx) })
 			}
 		}
-		s, err := shipper.New(b, cfg, shipper.Options{Logger: logger, Outputs: outs, OnDelivered: o.onDelivered, ID: o.id,
-			Backoff: o.backoff, BatchEvents: o.batchEvents})
+		sb, err := shipper.JetStreamBus(gctx, b.JS)
+		if err != nil {
+			return fail(err)
+		}
+		s, err := shipper.New(sb, cfg, shipper.Options{Logger: logger, Outputs: outs, OnDelivered: o.onDelivered, ID: o.id,
+			Backoff: o.backoff, BatchEvents: o.batchEvents, Registerer: reg})
 		if err != nil {
 			return fail(err)
 		}

@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jonboulle/clockwork"
+
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/shipper/devo/devotest"
 )
@@ -445,7 +448,7 @@ func TestResetMidBatchRetry(t *testing.T) {
 			const n, cut = 1000, 300
 			b := makeBatch(testTag, kind, n, 150)
 			srv.ResetAfter(cut)
-			if err := Retry(testCtx(t), out, b, Backoff{Initial: time.Millisecond, Max: 10 * time.Millisecond}, slog.New(logs)); err != nil {
+			if err := RetryGrace(testCtx(t), 0, out, b, expBackoff(time.Millisecond, 10*time.Millisecond), nil, slog.New(logs)); err != nil {
 				t.Fatalf("Retry: %v", err)
 			}
 			if got := srv.Resets(); got != 1 {
@@ -477,7 +480,7 @@ func TestResetEveryMultiBatch(t *testing.T) {
 	var want []string
 	for i := range 6 {
 		b := makeBatch(testTag, fmt.Sprint("b", i), 500, 80)
-		if err := Retry(ctx, out, b, Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond}, nil); err != nil {
+		if err := RetryGrace(ctx, 0, out, b, expBackoff(time.Millisecond, 5*time.Millisecond), nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		want = append(want, batchMessages(b)...)
@@ -520,7 +523,7 @@ func TestRefusedThenDelivered(t *testing.T) {
 	logs := &recordingHandler{warned: make(chan struct{})}
 	done := make(chan error, 1)
 	go func() {
-		done <- Retry(ctx, out, b, Backoff{Initial: time.Millisecond, Max: 20 * time.Millisecond}, slog.New(logs))
+		done <- RetryGrace(ctx, 0, out, b, expBackoff(time.Millisecond, 20*time.Millisecond), nil, slog.New(logs))
 	}()
 	select {
 	case <-logs.warned:
@@ -584,7 +587,7 @@ func TestSendStopsWithContext(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Send = %v; want an error wrapping context.DeadlineExceeded", err)
 	}
-	err = Retry(ctx, out, makeBatch(testTag, "ctx", 10, 50), Backoff{}, nil)
+	err = RetryGrace(ctx, 0, out, makeBatch(testTag, "ctx", 10, 50), nil, nil, nil)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Retry = %v; want an error wrapping context.DeadlineExceeded", err)
 	}
@@ -594,7 +597,7 @@ func TestInvalidTagRefused(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
 	out := newOut(t, "console_1", config.Output{Type: config.OutputConsole}, Options{Stdout: &buf})
-	err := Retry(testCtx(t), out, makeBatch("notatag", "x", 1, 10), Backoff{}, nil)
+	err := RetryGrace(testCtx(t), 0, out, makeBatch("notatag", "x", 1, 10), nil, nil, nil)
 	if !errors.Is(err, ErrInvalidTag) {
 		t.Fatalf("Retry = %v; want ErrInvalidTag at once", err)
 	}
@@ -669,7 +672,7 @@ func TestHTTPErrorsHideToken(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
 			b := makeBatch(testTag, "x", 3, 50)
-			err := Retry(ctx, out, b, Backoff{Initial: time.Millisecond, Max: time.Millisecond}, slog.New(logs))
+			err := RetryGrace(ctx, 0, out, b, expBackoff(time.Millisecond, time.Millisecond), nil, slog.New(logs))
 			if err == nil {
 				cancel()
 				t.Fatal("delivery succeeded")
@@ -769,24 +772,71 @@ func TestStatsLine(t *testing.T) {
 	}
 }
 
-func TestBackoffWait(t *testing.T) {
+// expBackoff is an exponential policy from initial to maxWait (initial when zero), for tests
+// that must retry quickly.
+func expBackoff(initial, maxWait time.Duration) backoff.BackOff {
+	return &backoff.ExponentialBackOff{InitialInterval: initial, RandomizationFactor: 0.5, Multiplier: 2,
+		MaxInterval: max(maxWait, initial)}
+}
+
+func TestNewBackoff(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		b        Backoff
-		attempt  int
+		retries  int // waits drawn before the one checked
 		min, max time.Duration
 	}{
-		{Backoff{}, 0, 500 * time.Millisecond, time.Second},
-		{Backoff{}, 3, 4 * time.Second, 8 * time.Second},
-		{Backoff{}, 100, 30 * time.Second, time.Minute},
-		{Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}, 1, 10 * time.Millisecond, 20 * time.Millisecond},
-		{Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}, 10, 25 * time.Millisecond, 50 * time.Millisecond},
+		{0, 500 * time.Millisecond, 1500 * time.Millisecond},
+		{3, 4 * time.Second, 12 * time.Second},
+		{100, 30 * time.Second, 90 * time.Second},
 	}
 	for _, tt := range tests {
 		for range 50 {
-			if d := tt.b.Wait(tt.attempt); d < tt.min || d > tt.max {
-				t.Fatalf("%+v.Wait(%d) = %s; want within [%s, %s]", tt.b, tt.attempt, d, tt.min, tt.max)
+			bo := NewBackoff()
+			for range tt.retries {
+				bo.NextBackOff()
 			}
+			if d := bo.NextBackOff(); d < tt.min || d > tt.max {
+				t.Fatalf("wait after %d retries = %s; want within [%s, %s]", tt.retries, d, tt.min, tt.max)
+			}
+		}
+	}
+}
+
+// TestRetryGraceWaitsOnTheClock checks that the retries are paced by the policy on the injected
+// clock: each attempt after a failure starts only once the fake clock has moved by the policy's
+// wait (1 s, 2 s, 4 s here).
+func TestRetryGraceWaitsOnTheClock(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClock()
+	start := clock.Now()
+	f := &flakyOutput{fails: 3, clock: clock}
+	bo := &backoff.ExponentialBackOff{InitialInterval: time.Second, Multiplier: 2, MaxInterval: time.Minute}
+	done := make(chan error, 1)
+	go func() { done <- RetryGrace(testCtx(t), 0, f, makeBatch(testTag, "x", 1, 10), bo, clock, nil) }()
+	// Move the clock in small steps whenever RetryGrace waits, until it returns: the attempts
+	// then fall on the policy's waits, not on the steps.
+	base := testCtx(t)
+	ctx, cancel := context.WithCancel(base)
+	errc := make(chan error, 1)
+	go func() { errc <- <-done; cancel() }()
+	for clock.BlockUntilContext(ctx, 1) == nil {
+		clock.Advance(250 * time.Millisecond)
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("RetryGrace = %v", err)
+		}
+	case <-base.Done():
+		t.Fatal("RetryGrace did not return")
+	}
+	want := []time.Duration{0, time.Second, 3 * time.Second, 7 * time.Second}
+	if len(f.at) != len(want) {
+		t.Fatalf("%d attempts; want %d", len(f.at), len(want))
+	}
+	for i, at := range f.at {
+		if got := at.Sub(start); got != want[i] {
+			t.Fatalf("attempt %d at +%s on the clock; want +%s", i+1, got, want[i])
 		}
 	}
 }
@@ -795,12 +845,17 @@ func TestBackoffWait(t *testing.T) {
 type flakyOutput struct {
 	fails int
 	calls int
+	clock clockwork.Clock // when set, at records the clock's time of each Send
+	at    []time.Time
 }
 
 func (f *flakyOutput) Name() string { return "flaky" }
 func (f *flakyOutput) Close() error { return nil }
 func (f *flakyOutput) Send(context.Context, *Batch) error {
 	f.calls++
+	if f.clock != nil {
+		f.at = append(f.at, f.clock.Now())
+	}
 	if f.calls <= f.fails {
 		return errors.New("temporary failure")
 	}
@@ -811,7 +866,7 @@ func TestRetryNeverDrops(t *testing.T) {
 	t.Parallel()
 	f := &flakyOutput{fails: 7}
 	logs := &recordingHandler{}
-	err := Retry(testCtx(t), f, makeBatch(testTag, "x", 1, 10), Backoff{Initial: time.Microsecond, Max: time.Millisecond}, slog.New(logs))
+	err := RetryGrace(testCtx(t), 0, f, makeBatch(testTag, "x", 1, 10), expBackoff(time.Microsecond, time.Millisecond), nil, slog.New(logs))
 	if err != nil || f.calls != 8 {
 		t.Fatalf("Retry = %v after %d calls; want nil after 8", err, f.calls)
 	}
@@ -820,7 +875,7 @@ func TestRetryNeverDrops(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := Retry(ctx, &flakyOutput{fails: 1 << 30}, makeBatch(testTag, "x", 1, 10), Backoff{}, nil); !errors.Is(err, context.Canceled) {
+	if err := RetryGrace(ctx, 0, &flakyOutput{fails: 1 << 30}, makeBatch(testTag, "x", 1, 10), nil, nil, nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Retry with a cancelled context = %v", err)
 	}
 }
@@ -855,7 +910,7 @@ func TestRetryGraceFinishesTheAttemptInFlight(t *testing.T) {
 		g := &gateOutput{started: make(chan struct{}, 1), release: make(chan struct{})}
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
-		go func() { errc <- RetryGrace(ctx, grace, g, b, Backoff{Initial: time.Millisecond}, nil) }()
+		go func() { errc <- RetryGrace(ctx, grace, g, b, expBackoff(time.Millisecond, 0), nil, nil) }()
 		<-g.started
 		cancel()
 		var err error

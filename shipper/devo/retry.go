@@ -5,63 +5,59 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jonboulle/clockwork"
 )
 
-// Backoff is an exponential backoff: the n-th wait is Initial·2ⁿ capped at Max, with full jitter
-// over its upper half (a wait of d is drawn from [d/2, d]). The zero value waits from 1 s to 60 s.
-type Backoff struct {
-	Initial time.Duration
-	Max     time.Duration
+// NewBackoff returns the default retry policy of a delivery: exponential from 1 s, doubling, its
+// interval capped at 60 s, each wait drawn from [interval/2, 3·interval/2]. It never returns
+// backoff.Stop. The policy is stateful and not safe for concurrent use: take one per caller.
+func NewBackoff() backoff.BackOff {
+	return &backoff.ExponentialBackOff{
+		InitialInterval:     time.Second,
+		RandomizationFactor: 0.5,
+		Multiplier:          2,
+		MaxInterval:         time.Minute,
+	}
 }
 
-// Wait returns the wait before retry number attempt (0 for the first retry).
-func (b Backoff) Wait(attempt int) time.Duration {
-	initial, maxWait := b.Initial, b.Max
-	if initial <= 0 {
-		initial = time.Second
-	}
-	if maxWait <= 0 {
-		maxWait = time.Minute
-	}
-	maxWait = max(maxWait, initial)
-	d := initial
-	for i := 0; i < attempt && d < maxWait; i++ {
-		d *= 2
-	}
-	d = min(d, maxWait)
-	half := d / 2
-	return half + rand.N(d-half+1)
-}
-
-// Retry sends b on out until it is delivered, waiting per backoff between attempts and logging
-// each failure at warn level. It never gives up on a batch: it returns nil once Send succeeds, the
-// context's error (wrapped) when ctx ends first, and at once an error wrapping ErrInvalidTag,
-// which no retry can fix. A nil logger discards the logs.
-func Retry(ctx context.Context, out Output, b *Batch, backoff Backoff, logger *slog.Logger) error {
-	return RetryGrace(ctx, 0, out, b, backoff, logger)
-}
-
-// RetryGrace is Retry for a graceful stop: when ctx ends during an attempt, that attempt may go
-// on for up to grace before its connection is cut, so a batch that Devo is already reading is
-// confirmed rather than left half-sent (to be sent again, whole, after a restart). No attempt
-// starts after ctx ended. RetryGrace returns nil when that last attempt succeeded.
-func RetryGrace(ctx context.Context, grace time.Duration, out Output, b *Batch, backoff Backoff, logger *slog.Logger) error {
+// RetryGrace sends b on out until it is delivered, waiting between attempts as bo says (it is
+// Reset first; nil means NewBackoff()) on clock (nil means the real clock), and logging each
+// failure at warn level. It never gives up on a batch: a policy that answers backoff.Stop gets its
+// previous wait again. It returns nil once Send succeeds, the context's error (wrapped) when ctx
+// ends first, and at once an error wrapping ErrInvalidTag, which no retry can fix. A nil logger
+// discards the logs.
+//
+// grace serves a graceful stop: when ctx ends during an attempt, that attempt may go on for up to
+// grace before its connection is cut, so a batch that Devo is already reading is confirmed rather
+// than left half-sent (to be sent again, whole, after a restart). No attempt starts after ctx
+// ended. RetryGrace returns nil when that last attempt succeeded. A zero grace cuts the attempt
+// at once.
+func RetryGrace(ctx context.Context, grace time.Duration, out Output, b *Batch, bo backoff.BackOff, clock clockwork.Clock, logger *slog.Logger) error {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	if bo == nil {
+		bo = NewBackoff()
+	}
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
+	bo.Reset()
 	actx := ctx
 	if grace > 0 {
 		var cancel context.CancelFunc
 		actx, cancel = context.WithCancel(context.WithoutCancel(ctx))
 		defer cancel()
 		stop := context.AfterFunc(ctx, func() {
-			t := time.AfterFunc(grace, cancel)
+			t := clock.AfterFunc(grace, cancel)
 			context.AfterFunc(actx, func() { t.Stop() })
 		})
 		defer stop()
 	}
+	var wait time.Duration
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
 			return fmt.Errorf("delivering %d events of %s to output %s: %w", len(b.Events), b.Tag, out.Name(), ctx.Err())
@@ -80,16 +76,18 @@ func RetryGrace(ctx context.Context, grace time.Duration, out Output, b *Batch, 
 		if cerr := ctx.Err(); cerr != nil {
 			return fmt.Errorf("delivering %d events of %s to output %s: %w", len(b.Events), b.Tag, out.Name(), cerr)
 		}
-		wait := backoff.Wait(attempt)
+		if next := bo.NextBackOff(); next != backoff.Stop {
+			wait = next
+		}
 		logger.Warn("delivering a batch failed; retrying", "output", out.Name(), "tag", b.Tag,
 			"events", len(b.Events), "attempt", attempt+1, "retry_in", wait, "error", err)
-		t := time.NewTimer(wait)
+		t := clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("delivering %d events of %s to output %s: %w (last error: %v)",
 				len(b.Events), b.Tag, out.Name(), ctx.Err(), err)
-		case <-t.C:
+		case <-t.Chan():
 		}
 	}
 }
