@@ -87,6 +87,13 @@ type Options struct {
 	Now func() time.Time
 	// Faults configures fault injection.
 	Faults Faults
+	// Untidy turns on the real world's untidiness: late breaches, AI Analyst events that appear
+	// after their createdAt, Antigena actions that change, a skewed appliance clock. The zero
+	// value is tidy.
+	Untidy Untidiness
+	// Realistic turns on all of RealisticUntidiness: each Untidy field left zero takes the
+	// realistic value (the window readings stay as Untidy sets them).
+	Realistic bool
 	// Logger receives one debug line per request; nil discards.
 	Logger *slog.Logger
 }
@@ -120,9 +127,23 @@ func NewHandler(opts Options) *Handler {
 	}
 	opts.PublicToken = cmp.Or(opts.PublicToken, DefaultPublicToken)
 	opts.PrivateToken = cmp.Or(opts.PrivateToken, DefaultPrivateToken)
-	now := opts.Now
-	if now == nil {
-		now = time.Now
+	if opts.Realistic {
+		r := RealisticUntidiness()
+		u := &opts.Untidy
+		u.LateBreachShare = cmp.Or(u.LateBreachShare, r.LateBreachShare)
+		u.MaxBreachDelay = cmp.Or(u.MaxBreachDelay, r.MaxBreachDelay)
+		u.IncidentDelay = cmp.Or(u.IncidentDelay, r.IncidentDelay)
+		u.ActionLifecycle = u.ActionLifecycle || r.ActionLifecycle
+		u.ClockOffset = cmp.Or(u.ClockOffset, r.ClockOffset)
+	}
+	opts.Untidy = opts.Untidy.withDefaults()
+	base := opts.Now
+	if base == nil {
+		base = time.Now
+	}
+	now := base
+	if off := opts.Untidy.ClockOffset; off != 0 {
+		now = func() time.Time { return base().Add(off) }
 	}
 	if opts.End.IsZero() {
 		opts.End = now().UTC().Truncate(time.Hour).Add(time.Hour)
@@ -220,6 +241,9 @@ func (h *Handler) serve(w *statusRecorder, r *http.Request) {
 	if !h.delay(r.Context()) {
 		return
 	}
+	// The appliance dates its answers by its own clock: with a skewed clock, the Date header is
+	// what a client compares its DTAPI-Date with.
+	w.Header().Set("Date", h.now().UTC().Format(http.TimeFormat))
 	if r.Method != http.MethodGet {
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "Method Not Allowed"})
 		return
@@ -554,7 +578,7 @@ func (h *Handler) writeBody(s *sink, service string, q *query) error {
 		} else if err := s.raw("["); err != nil {
 			return err
 		}
-		rd := &renderer{h: h}
+		rd := &renderer{h: h, now: now.UnixMilli()}
 		var dids []int
 		var conns []rec
 		err := h.each(service, q, now, func(r *rec) error {
@@ -592,7 +616,7 @@ func (h *Handler) writeBody(s *sink, service string, q *query) error {
 		if err := s.raw("["); err != nil {
 			return err
 		}
-		rd := &renderer{h: h}
+		rd := &renderer{h: h, now: now.UnixMilli()}
 		sep := ""
 		err := h.each(service, q, now, func(r *rec) error {
 			err := s.event(sep, rd.render(service, r, false))
@@ -652,6 +676,7 @@ func (h *Handler) writeConnections(s *sink, actions []rec) error {
 // query is a parsed request.
 type query struct {
 	start, end time.Time // the window, inclusive; zero for snapshots
+	noWindow   bool      // the request had no time parameter
 
 	ack          bool // includeacknowledged
 	creationTime bool // creationtime: filter breaches on creationTime
@@ -826,16 +851,13 @@ func parseQuery(service, raw string, now time.Time) (*query, error) {
 	case haveEnd:
 		q.start = q.end.Add(-span)
 	default:
-		q.start, q.end = now.Add(-span), now
+		q.start, q.end, q.noWindow = now.Add(-span), now, true
 	}
 	if q.end.Before(q.start) {
 		return nil, fmt.Errorf("endtime %v before starttime %v", q.end, q.start)
 	}
 	return q, nil
 }
-
-// maxLate is how long after its time a breach may be created.
-const maxLate = hourMs
 
 // each calls fn with every event of service that a request q returns at now, in response
 // order: events in the window (inclusive at both ends) that are visible, match the filters,
@@ -844,8 +866,11 @@ func (h *Handler) each(service string, q *query, now time.Time, fn func(*rec) er
 	nowMs := now.UnixMilli()
 	s, e := q.start.UnixMilli(), q.end.UnixMilli()
 	lo, hi := s, e
-	if service == config.ServiceModelBreaches && q.creationTime {
-		lo -= maxLate // a breach created in the window may have an earlier time
+	lo -= h.lag(service, q) // an event that appeared or changed in the window may have an earlier time
+	unwindowedActions := service == config.ServiceAntigena && q.noWindow
+	if unwindowedActions {
+		// Current actions and those that expired in the last 14 days, whenever they started.
+		lo, hi = nowMs-windowDefaults[service].Milliseconds()-maxActionLife, nowMs
 	}
 	visit := func(r *rec, inWindow bool) error {
 		if r.created > nowMs || r.t < h.opts.Start.UnixMilli() || r.t >= h.opts.End.UnixMilli() {
@@ -861,8 +886,12 @@ func (h *Handler) each(service string, q *query, now time.Time, fn func(*rec) er
 				return nil
 			}
 		case config.ServiceAntigena:
-			if r.cleared && !q.cleared || q.pbid != 0 && (r.manual || r.id-7 != q.pbid) || q.did != 0 && int64(r.did) != q.did {
+			cur := h.current(r, nowMs)
+			if cur.state == StateCleared && !q.cleared || q.pbid != 0 && (r.manual || r.id-7 != q.pbid) || q.did != 0 && int64(r.did) != q.did {
 				return nil
+			}
+			if unwindowedActions {
+				inWindow = cur.expires >= nowMs-windowDefaults[service].Milliseconds()
 			}
 		}
 		if !inWindow {
@@ -876,10 +905,7 @@ func (h *Handler) each(service string, q *query, now time.Time, fn func(*rec) er
 		recs := h.genHour(service, hour)
 		for i := range recs {
 			r := &recs[i]
-			key := r.t
-			if service == config.ServiceModelBreaches && q.creationTime {
-				key = r.created
-			}
+			key := h.windowKey(service, q, r, nowMs)
 			if err := visit(r, key >= s && key <= e); err != nil {
 				return err
 			}
@@ -940,7 +966,7 @@ func (h *Handler) Events(service string, start, end time.Time) [][]byte {
 		b, _ := h.summaryBody(now, summaryQuery{})
 		return [][]byte{b}
 	}
-	rd := &renderer{h: h}
+	rd := &renderer{h: h, now: now.UnixMilli()}
 	_ = h.each(service, clientQuery(start, end), now, func(r *rec) error {
 		out = append(out, slices.Clone(rd.render(service, r, false)))
 		return nil
@@ -953,7 +979,7 @@ func (h *Handler) Events(service string, start, end time.Time) [][]byte {
 // what a collector must eventually deliver for that range.
 func (h *Handler) AllEvents(service string, start, end time.Time) [][]byte {
 	var out [][]byte
-	rd := &renderer{h: h}
+	rd := &renderer{h: h, now: h.now().UnixMilli()}
 	for _, r := range h.allRecs(service, start, end) {
 		out = append(out, slices.Clone(rd.render(service, &r, false)))
 	}
