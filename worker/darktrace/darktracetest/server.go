@@ -411,6 +411,14 @@ func (h *Handler) preBodyFault(w http.ResponseWriter, r *http.Request, f *Fault)
 		writeJSON(w, http.StatusBadRequest, map[string]string{"response": "API SIGNATURE ERROR"})
 	case FaultDateError:
 		writeJSON(w, http.StatusBadRequest, map[string]string{"response": "API DATE ERROR"})
+	case FaultLoginRedirect:
+		redirect(w, "/login")
+	case FaultMaintenance:
+		code := cmp.Or(f.Status, http.StatusServiceUnavailable)
+		retryAfter(f.RetryAfter)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(code)
+		io.WriteString(w, maintenancePage)
 	}
 	return false
 }
@@ -420,6 +428,14 @@ const loginPage = `<!DOCTYPE html>
 <html lang="en">
 <head><meta charset="utf-8"><title>Log In | Darktrace</title></head>
 <body><form method="post" action="/login"><input name="username"><input name="password" type="password"></form></body>
+</html>
+`
+
+// maintenancePage is what an appliance (or the proxy in front of it) serves during an upgrade.
+const maintenancePage = `<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Maintenance | Darktrace</title></head>
+<body><h1>Darktrace is being updated</h1><p>The Threat Visualizer will be back shortly.</p></body>
 </html>
 `
 

@@ -345,3 +345,14 @@ func TruthKey(service string, raw []byte) string {
 	}
 	return k + ":" + StateCreated
 }
+
+// untidySummary describes the knobs in effect, for the control API's stats.
+func (h *Handler) untidySummary() map[string]any {
+	u := h.opts.Untidy
+	return map[string]any{
+		"late_breach_share": u.LateBreachShare, "max_breach_delay": u.MaxBreachDelay.String(),
+		"incident_delay": u.IncidentDelay.String(), "incident_window": u.IncidentWindow.String(),
+		"action_lifecycle": u.ActionLifecycle, "action_window": u.ActionWindow.String(),
+		"clock_offset": u.ClockOffset.String(),
+	}
+}
