@@ -100,13 +100,13 @@ func (u Untidiness) withDefaults() Untidiness {
 	return u
 }
 
-// validate reports knobs out of range.
-func (u Untidiness) validate() error {
+// Validate reports knobs out of range.
+func (u Untidiness) Validate() error {
 	if u.LateBreachShare < 0 || u.LateBreachShare > 1 {
 		return fmt.Errorf("late breach share %v is not in [0, 1]", u.LateBreachShare)
 	}
-	if u.IncidentDelay < 0 {
-		return fmt.Errorf("incident delay %v is negative", u.IncidentDelay)
+	if u.IncidentDelay < 0 || u.MaxBreachDelay < 0 {
+		return fmt.Errorf("delays must not be negative (incident delay %v, max breach delay %v)", u.IncidentDelay, u.MaxBreachDelay)
 	}
 	return nil
 }
