@@ -9,13 +9,61 @@
 // lazily per service and hour from the seed, so a fake with a year of data starts at once and a
 // huge response streams without being held in memory.
 //
-// It reproduces the traps the reference documents: breaches created well after their time and
+// It reproduces the traps the reference documents: breaches created after their time and
 // invisible until then, acknowledged breaches and events hidden without includeacknowledged,
 // unsorted AI Analyst events, pinned events returned outside the window unless
 // includeallpinned=false, groupScore as number, string or null, /antigena as an array or an
 // object, /status with an errored probe without id and Unified View instances. Faults can be
 // injected at random or by script. Ground truth (Events, AllEvents, Keys) lets tests check that
 // nothing was lost or repeated.
+//
+// # Untidiness
+//
+// By default the fake is tidy, as the fleet tests expect: breaches are at most an hour late,
+// AI Analyst events are visible at createdAt, Antigena actions never change and the clock is
+// Options.Now. Options.Untidy (Go) or the simulate flags turn on the real world's mess, each part
+// on its own; Options.Realistic (--realistic) turns all of it on at RealisticUntidiness's values
+// for live runs. Turning a knob on changes no id, time or score of the dataset.
+//
+//   - LateBreachShare, MaxBreachDelay (--late-breaches SHARE, --max-breach-delay DUR): that share
+//     of breaches is created up to MaxBreachDelay (default 3h) after its time, and is invisible
+//     until the appliance clock reaches its creationTime. /modelbreaches windows filter on time,
+//     or on creationTime with creationtime=true.
+//   - IncidentDelay (--incident-delay DUR): each AI Analyst event becomes visible a delay in
+//     (0, IncidentDelay] after its createdAt.
+//   - IncidentWindow (--incident-window event|change): what the AI Analyst window filters on,
+//     UNVERIFIED in the reference: createdAt (event, the default and the harsher reading: a
+//     window fetched right after its end misses the events not visible yet, until it is fetched
+//     again) or the instant the event became visible (change).
+//   - ActionLifecycle (--action-lifecycle): Antigena actions are created (active) at start, 30%
+//     are extended once (a later expires), 20% are cleared, the others expire; each state sets
+//     "updated" (a string of epoch ms) and adds a history entry, and a response shows each action
+//     as it is at the appliance clock.
+//   - ActionWindow (--action-window event|change): what the Antigena window filters on, UNVERIFIED
+//     in the reference: start (event, the default and harsher) or the current updated (change).
+//     Without a window /antigena returns the current actions and those that expired in the last
+//     14 days, as the reference says (cleared ones only with includecleared).
+//   - ClockOffset (--clock-offset DUR): the appliance clock is Options.Now plus the offset; its
+//     Date header, the ±30 minute DTAPI-Date check (400 {"response":"API DATE ERROR"}),
+//     visibility and snapshots all use it.
+//
+// Transient faults for a time span are scripted faults with Fault.For (spec key for=DUR): every
+// matching request fails for that long on the appliance clock from the first one, then the
+// fault is dropped. The kinds that clear by themselves on a real appliance are TransientFaults:
+// date_error ("API DATE ERROR for 10 minutes": date_error,for=10m), signature_error (a token
+// rotation), login_redirect (302 to /login) and maintenance (an HTML maintenance page with a
+// 5xx, status=CODE, default 503).
+//
+// # Ground truth
+//
+// Due(service, start, end, at) (control API: GET /_dtfleet/truth/due?service=S&start=T&end=T&at=T)
+// is what a complete collector must have delivered by appliance time at of the events with event
+// time in [start, end): every breach once (key pbid) created by then, late ones included; every
+// AI Analyst event once (key id) visible by then; every state each Antigena action reached by
+// then, once (key "<codeid>:<state>", state created, extended, cleared or expired, with its
+// updated time). TruthKey gives a delivered event the same key, reading an action's state from
+// its fields. Keys, KeysIn and AllEvents stay what they were: every event of the range, whether
+// visible yet or not, and Antigena actions by codeid only.
 package darktracetest
 
 import (
@@ -83,7 +131,8 @@ type Options struct {
 	EventSize int
 	// Latency and Jitter delay every response by Latency ± Jitter (uniform).
 	Latency, Jitter time.Duration
-	// Now is the appliance's clock (date checks, visibility, snapshots); nil means time.Now.
+	// Now is the base clock; nil means time.Now. The appliance's clock (date checks, the Date
+	// header, visibility, snapshots) is Now plus Untidy.ClockOffset.
 	Now func() time.Time
 	// Faults configures fault injection.
 	Faults Faults
