@@ -133,6 +133,9 @@ const (
 // stream of its own.
 func (h *Handler) untidy(service string, hour int64, recs []rec) {
 	u := h.opts.Untidy
+	if u.LateBreachShare <= 0 && u.IncidentDelay <= 0 && !u.ActionLifecycle {
+		return // tidy: no draws, no allocation on the generation path
+	}
 	rng := rand.New(rand.NewPCG(uint64(h.opts.Seed)^0x756e74696479, mix(serviceIndex[service], uint64(hour), 0x7531)))
 	for i := range recs {
 		r := &recs[i]
