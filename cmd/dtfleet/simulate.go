@@ -37,6 +37,15 @@ type simulateFlags struct {
 	faultKinds    []string
 	faults        []string
 	span          time.Duration
+	// Untidiness (see darktracetest.Untidiness).
+	realistic       bool
+	lateBreaches    float64
+	maxBreachDelay  time.Duration
+	incidentDelay   time.Duration
+	incidentWindow  string
+	actionLifecycle bool
+	actionWindow    string
+	clockOffset     time.Duration
 }
 
 func newSimulateCmd(g *globalFlags) *cobra.Command {
@@ -54,14 +63,27 @@ whose path it prints (for tls.ca_file).
 Faults: --fault-rate injects random faults, drawn from --fault-kinds (default: the retryable ones,
 status, rate_limit, stall, reset, truncate). --fault SPEC scripts one fault (repeatable), consumed
 by the first matching request: a kind (status, rate_limit, stall, reset, truncate, login_page,
-redirect_403, forbidden, input_error, signature_error, date_error) then comma-separated settings:
-endpoint=/path or service=NAME, start=T,end=T (the request's window must cover [start, end];
-RFC 3339 or epoch ms), times=N (-1: every matching request), status=CODE, retry_after=DUR,
+redirect_403, forbidden, input_error, signature_error, date_error, login_redirect, maintenance) then
+comma-separated settings: endpoint=/path or service=NAME, start=T,end=T (the request's window must
+cover [start, end]; RFC 3339 or epoch ms), times=N (-1: every matching request), for=DUR (every
+matching request for that long on the appliance clock from the first), status=CODE, retry_after=DUR,
 retry_after_date=true, stall=DUR, after_events=N. For example:
   --fault 'rate_limit,retry_after=3s,times=2'
   --fault 'input_error,service=modelbreaches,start=2024-05-01T10:00:00Z,end=2024-05-01T11:00:00Z,times=-1'
 
-Control API (no authentication, same address): GET /_dtfleet/truth/keys?service=S&start=T&end=T (the key
+Untidiness (off by default; --realistic turns all of it on for live runs: 10% of breaches up to
+3h late, AI Analyst events visible up to 5m after createdAt, Antigena actions that are extended,
+cleared and expire, the appliance clock 90s ahead; a flag set explicitly overrides its part):
+--late-breaches SHARE (created up to --max-breach-delay after their time, invisible until then),
+--incident-delay DUR, --incident-window event|change (what the AI Analyst window filters on:
+createdAt, or when the event became visible), --action-lifecycle, --action-window event|change
+(start, or the current updated), --clock-offset DUR (the appliance clock, its Date header and its
+±30 minute DTAPI-Date check). Transient faults for a time span: --fault 'date_error,for=10m',
+'signature_error,for=5m' (token rotation), 'login_redirect,for=2m', 'maintenance,status=503,for=15m'.
+
+Control API (no authentication, same address): GET /_dtfleet/truth/due?service=S&start=T&end=T&at=T
+(what a complete collector must have delivered by appliance time at: every breach and AI Analyst
+event visible by then, every Antigena action state reached by then, keyed codeid:state), GET /_dtfleet/truth/keys?service=S&start=T&end=T (the key
 of every event with event time in [start, end); start defaults to the data's start, end to now),
 GET /_dtfleet/truth/events?service=S&start=T&end=T (those events, as JSON lines), GET /_dtfleet/truth/response?service=S&start=T&end=T (what a
 dtfleet request for that window returns now), POST /_dtfleet/faults (one --fault SPEC per line),
@@ -118,6 +140,10 @@ DELETE /_dtfleet/faults, GET /_dtfleet/stats.`,
 				base, o.PublicToken, o.PrivateToken, o.Start.Format(time.RFC3339), o.Seed)
 			fmt.Fprintf(out, "ground truth: %s%struth/keys?service=modelbreaches, %s%struth/events?service=modelbreaches&start=%s&end=%s\n",
 				base, darktracetest.ControlPrefix, base, darktracetest.ControlPrefix, o.Start.Format(time.RFC3339), o.Start.Add(time.Hour).Format(time.RFC3339))
+			if u := o.Untidy; u != (darktracetest.Untidiness{MaxBreachDelay: u.MaxBreachDelay}) {
+				fmt.Fprintf(out, "untidiness: late breaches %g (up to %v), AI Analyst delay %v (window on %s), Antigena lifecycle %v (window on %s), clock offset %v\n",
+					u.LateBreachShare, u.MaxBreachDelay, u.IncidentDelay, u.IncidentWindow, u.ActionLifecycle, u.ActionWindow, u.ClockOffset)
+			}
 			if n := len(o.Faults.Script); n > 0 || o.Faults.Rate > 0 {
 				fmt.Fprintf(out, "faults: %d scripted, random rate %g\n", n, o.Faults.Rate)
 			}
@@ -167,6 +193,14 @@ DELETE /_dtfleet/faults, GET /_dtfleet/stats.`,
 	fl.StringSliceVar(&f.faultKinds, "fault-kinds", nil, "kinds random faults are drawn from (default status,rate_limit,stall,reset,truncate)")
 	fl.StringArrayVar(&f.faults, "fault", nil, "scripted fault SPEC, repeatable (see above)")
 	fl.DurationVar(&f.span, "span", 0, "history before now as a duration, e.g. 36h (overrides --days)")
+	fl.BoolVar(&f.realistic, "realistic", false, "turn on all the untidiness below at realistic values (explicit flags override)")
+	fl.Float64Var(&f.lateBreaches, "late-breaches", 0, "share in [0, 1] of breaches created up to --max-breach-delay after their time")
+	fl.DurationVar(&f.maxBreachDelay, "max-breach-delay", 3*time.Hour, "how late a late breach may be created")
+	fl.DurationVar(&f.incidentDelay, "incident-delay", 0, "AI Analyst events become visible up to this long after createdAt")
+	fl.StringVar(&f.incidentWindow, "incident-window", "event", "what the AI Analyst window filters on: event (createdAt) or change (visibility)")
+	fl.BoolVar(&f.actionLifecycle, "action-lifecycle", false, "Antigena actions are extended, cleared and expire over time, each change with its updated time")
+	fl.StringVar(&f.actionWindow, "action-window", "event", "what the Antigena window filters on: event (start) or change (updated)")
+	fl.DurationVar(&f.clockOffset, "clock-offset", 0, "the appliance clock's offset from this host's (e.g. 2m ahead, -40m behind)")
 	return cmd
 }
 
@@ -217,6 +251,20 @@ func (f *simulateFlags) options() (darktracetest.Options, error) {
 		}
 		rates[svc] = n
 	}
+	untidy := darktracetest.Untidiness{
+		LateBreachShare: f.lateBreaches, MaxBreachDelay: f.maxBreachDelay, IncidentDelay: f.incidentDelay,
+		ActionLifecycle: f.actionLifecycle, ClockOffset: f.clockOffset,
+	}
+	var err error
+	if untidy.IncidentWindow, err = darktracetest.ParseWindowField(f.incidentWindow); err != nil {
+		return darktracetest.Options{}, fmt.Errorf("--incident-window: %w", err)
+	}
+	if untidy.ActionWindow, err = darktracetest.ParseWindowField(f.actionWindow); err != nil {
+		return darktracetest.Options{}, fmt.Errorf("--action-window: %w", err)
+	}
+	if err := untidy.Validate(); err != nil {
+		return darktracetest.Options{}, fmt.Errorf("--late-breaches, --max-breach-delay, --incident-delay: %w", err)
+	}
 	now := time.Now().UTC()
 	span := time.Duration(f.days) * 24 * time.Hour
 	if f.span > 0 {
@@ -233,5 +281,7 @@ func (f *simulateFlags) options() (darktracetest.Options, error) {
 		Latency:       f.latency,
 		Jitter:        f.jitter,
 		Faults:        faults,
+		Untidy:        untidy,
+		Realistic:     f.realistic,
 	}, nil
 }

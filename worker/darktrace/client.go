@@ -427,7 +427,7 @@ func (c *Client) do(ctx context.Context, path, query string, n *int64, consume f
 		if rerr != nil && resp.StatusCode < 300 {
 			return c.readError(parent, ctx, endpoint, rerr)
 		}
-		return c.statusError(resp, b, endpoint)
+		return explain(c.statusError(resp, b, endpoint), resp, b, c.now())
 	}
 	br := bufio.NewReaderSize(body, 4096)
 	if isHTML(resp.Header.Get("Content-Type"), br) {

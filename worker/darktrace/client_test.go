@@ -219,11 +219,11 @@ func TestErrorClassification(t *testing.T) {
 		sameClock  bool // the client uses the fake's clock (for Retry-After dates)
 	}{
 		{name: "signature", mod: func(c *Config) { c.PrivateToken = "wrong-private" },
-			wantKind: KindSignature, wantClass: Terminal, wantStatus: 400, wantPull: 300, wantMsg: "public and private tokens do not match"},
+			wantKind: KindSignature, wantClass: Transient, wantStatus: 400, wantPull: 300, wantMsg: "public and private tokens do not match"},
 		{name: "unknown public token", mod: func(c *Config) { c.PublicToken = "nobody" },
-			wantKind: KindSignature, wantClass: Terminal, wantStatus: 400, wantPull: 300, wantMsg: "API SIGNATURE ERROR"},
+			wantKind: KindSignature, wantClass: Transient, wantStatus: 400, wantPull: 300, wantMsg: "API SIGNATURE ERROR"},
 		{name: "clock skew", mod: func(c *Config) { c.Now = func() time.Time { return time.Now().Add(31 * time.Minute) } },
-			wantKind: KindDate, wantClass: Terminal, wantStatus: 400, wantPull: 300, wantMsg: "within 30 minutes of the appliance's"},
+			wantKind: KindDate, wantClass: Transient, wantStatus: 400, wantPull: 300, wantMsg: "within 30 minutes of the appliance's"},
 		{name: "input error", fault: &darktracetest.Fault{Kind: darktracetest.FaultInputError},
 			wantKind: KindInput, wantClass: Terminal, wantStatus: 400, wantPull: 300, wantMsg: "INPUT ERROR"},
 		{name: "redirect to 403", fault: &darktracetest.Fault{Kind: darktracetest.FaultRedirect403},
@@ -233,7 +233,7 @@ func TestErrorClassification(t *testing.T) {
 		{name: "login page", fault: &darktracetest.Fault{Kind: darktracetest.FaultLoginPage},
 			wantKind: KindPermission, wantClass: Terminal, wantStatus: 200, wantPull: 300, wantMsg: "the token lacks permission for /modelbreaches"},
 		{name: "unknown endpoint", req: &Request{Service: config.ServiceSummary, Endpoint: "/nosuchthing"},
-			wantKind: KindUnknownEndpoint, wantClass: Terminal, wantStatus: 302, wantPull: 300, wantMsg: "does not know the endpoint /nosuchthing"},
+			wantKind: KindUnknownEndpoint, wantClass: Transient, wantStatus: 302, wantPull: 300, wantMsg: "does not know the endpoint /nosuchthing"},
 		{name: "503", fault: &darktracetest.Fault{Kind: darktracetest.FaultStatus},
 			wantKind: KindServer, wantClass: Retryable, wantStatus: 503, wantPull: 300, wantMsg: "HTTP 503 Service Unavailable"},
 		{name: "502 retry-after", fault: &darktracetest.Fault{Kind: darktracetest.FaultStatus, Status: 502, RetryAfter: 4 * time.Second},
@@ -280,7 +280,7 @@ func TestErrorClassification(t *testing.T) {
 			if tt.wantKind == 0 && e.Kind != KindNetwork && e.Kind != KindMalformed {
 				t.Errorf("reset: Kind = %v, want network or malformed (%v)", e.Kind, err)
 			}
-			if e.Class != tt.wantClass || IsRetryable(err) != (tt.wantClass == Retryable) {
+			if e.Class != tt.wantClass || IsRetryable(err) != (tt.wantClass != Terminal) {
 				t.Errorf("Class = %v, want %v", e.Class, tt.wantClass)
 			}
 			if e.Status != tt.wantStatus || PullErrorID(err) != tt.wantPull {
@@ -311,16 +311,16 @@ func TestStatusClassification(t *testing.T) {
 	}{
 		{401, [2]string{}, `{"error":"Unauthorized"}`, KindAuth, Terminal},
 		{404, [2]string{}, `{"error":"Not Found"}`, KindClient, Terminal},
-		{400, [2]string{}, `{"advancedsearch":"API SIGNATURE ERROR"}`, KindSignature, Terminal},
+		{400, [2]string{}, `{"advancedsearch":"API SIGNATURE ERROR"}`, KindSignature, Transient},
 		{400, [2]string{}, `not json`, KindClient, Terminal},
-		{400, [2]string{}, `API DATE ERROR`, KindDate, Terminal},
-		{400, [2]string{}, `{"error":"API SIGNATURE ERROR (bad hmac)"}`, KindSignature, Terminal},
+		{400, [2]string{}, `API DATE ERROR`, KindDate, Transient},
+		{400, [2]string{}, `{"error":"API SIGNATURE ERROR (bad hmac)"}`, KindSignature, Transient},
 		{400, [2]string{}, `{"modelbreaches":"input error"}`, KindInput, Terminal},
-		{401, [2]string{}, `{"response":"API SIGNATURE ERROR"}`, KindSignature, Terminal},
-		{401, [2]string{}, `{"response":"API DATE ERROR"}`, KindDate, Terminal},
+		{401, [2]string{}, `{"response":"API SIGNATURE ERROR"}`, KindSignature, Transient},
+		{401, [2]string{}, `{"response":"API DATE ERROR"}`, KindDate, Transient},
 		{408, [2]string{}, ``, KindServer, Retryable},
 		{500, [2]string{}, `<html>oops</html>`, KindServer, Retryable},
-		{301, [2]string{"Location", "https://appliance/login"}, ``, KindUnknownEndpoint, Terminal},
+		{301, [2]string{"Location", "https://appliance/login"}, ``, KindUnknownEndpoint, Transient},
 		{302, [2]string{"Location", "https://sso.example.com/saml"}, ``, KindPermission, Terminal},
 		{204, [2]string{}, ``, KindServer, Retryable},
 	}
@@ -337,7 +337,7 @@ func TestStatusClassification(t *testing.T) {
 			defer srv.Close()
 			c := newClient(t, srv.URL, nil, nil)
 			_, _, err := collect(t.Context(), c, Request{Service: config.ServiceStatus})
-			if KindOf(err) != tt.wantKind || IsRetryable(err) != (tt.wantClass == Retryable) {
+			if KindOf(err) != tt.wantKind || ClassOf(err) != tt.wantClass {
 				t.Fatalf("got %v (kind %v), want %v %v", err, KindOf(err), tt.wantKind, tt.wantClass)
 			}
 		})

@@ -1,8 +1,10 @@
 package darktrace
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 )
@@ -23,7 +25,19 @@ const (
 	PullErrorOtherMessage = "Some error occurred while retrieving events from Darktrace server."
 )
 
-// Class says whether a failed request may succeed when repeated.
+// Class says whether a failed request may succeed when repeated. It is the small set a caller
+// switches on (see ClassOf and ClassAfter):
+//
+//   - Retryable: retry with backoff for as long as it takes (429, plain 5xx, timeouts, resets,
+//     truncated bodies); nobody needs to act.
+//   - Transient: retry with backoff, but only for a bounded time (ClassAfter, default
+//     DefaultTransientFor): the failure usually clears by itself (a clock being corrected, a
+//     token pair being rotated, authentication or the appliance restarting, an upgrade's
+//     maintenance page), yet when it persists it is a configuration problem that someone must
+//     fix, and it is then Terminal.
+//   - Terminal: retrying cannot help until someone changes the configuration, the token's
+//     permissions or the request itself (INPUT ERROR, a missing permission, an untrusted
+//     certificate).
 type Class int
 
 const (
@@ -32,7 +46,43 @@ const (
 	// Terminal failures repeat until someone changes the configuration, the tokens' permissions
 	// or the request itself; retrying them only wastes the appliance's rate limit.
 	Terminal
+	// Transient failures look permanent on one request but usually clear within minutes; they
+	// are retried for a bounded time and then count as Terminal (ClassAfter).
+	Transient
 )
+
+// DefaultTransientFor is how long ClassAfter lets a Transient failure persist before it counts as
+// Terminal, when the caller does not configure it: long enough for an NTP correction, a token
+// rotation rolled out by hand or an appliance upgrade.
+const DefaultTransientFor = time.Hour
+
+// ClassOf returns the Class of the *Error in err's chain, or 0 when err is nil or carries no
+// *Error (for example an error returned by the caller's own callback).
+func ClassOf(err error) Class {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Class
+	}
+	return 0
+}
+
+// ClassAfter returns err's Class once the same request has been failing for failingFor (since
+// its first failure): a Transient failure becomes Terminal when failingFor reaches limit. A zero
+// limit means DefaultTransientFor; a negative one retries Transient failures without bound.
+// Other classes are returned as ClassOf returns them.
+func ClassAfter(err error, failingFor, limit time.Duration) Class {
+	c := ClassOf(err)
+	if c != Transient {
+		return c
+	}
+	if limit == 0 {
+		limit = DefaultTransientFor
+	}
+	if limit > 0 && failingFor >= limit {
+		return Terminal
+	}
+	return Transient
+}
 
 // String names the class.
 func (c Class) String() string {
@@ -41,6 +91,8 @@ func (c Class) String() string {
 		return "retryable"
 	case Terminal:
 		return "terminal"
+	case Transient:
+		return "transient"
 	default:
 		return fmt.Sprintf("Class(%d)", int(c))
 	}
@@ -51,16 +103,20 @@ type Kind int
 
 const (
 	// KindSignature is HTTP 400 (or 401) "API SIGNATURE ERROR": the token pair does not match, the public
-	// token is unknown, or something between the client and the appliance altered the request.
+	// token is unknown (both happen for a while when the pair is rotated), or something between
+	// the client and the appliance altered the request. Transient.
 	KindSignature Kind = iota + 1
-	// KindDate is HTTP 400 (or 401) "API DATE ERROR": the host clock is too far from the appliance's.
+	// KindDate is HTTP 400 (or 401) "API DATE ERROR": the host clock is more than 30 minutes from
+	// the appliance's (compare the host clock with the appliance's Date header). Transient.
 	KindDate
 	// KindAuth is HTTP 401 without either of those error values.
 	KindAuth
 	// KindPermission means the token lacks the permission for the endpoint: HTTP 403, a redirect
 	// to /403 (or anywhere but /login), or an HTML page (the login page) instead of JSON.
 	KindPermission
-	// KindUnknownEndpoint is a redirect to /login: the appliance does not know the endpoint.
+	// KindUnknownEndpoint is a redirect to the login page (/login): the appliance does not know
+	// the endpoint, or its authentication is restarting and sends every request to the login
+	// page for a while. Transient.
 	KindUnknownEndpoint
 	// KindInput is HTTP 400 "INPUT ERROR": the appliance rejected the request's parameters.
 	KindInput
@@ -83,6 +139,10 @@ const (
 	// KindCanceled means the caller's context ended before the request completed. It is
 	// Retryable: the request itself did not fail, so the work must not be recorded as failed.
 	KindCanceled
+	// KindMaintenance is a 5xx answered with an HTML page announcing maintenance (or an
+	// upgrade) instead of JSON: the appliance, or its proxy, is being upgraded or restarted.
+	// Transient. Other 5xx answers, HTML or not, are KindServer.
+	KindMaintenance
 )
 
 var kindNames = map[Kind]string{
@@ -100,6 +160,7 @@ var kindNames = map[Kind]string{
 	KindMalformed:       "malformed",
 	KindTLS:             "tls",
 	KindCanceled:        "canceled",
+	KindMaintenance:     "maintenance",
 }
 
 // String names the kind in snake case, suitable for a metric label.
@@ -115,6 +176,8 @@ func (k Kind) class() Class {
 	switch k {
 	case KindRateLimited, KindServer, KindTimeout, KindNetwork, KindMalformed, KindCanceled:
 		return Retryable
+	case KindSignature, KindDate, KindUnknownEndpoint, KindMaintenance:
+		return Transient
 	default:
 		return Terminal
 	}
@@ -124,7 +187,7 @@ func (k Kind) class() Class {
 func (k Kind) httpStatusKind() bool {
 	switch k {
 	case KindSignature, KindDate, KindAuth, KindPermission, KindUnknownEndpoint, KindInput,
-		KindClient, KindRateLimited, KindServer:
+		KindClient, KindRateLimited, KindServer, KindMaintenance:
 		return true
 	default:
 		return false
@@ -185,12 +248,13 @@ func (e *Error) Error() string {
 // if any.
 func (e *Error) Unwrap() error { return e.err }
 
-// IsRetryable reports whether err is a transient failure, one that a later attempt of the same
-// request may not meet again: a *Error of Class Retryable anywhere in its chain. Errors that are not a *Error (for
-// example one returned by the caller's callback) are not retryable.
+// IsRetryable reports whether a later attempt of the same request may succeed: a *Error of
+// Class Retryable or Transient anywhere in its chain. A caller that retries Transient failures
+// bounds them with ClassAfter. Errors that are not a *Error (for example one returned by the
+// caller's callback) are not retryable.
 func IsRetryable(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Class == Retryable
+	c := ClassOf(err)
+	return c == Retryable || c == Transient
 }
 
 // RetryAfter returns the delay the appliance asked for before the next attempt (its Retry-After
@@ -231,4 +295,58 @@ func PullErrorMessage(err error) string {
 		return PullErrorHTTPMessage
 	}
 	return PullErrorOtherMessage
+}
+
+// explain completes the classification of a non-200 answer with what only the whole response
+// shows: a 5xx HTML page announcing maintenance is KindMaintenance; a date error names the host's
+// and the appliance's clocks (its Date header) and their difference; a signature error and a
+// redirect to the login page say what to check. hostNow is the client's clock.
+func explain(e *Error, resp *http.Response, body []byte, hostNow time.Time) *Error {
+	switch e.Kind {
+	case KindServer:
+		if e.Status >= 500 && isMaintenancePage(resp.Header.Get("Content-Type"), body) {
+			e.Kind, e.Class = KindMaintenance, KindMaintenance.class()
+			e.msg = fmt.Sprintf("HTTP %d with an HTML maintenance page instead of JSON: the appliance (or a proxy in front of it) is being upgraded or restarted; "+
+				"if it persists, check the appliance and that the instance URL points at its API", e.Status)
+		}
+	case KindDate:
+		host := hostNow.UTC()
+		if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+			skew := host.Sub(d).Round(time.Second)
+			rel := "ahead of"
+			if skew < 0 {
+				skew, rel = -skew, "behind"
+			}
+			e.msg += fmt.Sprintf("; the host clock reads %s, the appliance's Date header %s: the host is %v %s the appliance; check the host's time synchronisation (NTP)",
+				host.Format(time.RFC3339), d.UTC().Format(time.RFC3339), skew, rel)
+		} else {
+			e.msg += fmt.Sprintf("; the host clock reads %s and the appliance sent no Date header: compare it with the appliance's time and check the host's time synchronisation (NTP)",
+				host.Format(time.RFC3339))
+		}
+	case KindSignature:
+		e.msg += "; check that public_token and private_token are the current pair of the same API token (a rotated pair fails like this until the configuration has the new one)"
+	case KindUnknownEndpoint:
+		e.msg += "; an appliance whose authentication is restarting also redirects to its login page for a while"
+	}
+	return e
+}
+
+// maintenanceWords mark an HTML error page as a maintenance page (lower case).
+var maintenanceWords = [][]byte{[]byte("maintenance"), []byte("upgrad"), []byte("being updated")}
+
+// isMaintenancePage reports whether an error body is an HTML page (by its content type or its
+// first non-blank byte) that announces maintenance. A gateway's bare "502 Bad Gateway" page is
+// not one: it stays KindServer, retried without bound.
+func isMaintenancePage(contentType string, body []byte) bool {
+	trimmed := bytes.TrimLeft(bytes.TrimPrefix(body, []byte("\xef\xbb\xbf")), " \t\r\n")
+	if !strings.Contains(strings.ToLower(contentType), "html") && (len(trimmed) == 0 || trimmed[0] != '<') {
+		return false
+	}
+	lower := bytes.ToLower(body)
+	for _, w := range maintenanceWords {
+		if bytes.Contains(lower, w) {
+			return true
+		}
+	}
+	return false
 }

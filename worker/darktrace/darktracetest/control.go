@@ -20,7 +20,7 @@ const ControlPrefix = "/_dtfleet/"
 
 // ParseFaultKind returns the kind named name (the names FaultKind.String prints: status,
 // rate_limit, stall, reset, truncate, login_page, redirect_403, forbidden, input_error,
-// signature_error, date_error).
+// signature_error, date_error, login_redirect, maintenance).
 func ParseFaultKind(name string) (FaultKind, error) {
 	for k, s := range faultNames {
 		if s == name {
@@ -47,11 +47,15 @@ func faultKindNames() []string {
 //	rate_limit,retry_after=5s
 //	truncate,endpoint=/modelbreaches,after_events=2
 //	input_error,service=modelbreaches,start=2024-05-01T10:00:00Z,end=2024-05-01T11:00:00Z,times=-1
+//	date_error,for=10m
+//	maintenance,status=502,for=30m,retry_after=60s
 //
 // Keys: endpoint (a path such as /modelbreaches) or service (a service name); start and end
 // (RFC 3339 or epoch milliseconds: the fault hits requests whose window covers [start, end]);
-// times (how many requests it hits, default 1, -1 for every matching request); status (the status
-// code of kind status, default 503); retry_after (a duration, sent as Retry-After by status and
+// times (how many requests it hits, default 1, -1 for every matching request); for (a duration:
+// every matching request fails for that long on the appliance's clock from the first one, then
+// the fault is dropped; times is then ignored); status (the status code of kinds status and
+// maintenance, default 503); retry_after (a duration, sent as Retry-After by status and
 // rate_limit); retry_after_date (true sends Retry-After as an HTTP date); stall (how long kind
 // stall hangs, default until the client gives up); after_events (complete events sent before a
 // reset, truncate or mid-body stall).
@@ -93,6 +97,8 @@ func ParseFault(spec string) (Fault, error) {
 			if err == nil && (f.Status < 100 || f.Status > 599) {
 				err = fmt.Errorf("status %d is not an HTTP status code", f.Status)
 			}
+		case "for":
+			f.For, err = time.ParseDuration(v)
 		case "retry_after":
 			f.RetryAfter, err = time.ParseDuration(v)
 		case "retry_after_date":
@@ -105,13 +111,13 @@ func ParseFault(spec string) (Fault, error) {
 				err = fmt.Errorf("after_events %d is negative", f.AfterEvents)
 			}
 		default:
-			err = fmt.Errorf("unknown key %q; expected endpoint, service, start, end, times, status, retry_after, retry_after_date, stall or after_events", k)
+			err = fmt.Errorf("unknown key %q; expected endpoint, service, start, end, times, for, status, retry_after, retry_after_date, stall or after_events", k)
 		}
 		if err != nil {
 			return Fault{}, fmt.Errorf("fault %q: %w", spec, err)
 		}
 	}
-	if f.RetryAfter < 0 || f.Stall < 0 {
+	if f.RetryAfter < 0 || f.Stall < 0 || f.For < 0 {
 		return Fault{}, fmt.Errorf("fault %q: durations must not be negative", spec)
 	}
 	return f, nil
@@ -135,10 +141,11 @@ func parseControlTime(v string) (time.Time, error) {
 //	GET    /_dtfleet/truth/keys?service=S&start=T&end=T       the sorted keys of every event of S with event time in [start, end) (JSON)
 //	GET    /_dtfleet/truth/events?service=S&start=T&end=T     every event of S with event time in [start, end), sorted, as JSON lines
 //	GET    /_dtfleet/truth/response?service=S&start=T&end=T   the events a dtfleet request for that window returns now, as JSON lines
+//	GET    /_dtfleet/truth/due?service=S&start=T&end=T&at=T   what a complete collector must have delivered by appliance time at (default: the appliance's now), as Due (JSON)
 //	GET    /_dtfleet/faults                                   {"pending": N}
 //	POST   /_dtfleet/faults                                   one ParseFault spec per body line, appended to the script
 //	DELETE /_dtfleet/faults                                   drops the pending scripted faults
-//	GET    /_dtfleet/stats                                    request counters (JSON)
+//	GET    /_dtfleet/stats                                    request counters, the appliance's clock and the untidiness knobs (JSON)
 //
 // Times are RFC 3339 or epoch milliseconds; start defaults to the data's start and end to the
 // earlier of the data's end and now (events after now do not exist yet on a real appliance).
@@ -179,6 +186,27 @@ func (h *Handler) ControlHandler() http.Handler {
 	}
 	mux.HandleFunc("GET "+ControlPrefix+"truth/events", events(true))
 	mux.HandleFunc("GET "+ControlPrefix+"truth/response", events(false))
+	mux.HandleFunc("GET "+ControlPrefix+"truth/due", func(w http.ResponseWriter, r *http.Request) {
+		service, start, end, ok := h.controlRange(w, r)
+		if !ok {
+			return
+		}
+		at := h.now().UTC()
+		if v := r.URL.Query().Get("at"); v != "" {
+			t, err := parseControlTime(v)
+			if err != nil {
+				http.Error(w, "at: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			at = t
+		}
+		due := h.Due(service, start, end, at)
+		if due == nil {
+			due = []TruthEvent{}
+		}
+		writeControlJSON(w, map[string]any{"service": service, "start": start.Format(time.RFC3339Nano),
+			"end": end.Format(time.RFC3339Nano), "at": at.Format(time.RFC3339Nano), "count": len(due), "events": due})
+	})
 	mux.HandleFunc("GET "+ControlPrefix+"faults", func(w http.ResponseWriter, r *http.Request) {
 		writeControlJSON(w, map[string]any{"pending": h.PendingFaults()})
 	})
@@ -215,7 +243,8 @@ func (h *Handler) ControlHandler() http.Handler {
 			per[path] = h.EndpointRequests(path)
 		}
 		writeControlJSON(w, map[string]any{"requests": h.Requests(), "max_in_flight": h.MaxInFlight(), "endpoints": per,
-			"data_start": h.opts.Start.Format(time.RFC3339), "data_end": h.opts.End.Format(time.RFC3339)})
+			"data_start": h.opts.Start.Format(time.RFC3339), "data_end": h.opts.End.Format(time.RFC3339),
+			"appliance_now": h.now().UTC().Format(time.RFC3339Nano), "untidy": h.untidySummary()})
 	})
 	return mux
 }

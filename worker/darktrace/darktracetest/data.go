@@ -71,6 +71,7 @@ const (
 	vCleared
 	vActive
 	vHistory
+	vUpdated
 	nVars
 )
 
@@ -80,7 +81,7 @@ var varNames = map[string]int{
 	"groupScore": vGroupScore, "gid": vGID, "pstart": vPStart, "pend": vPEnd, "action": vAction,
 	"label": vLabel, "manual": vManual, "triggerer": vTriggerer, "pbid": vPbid, "model": vModel,
 	"modeluuid": vModelUUID, "expires": vExpires, "cleared": vCleared, "active": vActive,
-	"history": vHistory,
+	"history": vHistory, "updated": vUpdated,
 }
 
 func marker(name string) string { return "@@" + name + "@@" }
@@ -158,6 +159,9 @@ type templates struct {
 	incidents   []*tmpl // AI Analyst events, one per sample event
 	action      *tmpl
 	actionHist  *tmpl
+	// actionUpd and actionHistUpd add "updated", for Untidiness.ActionLifecycle.
+	actionUpd     *tmpl
+	actionHistUpd *tmpl
 }
 
 // loadTemplates compiles the embedded samples into templates.
@@ -242,12 +246,16 @@ func loadTemplates() (*templates, error) {
 		} {
 			a[k] = marker(name)
 		}
+		plain, upd := &t.action, &t.actionUpd
 		if _, ok := a["history"]; ok {
 			a["history"] = marker("history")
-			if t.actionHist, err = compile(a); err != nil {
-				return nil, err
-			}
-		} else if t.action, err = compile(a); err != nil {
+			plain, upd = &t.actionHist, &t.actionHistUpd
+		}
+		if *plain, err = compile(a); err != nil {
+			return nil, err
+		}
+		a["updated"] = marker("updated")
+		if *upd, err = compile(a); err != nil {
 			return nil, err
 		}
 	}
@@ -290,10 +298,14 @@ type rec struct {
 	variant  int
 	gsKind   int // 0 number, 1 string, 2 null
 	comments int
-	ack      bool
-	pinned   bool
-	cleared  bool
-	manual   bool
+	// Antigena lifecycle (Untidiness.ActionLifecycle); zero when there is none.
+	extendAt   int64 // when the action was extended to newExpires
+	newExpires int64
+	clearAt    int64 // when it was cleared
+	ack        bool
+	pinned     bool
+	cleared    bool
+	manual     bool
 }
 
 // mix hashes its parts into a 64-bit seed.
@@ -387,6 +399,7 @@ func (h *Handler) genHour(service string, hour int64) []rec {
 			}
 		}
 	}
+	h.untidy(service, hour, recs)
 	if service == config.ServiceIncidentEvents && h.pinHour(hour) {
 		recs[0].pinned = true
 	}
@@ -423,6 +436,7 @@ var models = []string{
 // renderer renders events, reusing its buffers; it is not safe for concurrent use.
 type renderer struct {
 	h    *Handler
+	now  int64 // the appliance's clock, epoch ms: an Antigena action is rendered as it is then
 	vals [nVars][]byte
 	buf  []byte
 }
@@ -500,8 +514,11 @@ func (rd *renderer) render(service string, r *rec, history bool) []byte {
 		v[vAction] = appendQuoted(v[vAction][:0], kind[0])
 		v[vLabel] = appendQuoted(v[vLabel][:0], kind[1])
 		v[vManual] = appendBool(v[vManual][:0], r.manual)
-		v[vExpires] = strconv.AppendInt(v[vExpires][:0], r.expires, 10)
-		v[vCleared] = appendBool(v[vCleared][:0], r.cleared)
+		life := rd.h.opts.Untidy.ActionLifecycle
+		cur := rd.h.current(r, rd.now)
+		v[vExpires] = strconv.AppendInt(v[vExpires][:0], cur.expires, 10)
+		v[vCleared] = appendBool(v[vCleared][:0], cur.state == StateCleared)
+		v[vUpdated] = strconv.AppendQuote(v[vUpdated][:0], strconv.FormatInt(cur.at, 10))
 		v[vActive] = append(v[vActive][:0], "true"...)
 		if r.manual {
 			v[vTriggerer] = fmt.Appendf(v[vTriggerer][:0], `{"username":"analyst%d","reason":""}`, r.did%7)
@@ -517,11 +534,26 @@ func (rd *renderer) render(service string, r *rec, history bool) []byte {
 			v[vModelUUID] = appendQuoted(v[vModelUUID][:0], fmt.Sprintf("d92d6f73-0c1b-4c96-84a8-%012x", r.aux+1))
 		}
 		t := rd.h.tpl.action
+		if life {
+			t = rd.h.tpl.actionUpd
+		}
 		if history {
 			t = rd.h.tpl.actionHist
-			hist := fmt.Appendf(v[vHistory][:0], `[{"family":"NETWORK","username":%q,"action":"created","reason":"","time":%d}`,
-				map[bool]string{true: fmt.Sprintf("analyst%d", r.did%7), false: "Antigena"}[r.manual], r.t)
-			if r.cleared {
+			if life {
+				t = rd.h.tpl.actionHistUpd
+			}
+			creator := map[bool]string{true: fmt.Sprintf("analyst%d", r.did%7), false: "Antigena"}[r.manual]
+			hist := fmt.Appendf(v[vHistory][:0], `[{"family":"NETWORK","username":%q,"action":"created","reason":"","time":%d}`, creator, r.t)
+			switch {
+			case life:
+				for _, tr := range rd.h.transitions(r, rd.now)[1:] {
+					user := "Antigena"
+					if tr.state == StateCleared {
+						user = fmt.Sprintf("analyst%d", r.did%7)
+					}
+					hist = fmt.Appendf(hist, `,{"family":"NETWORK","username":%q,"action":%q,"reason":"","time":%d}`, user, tr.state, tr.at)
+				}
+			case r.cleared:
 				hist = fmt.Appendf(hist, `,{"family":"NETWORK","username":"analyst%d","action":"cleared","reason":"","time":%d}`, r.did%7, r.t+(r.expires-r.t)/2)
 			}
 			v[vHistory] = append(hist, ']')

@@ -2,6 +2,7 @@ package darktracetest
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -35,13 +36,19 @@ const (
 	FaultSignatureError
 	// FaultDateError answers 400 {"response":"API DATE ERROR"}.
 	FaultDateError
+	// FaultLoginRedirect answers 302 to the login page ("Found. Redirecting to /login"), as an
+	// appliance does while its authentication restarts or a session front end intervenes.
+	FaultLoginRedirect
+	// FaultMaintenance answers Fault.Status (default 503) with an HTML maintenance page, as an
+	// appliance or its proxy does during an upgrade.
+	FaultMaintenance
 )
 
 var faultNames = map[FaultKind]string{
 	FaultStatus: "status", FaultRateLimit: "rate_limit", FaultStall: "stall", FaultReset: "reset",
 	FaultTruncate: "truncate", FaultLoginPage: "login_page", FaultRedirect403: "redirect_403",
 	FaultForbidden: "forbidden", FaultInputError: "input_error", FaultSignatureError: "signature_error",
-	FaultDateError: "date_error",
+	FaultDateError: "date_error", FaultLoginRedirect: "login_redirect", FaultMaintenance: "maintenance",
 }
 
 // String names the fault kind.
@@ -56,6 +63,12 @@ func (k FaultKind) String() string {
 // faults.
 var RetryableFaults = []FaultKind{FaultStatus, FaultRateLimit, FaultStall, FaultReset, FaultTruncate}
 
+// TransientFaults are the kinds that look permanent on one request but clear by themselves on a
+// real appliance (a clock being corrected, a token pair being rotated, authentication or the
+// appliance restarting): a client should retry them for a bounded time. Script them for a time
+// span with Fault.For.
+var TransientFaults = []FaultKind{FaultDateError, FaultSignatureError, FaultLoginRedirect, FaultMaintenance}
+
 // Fault is one injected misbehaviour and the requests it hits.
 type Fault struct {
 	// Kind is what happens.
@@ -66,9 +79,13 @@ type Fault struct {
 	// covers [Start, End]: the request for a slot [Start, End) with any look-back.
 	Start, End time.Time
 	// Times is how many requests the fault hits: 0 means once, a negative value means every
-	// matching request until ClearFaults.
+	// matching request until ClearFaults. It is ignored when For is set.
 	Times int
-	// Status is FaultStatus's status code; 0 means 503.
+	// For, when set, makes the fault hit every matching request for this long on the appliance's
+	// clock, from the first request it hits; then it is dropped. "API DATE ERROR for 10
+	// minutes" is Fault{Kind: FaultDateError, For: 10 * time.Minute}.
+	For time.Duration
+	// Status is FaultStatus's and FaultMaintenance's status code; 0 means 503.
 	Status int
 	// RetryAfter is sent as Retry-After by FaultRateLimit (0 means 1s) and, when set, by
 	// FaultStatus.
@@ -80,6 +97,8 @@ type Fault struct {
 	// AfterEvents is how many complete events FaultReset, FaultTruncate and a mid-body
 	// FaultStall send first.
 	AfterEvents int
+
+	until time.Time // end of a For span, set when it first hits
 }
 
 // matches reports whether the fault applies to a request of path with window [s, e] (zero
@@ -129,11 +148,19 @@ func (h *Handler) ClearFaults() {
 	h.script = nil
 }
 
-// PendingFaults returns how many scripted faults have not fired yet (unlimited ones count once).
+// PendingFaults returns how many scripted faults have not fired yet or are still in their For
+// span (unlimited ones count once).
 func (h *Handler) PendingFaults() int {
+	now := h.now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.script)
+	n := 0
+	for _, f := range h.script {
+		if f.For <= 0 || f.until.IsZero() || now.Before(f.until) {
+			n++
+		}
+	}
+	return n
 }
 
 // SetInputError makes every request of service whose window covers [start, end] fail with 400
@@ -161,12 +188,23 @@ func (h *Handler) pickFault(path string, s, e time.Time) *Fault {
 			}
 		}
 	}
-	for i, f := range h.script {
+	now := h.now()
+	for i := 0; i < len(h.script); i++ {
+		f := h.script[i]
+		if f.For > 0 && !f.until.IsZero() && !now.Before(f.until) {
+			h.script = slices.Delete(h.script, i, i+1) // its span is over
+			i--
+			continue
+		}
 		if !f.matches(path, s, e) {
 			continue
 		}
 		fired := *f
 		switch {
+		case f.For > 0:
+			if f.until.IsZero() {
+				f.until = now.Add(f.For)
+			}
 		case f.Times < 0:
 		case f.Times > 1:
 			f.Times--

@@ -9,13 +9,61 @@
 // lazily per service and hour from the seed, so a fake with a year of data starts at once and a
 // huge response streams without being held in memory.
 //
-// It reproduces the traps the reference documents: breaches created well after their time and
+// It reproduces the traps the reference documents: breaches created after their time and
 // invisible until then, acknowledged breaches and events hidden without includeacknowledged,
 // unsorted AI Analyst events, pinned events returned outside the window unless
 // includeallpinned=false, groupScore as number, string or null, /antigena as an array or an
 // object, /status with an errored probe without id and Unified View instances. Faults can be
 // injected at random or by script. Ground truth (Events, AllEvents, Keys) lets tests check that
 // nothing was lost or repeated.
+//
+// # Untidiness
+//
+// By default the fake is tidy, as the fleet tests expect: breaches are at most an hour late,
+// AI Analyst events are visible at createdAt, Antigena actions never change and the clock is
+// Options.Now. Options.Untidy (Go) or the simulate flags turn on the real world's mess, each part
+// on its own; Options.Realistic (--realistic) turns all of it on at RealisticUntidiness's values
+// for live runs. Turning a knob on changes no id, time or score of the dataset.
+//
+//   - LateBreachShare, MaxBreachDelay (--late-breaches SHARE, --max-breach-delay DUR): that share
+//     of breaches is created up to MaxBreachDelay (default 3h) after its time, and is invisible
+//     until the appliance clock reaches its creationTime. /modelbreaches windows filter on time,
+//     or on creationTime with creationtime=true.
+//   - IncidentDelay (--incident-delay DUR): each AI Analyst event becomes visible a delay in
+//     (0, IncidentDelay] after its createdAt.
+//   - IncidentWindow (--incident-window event|change): what the AI Analyst window filters on,
+//     UNVERIFIED in the reference: createdAt (event, the default and the harsher reading: a
+//     window fetched right after its end misses the events not visible yet, until it is fetched
+//     again) or the instant the event became visible (change).
+//   - ActionLifecycle (--action-lifecycle): Antigena actions are created (active) at start, 30%
+//     are extended once (a later expires), 20% are cleared, the others expire; each state sets
+//     "updated" (a string of epoch ms) and adds a history entry, and a response shows each action
+//     as it is at the appliance clock.
+//   - ActionWindow (--action-window event|change): what the Antigena window filters on, UNVERIFIED
+//     in the reference: start (event, the default and harsher) or the current updated (change).
+//     Without a window /antigena returns the current actions and those that expired in the last
+//     14 days, as the reference says (cleared ones only with includecleared).
+//   - ClockOffset (--clock-offset DUR): the appliance clock is Options.Now plus the offset; its
+//     Date header, the ±30 minute DTAPI-Date check (400 {"response":"API DATE ERROR"}),
+//     visibility and snapshots all use it.
+//
+// Transient faults for a time span are scripted faults with Fault.For (spec key for=DUR): every
+// matching request fails for that long on the appliance clock from the first one, then the
+// fault is dropped. The kinds that clear by themselves on a real appliance are TransientFaults:
+// date_error ("API DATE ERROR for 10 minutes": date_error,for=10m), signature_error (a token
+// rotation), login_redirect (302 to /login) and maintenance (an HTML maintenance page with a
+// 5xx, status=CODE, default 503).
+//
+// # Ground truth
+//
+// Due(service, start, end, at) (control API: GET /_dtfleet/truth/due?service=S&start=T&end=T&at=T)
+// is what a complete collector must have delivered by appliance time at of the events with event
+// time in [start, end): every breach once (key pbid) created by then, late ones included; every
+// AI Analyst event once (key id) visible by then; every state each Antigena action reached by
+// then, once (key "<codeid>:<state>", state created, extended, cleared or expired, with its
+// updated time). TruthKey gives a delivered event the same key, reading an action's state from
+// its fields. Keys, KeysIn and AllEvents stay what they were: every event of the range, whether
+// visible yet or not, and Antigena actions by codeid only.
 package darktracetest
 
 import (
@@ -83,10 +131,18 @@ type Options struct {
 	EventSize int
 	// Latency and Jitter delay every response by Latency ± Jitter (uniform).
 	Latency, Jitter time.Duration
-	// Now is the appliance's clock (date checks, visibility, snapshots); nil means time.Now.
+	// Now is the base clock; nil means time.Now. The appliance's clock (date checks, the Date
+	// header, visibility, snapshots) is Now plus Untidy.ClockOffset.
 	Now func() time.Time
 	// Faults configures fault injection.
 	Faults Faults
+	// Untidy turns on the real world's untidiness: late breaches, AI Analyst events that appear
+	// after their createdAt, Antigena actions that change, a skewed appliance clock. The zero
+	// value is tidy.
+	Untidy Untidiness
+	// Realistic turns on all of RealisticUntidiness: each Untidy field left zero takes the
+	// realistic value (the window readings stay as Untidy sets them).
+	Realistic bool
 	// Logger receives one debug line per request; nil discards.
 	Logger *slog.Logger
 }
@@ -120,9 +176,23 @@ func NewHandler(opts Options) *Handler {
 	}
 	opts.PublicToken = cmp.Or(opts.PublicToken, DefaultPublicToken)
 	opts.PrivateToken = cmp.Or(opts.PrivateToken, DefaultPrivateToken)
-	now := opts.Now
-	if now == nil {
-		now = time.Now
+	if opts.Realistic {
+		r := RealisticUntidiness()
+		u := &opts.Untidy
+		u.LateBreachShare = cmp.Or(u.LateBreachShare, r.LateBreachShare)
+		u.MaxBreachDelay = cmp.Or(u.MaxBreachDelay, r.MaxBreachDelay)
+		u.IncidentDelay = cmp.Or(u.IncidentDelay, r.IncidentDelay)
+		u.ActionLifecycle = u.ActionLifecycle || r.ActionLifecycle
+		u.ClockOffset = cmp.Or(u.ClockOffset, r.ClockOffset)
+	}
+	opts.Untidy = opts.Untidy.withDefaults()
+	base := opts.Now
+	if base == nil {
+		base = time.Now
+	}
+	now := base
+	if off := opts.Untidy.ClockOffset; off != 0 {
+		now = func() time.Time { return base().Add(off) }
 	}
 	if opts.End.IsZero() {
 		opts.End = now().UTC().Truncate(time.Hour).Add(time.Hour)
@@ -220,6 +290,9 @@ func (h *Handler) serve(w *statusRecorder, r *http.Request) {
 	if !h.delay(r.Context()) {
 		return
 	}
+	// The appliance dates its answers by its own clock: with a skewed clock, the Date header is
+	// what a client compares its DTAPI-Date with.
+	w.Header().Set("Date", h.now().UTC().Format(http.TimeFormat))
 	if r.Method != http.MethodGet {
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "Method Not Allowed"})
 		return
@@ -387,6 +460,14 @@ func (h *Handler) preBodyFault(w http.ResponseWriter, r *http.Request, f *Fault)
 		writeJSON(w, http.StatusBadRequest, map[string]string{"response": "API SIGNATURE ERROR"})
 	case FaultDateError:
 		writeJSON(w, http.StatusBadRequest, map[string]string{"response": "API DATE ERROR"})
+	case FaultLoginRedirect:
+		redirect(w, "/login")
+	case FaultMaintenance:
+		code := cmp.Or(f.Status, http.StatusServiceUnavailable)
+		retryAfter(f.RetryAfter)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(code)
+		io.WriteString(w, maintenancePage)
 	}
 	return false
 }
@@ -396,6 +477,14 @@ const loginPage = `<!DOCTYPE html>
 <html lang="en">
 <head><meta charset="utf-8"><title>Log In | Darktrace</title></head>
 <body><form method="post" action="/login"><input name="username"><input name="password" type="password"></form></body>
+</html>
+`
+
+// maintenancePage is what an appliance (or the proxy in front of it) serves during an upgrade.
+const maintenancePage = `<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Maintenance | Darktrace</title></head>
+<body><h1>Darktrace is being updated</h1><p>The Threat Visualizer will be back shortly.</p></body>
 </html>
 `
 
@@ -554,7 +643,7 @@ func (h *Handler) writeBody(s *sink, service string, q *query) error {
 		} else if err := s.raw("["); err != nil {
 			return err
 		}
-		rd := &renderer{h: h}
+		rd := &renderer{h: h, now: now.UnixMilli()}
 		var dids []int
 		var conns []rec
 		err := h.each(service, q, now, func(r *rec) error {
@@ -592,7 +681,7 @@ func (h *Handler) writeBody(s *sink, service string, q *query) error {
 		if err := s.raw("["); err != nil {
 			return err
 		}
-		rd := &renderer{h: h}
+		rd := &renderer{h: h, now: now.UnixMilli()}
 		sep := ""
 		err := h.each(service, q, now, func(r *rec) error {
 			err := s.event(sep, rd.render(service, r, false))
@@ -652,6 +741,7 @@ func (h *Handler) writeConnections(s *sink, actions []rec) error {
 // query is a parsed request.
 type query struct {
 	start, end time.Time // the window, inclusive; zero for snapshots
+	noWindow   bool      // the request had no time parameter
 
 	ack          bool // includeacknowledged
 	creationTime bool // creationtime: filter breaches on creationTime
@@ -826,16 +916,13 @@ func parseQuery(service, raw string, now time.Time) (*query, error) {
 	case haveEnd:
 		q.start = q.end.Add(-span)
 	default:
-		q.start, q.end = now.Add(-span), now
+		q.start, q.end, q.noWindow = now.Add(-span), now, true
 	}
 	if q.end.Before(q.start) {
 		return nil, fmt.Errorf("endtime %v before starttime %v", q.end, q.start)
 	}
 	return q, nil
 }
-
-// maxLate is how long after its time a breach may be created.
-const maxLate = hourMs
 
 // each calls fn with every event of service that a request q returns at now, in response
 // order: events in the window (inclusive at both ends) that are visible, match the filters,
@@ -844,8 +931,11 @@ func (h *Handler) each(service string, q *query, now time.Time, fn func(*rec) er
 	nowMs := now.UnixMilli()
 	s, e := q.start.UnixMilli(), q.end.UnixMilli()
 	lo, hi := s, e
-	if service == config.ServiceModelBreaches && q.creationTime {
-		lo -= maxLate // a breach created in the window may have an earlier time
+	lo -= h.lag(service, q) // an event that appeared or changed in the window may have an earlier time
+	unwindowedActions := service == config.ServiceAntigena && q.noWindow
+	if unwindowedActions {
+		// Current actions and those that expired in the last 14 days, whenever they started.
+		lo, hi = nowMs-windowDefaults[service].Milliseconds()-maxActionLife, nowMs
 	}
 	visit := func(r *rec, inWindow bool) error {
 		if r.created > nowMs || r.t < h.opts.Start.UnixMilli() || r.t >= h.opts.End.UnixMilli() {
@@ -861,8 +951,12 @@ func (h *Handler) each(service string, q *query, now time.Time, fn func(*rec) er
 				return nil
 			}
 		case config.ServiceAntigena:
-			if r.cleared && !q.cleared || q.pbid != 0 && (r.manual || r.id-7 != q.pbid) || q.did != 0 && int64(r.did) != q.did {
+			cur := h.current(r, nowMs)
+			if cur.state == StateCleared && !q.cleared || q.pbid != 0 && (r.manual || r.id-7 != q.pbid) || q.did != 0 && int64(r.did) != q.did {
 				return nil
+			}
+			if unwindowedActions {
+				inWindow = cur.expires >= nowMs-windowDefaults[service].Milliseconds()
 			}
 		}
 		if !inWindow {
@@ -876,10 +970,7 @@ func (h *Handler) each(service string, q *query, now time.Time, fn func(*rec) er
 		recs := h.genHour(service, hour)
 		for i := range recs {
 			r := &recs[i]
-			key := r.t
-			if service == config.ServiceModelBreaches && q.creationTime {
-				key = r.created
-			}
+			key := h.windowKey(service, q, r, nowMs)
 			if err := visit(r, key >= s && key <= e); err != nil {
 				return err
 			}
@@ -940,7 +1031,7 @@ func (h *Handler) Events(service string, start, end time.Time) [][]byte {
 		b, _ := h.summaryBody(now, summaryQuery{})
 		return [][]byte{b}
 	}
-	rd := &renderer{h: h}
+	rd := &renderer{h: h, now: now.UnixMilli()}
 	_ = h.each(service, clientQuery(start, end), now, func(r *rec) error {
 		out = append(out, slices.Clone(rd.render(service, r, false)))
 		return nil
@@ -953,7 +1044,7 @@ func (h *Handler) Events(service string, start, end time.Time) [][]byte {
 // what a collector must eventually deliver for that range.
 func (h *Handler) AllEvents(service string, start, end time.Time) [][]byte {
 	var out [][]byte
-	rd := &renderer{h: h}
+	rd := &renderer{h: h, now: h.now().UnixMilli()}
 	for _, r := range h.allRecs(service, start, end) {
 		out = append(out, slices.Clone(rd.render(service, &r, false)))
 	}
