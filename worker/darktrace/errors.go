@@ -244,7 +244,7 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// Unwrap returns the underlying error (a context error, a network error, events.ErrMalformed),
+// Unwrap returns the underlying error (a context error, a network error, jsonscan.ErrMalformed),
 // if any.
 func (e *Error) Unwrap() error { return e.err }
 

@@ -36,7 +36,6 @@ func errorsClient(t *testing.T, srv *darktracetest.Server, private string, hostN
 	t.Helper()
 	c, err := New(Config{
 		BaseURL: srv.URL, PublicToken: "pub-errors", PrivateToken: config.Secret(private), Timeout: 10 * time.Second,
-		Backoff: Backoff{Base: time.Millisecond, Max: 2 * time.Millisecond},
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Proxy:   func(*http.Request) (*url.URL, error) { return nil, nil },
 		Now:     hostNow,
@@ -122,9 +121,9 @@ func TestGatewayErrorStaysRetryable(t *testing.T) {
 	}
 }
 
-// TestFetchWithRetryRidesOutTransientFailures: a burst of transient failures is retried and the
-// request then succeeds with the full response.
-func TestFetchWithRetryRidesOutTransientFailures(t *testing.T) {
+// TestTransientFailuresThenFullResponse: a burst of transient failures gives one retryable
+// (Transient) error per request, and the request then succeeds with the full response.
+func TestTransientFailuresThenFullResponse(t *testing.T) {
 	t.Parallel()
 	srv := errorsFake(t, darktracetest.Untidiness{},
 		darktracetest.Fault{Kind: darktracetest.FaultDateError},
@@ -135,9 +134,18 @@ func TestFetchWithRetryRidesOutTransientFailures(t *testing.T) {
 	c := errorsClient(t, srv, "priv-errors", srv.Options().Now)
 	req := breachesReq(srv)
 	var n int
-	st, err := c.FetchWithRetry(t.Context(), req, func([]byte) error { n++; return nil }, 5, func(int) { n = 0 })
-	if err != nil || st.Attempts != 5 {
-		t.Fatalf("FetchWithRetry: %v after %d attempts", err, st.Attempts)
+	for attempt := 1; ; attempt++ {
+		n = 0
+		_, err := c.Fetch(t.Context(), req, func([]byte) error { n++; return nil })
+		if err == nil {
+			if attempt != 5 {
+				t.Fatalf("succeeded on attempt %d, want 5 (four scripted faults first)", attempt)
+			}
+			break
+		}
+		if attempt >= 5 || ClassOf(err) != Transient || !IsRetryable(err) {
+			t.Fatalf("attempt %d: class %v (%v), want a transient error", attempt, ClassOf(err), err)
+		}
 	}
 	if want := len(srv.Events(req.Service, req.Start, req.End)); n == 0 || n != want {
 		t.Fatalf("got %d events, want %d", n, want)
