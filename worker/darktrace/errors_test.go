@@ -36,9 +36,9 @@ func errorsClient(t *testing.T, srv *darktracetest.Server, private string, hostN
 	t.Helper()
 	c, err := New(Config{
 		BaseURL: srv.URL, PublicToken: "pub-errors", PrivateToken: config.Secret(private), Timeout: 10 * time.Second,
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Proxy:   func(*http.Request) (*url.URL, error) { return nil, nil },
-		Now:     hostNow,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Proxy:  func(*http.Request) (*url.URL, error) { return nil, nil },
+		Now:    hostNow,
 	})
 	if err != nil {
 		t.Fatal(err)
