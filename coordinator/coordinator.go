@@ -67,7 +67,8 @@ const initialSlotBytes = 2 << 20
 // limitedRecheck is how soon the leader plans again when a lane is at its backlog limit.
 const limitedRecheck = 50 * time.Millisecond
 
-// Bus is what the coordinator needs from the bus: KV buckets and a publisher.
+// Bus opens the coordinator's KV buckets (plan, delivered, dedupe, leases) by name; *bus.Bus
+// implements it. Work items go out through a Publisher, passed separately.
 type Bus interface {
 	KV(ctx context.Context, bucket string) (jetstream.KeyValue, error)
 }

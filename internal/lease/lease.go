@@ -1,4 +1,4 @@
-// Package lease implements leader leases on a JetStream KV bucket whose TTL is the lease TTL.
+// Package lease implements leader leases on a JetStream KV bucket whose TTL is at least the lease TTL.
 // One holder at a time: acquiring is KeyValue.Create (fails while the key lives), renewing is
 // KeyValue.Update with the last revision (fails if anyone else wrote the key), releasing deletes
 // the key with a revision check, and a dead holder's key expires with the bucket's TTL, so a
@@ -23,7 +23,7 @@ import (
 var ErrLost = errors.New("lease lost")
 
 // KV is the part of a JetStream KV bucket a lease uses; jetstream.KeyValue implements it. The
-// bucket's TTL must equal the lease TTL (or exceed it; see bus.SettingsFor). Create must fail with
+// bucket's TTL expires a dead holder's key (see New for how it relates to the lease TTL). Create must fail with
 // jetstream.ErrKeyExists while the key lives, Update with jetstream.ErrKeyRevisionMismatch (or
 // ErrKeyNotFound once it expired) unless last is the key's current revision, and Delete with
 // LastRevision must delete only that revision.
@@ -60,7 +60,10 @@ type Lease struct {
 	held    bool
 }
 
-// New returns a lease on key in kv, held under the name holder. ttl must equal the bucket's TTL.
+// New returns a lease on key in kv, held under the name holder. The bucket's TTL must be at least
+// ttl: the holder renews every ttl/3 and stops acting as the leader after ttl/2 without a
+// confirmed renewal, so a key that outlives ttl only delays a standby, while one that expired
+// sooner could let two holders act at once (bus.SettingsFor sizes the bucket so).
 func New(kv KV, key, holder string, ttl time.Duration, logger *slog.Logger, opts ...Option) *Lease {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
