@@ -12,7 +12,10 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/internal/lease"
@@ -22,8 +25,13 @@ import (
 // Options configure a Coordinator.
 type Options struct {
 	Logger *slog.Logger
-	Now    func() time.Time
-	// ID names this coordinator in its lease (default: a random name).
+	// Clock is what the coordinator reads time from and waits on, its lease included (default:
+	// the real clock).
+	Clock clockwork.Clock
+	// Registerer, when set, gets the coordinator's metrics (dtfleet_role_leader and
+	// dtfleet_coordinator_*); nil registers none.
+	Registerer prometheus.Registerer
+	// ID names this coordinator in its lease (default "coordinator-" and a random UUID).
 	ID string
 	// Tick is how often lanes are checked (default 1s, never more than the shortest period).
 	Tick time.Duration
@@ -39,7 +47,8 @@ type Coordinator struct {
 	dedupe    jetstream.KeyValue
 	lease     *lease.Lease
 	logger    *slog.Logger
-	now       func() time.Time
+	clock     clockwork.Clock
+	metrics   *metrics
 	tick      time.Duration
 	lag       time.Duration
 	maxAhead  uint64
@@ -58,21 +67,26 @@ const initialSlotBytes = 2 << 20
 // limitedRecheck is how soon the leader plans again when a lane is at its backlog limit.
 const limitedRecheck = 50 * time.Millisecond
 
-// Bus is what the coordinator needs from the bus: KV buckets and a publisher.
+// Bus opens the coordinator's KV buckets (plan, delivered, dedupe, leases) by name; *bus.Bus
+// implements it. Work items go out through a Publisher, passed separately.
 type Bus interface {
 	KV(ctx context.Context, bucket string) (jetstream.KeyValue, error)
 }
 
-// New builds a coordinator for cfg's lanes.
+// New builds a coordinator for cfg's lanes. It fails when a bucket cannot be opened, the
+// configuration has no lease TTL, or the metrics cannot be registered.
 func New(ctx context.Context, b Bus, pub Publisher, cfg *config.Config, opts Options) (*Coordinator, error) {
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With("role", "coordinator")
-	now := opts.Now
-	if now == nil {
-		now = time.Now
+	clock := opts.Clock
+	if clock == nil {
+		clock = clockwork.NewRealClock()
+	}
+	if cfg.Coordinator.LeaseTTLInSeconds <= 0 {
+		return nil, errors.New("building the coordinator: coordinator.lease_ttl_in_seconds must be positive")
 	}
 	plan, err := b.KV(ctx, proto.BucketPlan)
 	if err != nil {
@@ -92,16 +106,24 @@ func New(ctx context.Context, b Bus, pub Publisher, cfg *config.Config, opts Opt
 	}
 	id := opts.ID
 	if id == "" {
-		id = randomID("coordinator")
+		id = "coordinator-" + uuid.NewString()
 	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	// The leases bucket's TTL is at least this TTL (bus.SettingsFor takes the larger of the
+	// coordinator's and the shippers'), so the key never expires under a live holder.
+	ttl := time.Duration(cfg.Coordinator.LeaseTTLInSeconds) * time.Second
 	c := &Coordinator{
 		lanes:     cfg.Lanes(),
-		plans:     &planStore{kv: plan, pub: pub, now: now, logger: logger},
+		plans:     &planStore{kv: plan, pub: pub, clock: clock, logger: logger},
 		delivered: delivered,
 		dedupe:    dedupe,
-		lease:     lease.New(leases, proto.LeaseCoordinator, id, time.Duration(max(cfg.Coordinator.LeaseTTLInSeconds, 1))*time.Second, logger),
+		lease:     lease.New(leases, proto.LeaseCoordinator, id, ttl, logger, lease.WithClock(clock)),
 		logger:    logger,
-		now:       now,
+		clock:     clock,
+		metrics:   m,
 		tick:      opts.Tick,
 		lag:       time.Duration(cfg.Coordinator.SafetyLagInSeconds) * time.Second,
 		maxAhead:  uint64(max(cfg.Coordinator.MaxSlotsAhead, 1)),
@@ -109,6 +131,7 @@ func New(ctx context.Context, b Bus, pub Publisher, cfg *config.Config, opts Opt
 		perStep:   opts.MaxSlotsPerStep,
 		started:   map[string]bool{},
 	}
+	c.setLeader(0) // standby until the lease is acquired
 	if c.tick <= 0 {
 		c.tick = time.Second
 	}
@@ -130,8 +153,11 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}, c.lead)
 }
 
+// lead plans while the lease is held; the leader gauge is 1 for every lane meanwhile.
 func (c *Coordinator) lead(ctx context.Context) error {
-	t := time.NewTimer(c.tick)
+	c.setLeader(1)
+	defer c.setLeader(0)
+	t := c.clock.NewTimer(c.tick)
 	defer t.Stop()
 	for {
 		c.limited = false
@@ -154,8 +180,14 @@ func (c *Coordinator) lead(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-t.Chan():
 		}
+	}
+}
+
+func (c *Coordinator) setLeader(v float64) {
+	for _, ln := range c.lanes {
+		c.metrics.leader.WithLabelValues(proto.LaneKey(ln.Input, ln.Service)).Set(v)
 	}
 }
 
@@ -165,7 +197,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 func (c *Coordinator) PlanLane(ctx context.Context, ln config.Lane) error {
 	key := proto.LaneKey(ln.Input, ln.Service)
 	for guard := 0; guard < 1000; guard++ {
-		now := c.now()
+		now := c.clock.Now()
 		st, rev, err := c.plans.get(ctx, key)
 		if err != nil {
 			return err
@@ -221,13 +253,14 @@ func (c *Coordinator) PlanLane(ctx context.Context, ln config.Lane) error {
 		}
 		c.logger.Info(fmt.Sprintf("Total number of time slots to be processed: %d", len(items)),
 			"input", ln.Input, "service", ln.Service,
-			"first_seq", items[0].Seq, "from", fmtMS(items[0].Start), "to", fmtMS(items[len(items)-1].End))
+			"first_seq", items[0].Seq, "from", proto.FormatMS(items[0].Start), "to", proto.FormatMS(items[len(items)-1].End))
 		if err := c.plans.publish(ctx, items); err != nil {
 			return err
 		}
 		if err := c.plans.confirm(ctx, key, items); err != nil {
 			return err
 		}
+		c.metrics.planned.WithLabelValues(ln.Input, ln.Service).Add(float64(len(items)))
 		if len(items) < c.perStep {
 			return nil
 		}
@@ -343,5 +376,3 @@ func (c *Coordinator) due(ln config.Lane, st *proto.Plan, now time.Time, n int) 
 	}
 	return items
 }
-
-func fmtMS(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }

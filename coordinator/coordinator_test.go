@@ -8,31 +8,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/dtfleet/dtfleet/coordinator"
 	"github.com/dtfleet/dtfleet/internal/bus"
+	"github.com/dtfleet/dtfleet/internal/bustest"
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/proto"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func newBus(t *testing.T) *bus.Bus {
-	t.Helper()
-	ctx := context.Background()
-	b, err := bus.Connect(ctx, config.NATS{StoreDir: t.TempDir()}, bus.Options{ListenOverride: "none"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	if err := b.Provision(ctx, bus.Settings{LeaseTTL: 2 * time.Second}); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 func testConfig(t *testing.T, start string, extra string) *config.Config {
 	t.Helper()
@@ -63,11 +52,34 @@ func lane(t *testing.T, cfg *config.Config) config.Lane {
 	return config.Lane{}
 }
 
-type clock struct{ t atomic.Int64 }
+func newClock(t time.Time) *clockwork.FakeClock { return clockwork.NewFakeClockAt(t) }
 
-func (c *clock) now() time.Time   { return time.Unix(0, c.t.Load()).UTC() }
-func (c *clock) set(t time.Time)  { c.t.Store(t.UnixNano()) }
-func newClock(t time.Time) *clock { c := &clock{}; c.set(t); return c }
+// metricValue is the value of the gauge or counter name with labels in reg (0 when absent).
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue metric
+				}
+			}
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
 
 // workItems reads every work item in the work stream, in stream order.
 func workItems(t *testing.T, b *bus.Bus) []proto.WorkItem {
@@ -96,6 +108,18 @@ func workItems(t *testing.T, b *bus.Bus) []proto.WorkItem {
 	return out
 }
 
+// workItemsOf is workItems of one service.
+func workItemsOf(t *testing.T, b *bus.Bus, service string) []proto.WorkItem {
+	t.Helper()
+	var out []proto.WorkItem
+	for _, it := range workItems(t, b) {
+		if it.Service == service {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
 func plan(t *testing.T, b *bus.Bus, key string) proto.Plan {
 	t.Helper()
 	kv, err := b.KV(context.Background(), proto.BucketPlan)
@@ -115,10 +139,10 @@ func plan(t *testing.T, b *bus.Bus, key string) proto.Plan {
 
 func TestPlanBackfillContiguous(t *testing.T) {
 	t.Parallel()
-	b := newBus(t)
+	b := bustest.New(t)
 	cfg := testConfig(t, "2024-05-01T00:00:00Z", "")
 	clk := newClock(time.Date(2024, 5, 8, 0, 0, 30, 0, time.UTC))
-	c, err := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Now: clk.now, MaxSlotsPerStep: 50})
+	c, err := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Clock: clk, MaxSlotsPerStep: 50})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +173,7 @@ func TestPlanBackfillContiguous(t *testing.T) {
 		t.Fatalf("plan after backfill: pending %d next %d", len(p.Pending), p.NextSeq)
 	}
 	// A minute later the partial window is due; planning again adds exactly it.
-	clk.set(clk.now().Add(time.Minute))
+	clk.Advance(time.Minute)
 	if err := c.PlanLane(context.Background(), ln); err != nil {
 		t.Fatal(err)
 	}
@@ -175,12 +199,12 @@ func (f *failingPublisher) PublishMsgAsync(m *nats.Msg, opts ...jetstream.Publis
 
 func TestPlanCrashBetweenReserveAndPublish(t *testing.T) {
 	t.Parallel()
-	b := newBus(t)
+	b := bustest.New(t)
 	cfg := testConfig(t, "2024-05-07T00:00:00Z", "")
 	clk := newClock(time.Date(2024, 5, 8, 0, 0, 30, 0, time.UTC))
 	fp := &failingPublisher{js: b.JS}
 	fp.left.Store(10)
-	c1, err := coordinator.New(context.Background(), b, fp, cfg, coordinator.Options{Now: clk.now})
+	c1, err := coordinator.New(context.Background(), b, fp, cfg, coordinator.Options{Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,8 +218,8 @@ func TestPlanCrashBetweenReserveAndPublish(t *testing.T) {
 	}
 	// The clock moves on (a restart later); a new coordinator must republish the same slots,
 	// not recompute them, and add only the newly due ones.
-	clk.set(clk.now().Add(2 * time.Hour))
-	c2, err := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Now: clk.now})
+	clk.Advance(2 * time.Hour)
+	c2, err := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,15 +243,15 @@ func TestPlanCrashBetweenReserveAndPublish(t *testing.T) {
 
 func TestResetOnStartTimeChange(t *testing.T) {
 	t.Parallel()
-	b := newBus(t)
+	b := bustest.New(t)
 	clk := newClock(time.Date(2024, 5, 8, 0, 0, 30, 0, time.UTC))
 	cfg := testConfig(t, "2024-05-07T00:00:00Z", "")
-	c, _ := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Now: clk.now})
+	c, _ := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Clock: clk})
 	if err := c.PlanLane(context.Background(), lane(t, cfg)); err != nil {
 		t.Fatal(err)
 	}
 	cfg2 := testConfig(t, "2024-05-06T12:00:00Z", "")
-	c2, _ := coordinator.New(context.Background(), b, b.JS, cfg2, coordinator.Options{Now: clk.now})
+	c2, _ := coordinator.New(context.Background(), b, b.JS, cfg2, coordinator.Options{Clock: clk})
 	if err := c2.PlanLane(context.Background(), lane(t, cfg2)); err != nil {
 		t.Fatal(err)
 	}
@@ -247,11 +271,11 @@ func TestResetOnStartTimeChange(t *testing.T) {
 
 func TestBacklogLimit(t *testing.T) {
 	t.Parallel()
-	b := newBus(t)
+	b := bustest.New(t)
 	clk := newClock(time.Date(2024, 5, 8, 0, 0, 30, 0, time.UTC))
 	cfg := testConfig(t, "2024-05-01T00:00:00Z", "")
 	cfg.Coordinator.MaxSlotsAhead = 10
-	c, _ := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Now: clk.now})
+	c, _ := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Clock: clk})
 	if err := c.PlanLane(context.Background(), lane(t, cfg)); err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +303,7 @@ func TestBacklogBytesLimit(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := newBus(t)
+			b := bustest.New(t)
 			clk := newClock(time.Date(2024, 5, 8, 0, 0, 30, 0, time.UTC))
 			cfg := testConfig(t, "2024-05-01T00:00:00Z", "")
 			cfg.Coordinator.MaxSlotsAhead, cfg.Coordinator.MaxBacklogInMB = 100, tc.mb
@@ -293,7 +317,7 @@ func TestBacklogBytesLimit(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			c, _ := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Now: clk.now})
+			c, _ := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Clock: clk})
 			if err := c.PlanLane(context.Background(), lane(t, cfg)); err != nil {
 				t.Fatal(err)
 			}
@@ -306,16 +330,16 @@ func TestBacklogBytesLimit(t *testing.T) {
 
 func TestReplay(t *testing.T) {
 	t.Parallel()
-	b := newBus(t)
+	b := bustest.New(t)
 	clk := newClock(time.Date(2024, 5, 8, 0, 0, 30, 0, time.UTC))
 	cfg := testConfig(t, "2024-05-07T00:00:00Z", "")
-	c, _ := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Now: clk.now})
+	c, _ := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Clock: clk})
 	ln := lane(t, cfg)
 	if err := c.PlanLane(context.Background(), ln); err != nil {
 		t.Fatal(err)
 	}
 	from := time.Date(2024, 5, 7, 3, 0, 0, 0, time.UTC)
-	items, err := coordinator.Replay(context.Background(), b, b.JS, ln, from, from.Add(150*time.Minute), coordinator.ReplayOptions{Force: true, Now: clk.now})
+	items, err := coordinator.Replay(context.Background(), b, b.JS, ln, from, from.Add(150*time.Minute), coordinator.ReplayOptions{Force: true, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +350,7 @@ func TestReplay(t *testing.T) {
 		t.Fatalf("work stream holds %d items after the replay, want 27", n)
 	}
 	// Replaying twice gives new slot IDs: both are published.
-	if _, err := coordinator.Replay(context.Background(), b, b.JS, ln, from, from.Add(time.Hour), coordinator.ReplayOptions{Now: clk.now}); err != nil {
+	if _, err := coordinator.Replay(context.Background(), b, b.JS, ln, from, from.Add(time.Hour), coordinator.ReplayOptions{Clock: clk}); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(workItems(t, b)); n != 28 {
@@ -336,13 +360,14 @@ func TestReplay(t *testing.T) {
 
 func TestOneLeader(t *testing.T) {
 	t.Parallel()
-	b := newBus(t)
+	b := bustest.New(t)
 	cfg := testConfig(t, "2024-05-07T00:00:00Z", "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var runs []chan error
+	regs := []*prometheus.Registry{prometheus.NewRegistry(), prometheus.NewRegistry()}
 	for i := 0; i < 2; i++ {
-		c, err := coordinator.New(ctx, b, b.JS, cfg, coordinator.Options{ID: fmt.Sprintf("c%d", i), Tick: 20 * time.Millisecond})
+		c, err := coordinator.New(ctx, b, b.JS, cfg, coordinator.Options{ID: fmt.Sprintf("c%d", i), Tick: 20 * time.Millisecond, Registerer: regs[i]})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -365,7 +390,25 @@ func TestOneLeader(t *testing.T) {
 				t.Fatalf("seq %d planned twice", it.Seq)
 			}
 		}
-		if n >= 24 {
+		// Never two leaders at once, as their gauges see it.
+		leaders := 0.0
+		for _, reg := range regs {
+			leaders += metricValue(t, reg, "dtfleet_role_leader", map[string]string{"role": "coordinator", "lane": "darktrace.modelbreaches"})
+		}
+		if leaders > 1 {
+			t.Fatalf("%v coordinators report leading the lane", leaders)
+		}
+		// What the coordinators counted as planned is at most what the stream holds (a slot is
+		// counted once its reservation is confirmed, after it was published; a leader's
+		// republished reservations are not counted again), and it grows with the plan.
+		planned := 0.0
+		for _, reg := range regs {
+			planned += metricValue(t, reg, "dtfleet_coordinator_slots_planned_total", map[string]string{"input": "darktrace", "service": "modelbreaches"})
+		}
+		if after := len(workItemsOf(t, b, config.ServiceModelBreaches)); planned > float64(after) {
+			t.Fatalf("dtfleet_coordinator_slots_planned_total sums to %v with %d modelbreaches items in the stream", planned, after)
+		}
+		if n >= 24 && leaders == 1 && planned >= 24 {
 			break
 		}
 		if time.Now().After(deadline) {

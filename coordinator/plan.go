@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -35,7 +36,7 @@ type Publisher interface {
 type planStore struct {
 	kv     jetstream.KeyValue
 	pub    Publisher
-	now    func() time.Time
+	clock  clockwork.Clock
 	logger *slog.Logger
 }
 
@@ -60,7 +61,7 @@ func (p *planStore) get(ctx context.Context, key string) (*proto.Plan, uint64, e
 // put writes st with a revision check (rev 0: create).
 func (p *planStore) put(ctx context.Context, key string, st *proto.Plan, rev uint64) (uint64, error) {
 	st.V = proto.SchemaVersion
-	st.UpdatedAt = p.now().UnixMilli()
+	st.UpdatedAt = p.clock.Now().UnixMilli()
 	data, err := proto.Encode(st)
 	if err != nil {
 		return 0, fmt.Errorf("encoding plan checkpoint %s: %w", key, err)

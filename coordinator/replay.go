@@ -2,12 +2,13 @@ package coordinator
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
 
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/proto"
@@ -20,7 +21,7 @@ var ErrSnapshotReplay = errors.New("snapshot services (status, summarystatistics
 type ReplayOptions struct {
 	Force  bool // the shipper bypasses dedupe for these slots
 	Logger *slog.Logger
-	Now    func() time.Time
+	Clock  clockwork.Clock // what PlannedAt and the checkpoint's UpdatedAt are read from (default: the real clock)
 }
 
 // Replay republishes the lane's slots covering [from, to) in steps of the lane's window, as new
@@ -34,9 +35,9 @@ func Replay(ctx context.Context, b Bus, pub Publisher, ln config.Lane, from, to 
 	if !from.Before(to) {
 		return nil, fmt.Errorf("replaying %s.%s: --from %s is not before --to %s", ln.Input, ln.Service, from.Format(time.RFC3339), to.Format(time.RFC3339))
 	}
-	now := opts.Now
-	if now == nil {
-		now = time.Now
+	clock := opts.Clock
+	if clock == nil {
+		clock = clockwork.NewRealClock()
 	}
 	logger := opts.Logger
 	if logger == nil {
@@ -46,9 +47,9 @@ func Replay(ctx context.Context, b Bus, pub Publisher, ln config.Lane, from, to 
 	if err != nil {
 		return nil, err
 	}
-	ps := &planStore{kv: kv, pub: pub, now: now, logger: logger}
+	ps := &planStore{kv: kv, pub: pub, clock: clock, logger: logger}
 	key := proto.LaneKey(ln.Input, ln.Service)
-	label := randomID("replay")
+	label := "replay-" + uuid.NewString()
 	var items []proto.WorkItem
 	for {
 		st, rev, err := ps.get(ctx, key)
@@ -63,7 +64,7 @@ func Replay(ctx context.Context, b Bus, pub Publisher, ln config.Lane, from, to 
 		window := ln.Svc.Window.Milliseconds()
 		for s := from.UnixMilli(); s < to.UnixMilli(); s += window {
 			e := min(s+window, to.UnixMilli())
-			it := newItem(ln, st, s, e, lane, now())
+			it := newItem(ln, st, s, e, lane, clock.Now())
 			it.Replay, it.Force = true, opts.Force
 			items = append(items, it)
 		}
@@ -84,11 +85,4 @@ func Replay(ctx context.Context, b Bus, pub Publisher, ln config.Lane, from, to 
 	}
 	logger.Info(fmt.Sprintf("Total number of time slots to be processed: %d", len(items)), "input", ln.Input, "service", ln.Service, "replay", label, "force", opts.Force)
 	return items, nil
-}
-
-// randomID returns prefix-<12 hex chars>.
-func randomID(prefix string) string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
 }

@@ -21,8 +21,8 @@ package proto
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/vmihailenco/msgpack/v5"
@@ -56,16 +56,10 @@ const (
 	SubjectResultAll = "dtf.result.>"
 )
 
-var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// ValidName reports an error when name cannot be used as a subject and key token (input names
-// and service names become both).
-func ValidName(name string) error {
-	if !tokenRE.MatchString(name) {
-		return fmt.Errorf("name %q must be 1-64 characters of letters, digits, '_' or '-'", name)
-	}
-	return nil
-}
+// FormatMS formats epoch milliseconds (the times of slots and events on the bus) as RFC 3339 in
+// UTC, to the second: the form every role logs slot bounds in, so that a slot's log lines can be
+// matched across roles and pasted into `dtfleet replay --from/--to`.
+func FormatMS(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
 
 // LaneKey is the KV key of a lane's checkpoints.
 func LaneKey(input, service string) string { return input + "." + service }

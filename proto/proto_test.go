@@ -7,7 +7,10 @@ import (
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestSlotIDDeterministic(t *testing.T) {
 	t.Parallel()
@@ -86,17 +89,19 @@ func TestDecodeRefusesUnknownSchema(t *testing.T) {
 	}
 }
 
-func TestValidName(t *testing.T) {
+func TestFormatMS(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name string
-		ok   bool
+		ms   int64
+		want string
 	}{
-		{"darktrace", true}, {"dt_eu-1", true}, {strings.Repeat("a", 64), true},
-		{"", false}, {"a.b", false}, {"a b", false}, {"a*", false}, {"a>", false}, {strings.Repeat("a", 65), false},
+		{0, "1970-01-01T00:00:00Z"},
+		{1714521600000, "2024-05-01T00:00:00Z"},
+		{1714521600999, "2024-05-01T00:00:00Z"}, // to the second: milliseconds are dropped
+		{-1000, "1969-12-31T23:59:59Z"},
 	} {
-		if err := ValidName(tc.name); (err == nil) != tc.ok {
-			t.Errorf("ValidName(%q) = %v, want ok=%v", tc.name, err, tc.ok)
+		if got := FormatMS(tc.ms); got != tc.want {
+			t.Errorf("FormatMS(%d) = %q, want %q", tc.ms, got, tc.want)
 		}
 	}
 }

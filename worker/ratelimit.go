@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dtfleet/dtfleet/worker/darktrace"
@@ -18,22 +19,34 @@ import (
 // never reserve the same instant), then waits for it. Within a process, reservations are
 // serialised so that the CAS only races with other processes.
 type FleetLimiter struct {
-	kv       jetstream.KeyValue
+	kv       RateStore
 	key      string
 	interval time.Duration
-	now      func() time.Time
+	clock    clockwork.Clock
 	mu       sync.Mutex
 }
 
-// NewFleetLimiter returns a limiter for one input; rps <= 0 means unlimited.
-func NewFleetLimiter(kv jetstream.KeyValue, input string, rps float64, now func() time.Time) darktrace.Limiter {
+// RateStore is the KV bucket of fleet-wide request reservations; jetstream.KeyValue implements
+// it. Get returns jetstream.ErrKeyNotFound for a key never written; Create fails with
+// jetstream.ErrKeyExists when the key exists, Update with jetstream.ErrKeyRevisionMismatch unless
+// last is the key's current revision: that check is what keeps two processes from reserving the
+// same instant.
+type RateStore interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
+	Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error)
+}
+
+// NewFleetLimiter returns a limiter for one input; rps <= 0 means unlimited. clock is what it
+// reads time from and waits on (nil: the real clock).
+func NewFleetLimiter(kv RateStore, input string, rps float64, clock clockwork.Clock) darktrace.Limiter {
 	if rps <= 0 {
 		return darktrace.NewLocalLimiter(0)
 	}
-	if now == nil {
-		now = time.Now
+	if clock == nil {
+		clock = clockwork.NewRealClock()
 	}
-	return &FleetLimiter{kv: kv, key: input, interval: time.Duration(float64(time.Second) / rps), now: now}
+	return &FleetLimiter{kv: kv, key: input, interval: time.Duration(float64(time.Second) / rps), clock: clock}
 }
 
 // Wait reserves the next request instant for this input and sleeps until it.
@@ -42,16 +55,16 @@ func (l *FleetLimiter) Wait(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d := at.Sub(l.now())
+	d := at.Sub(l.clock.Now())
 	if d <= 0 {
 		return nil
 	}
-	t := time.NewTimer(d)
+	t := l.clock.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-t.C:
+	case <-t.Chan():
 		return nil
 	}
 }
@@ -73,7 +86,7 @@ func (l *FleetLimiter) reserve(ctx context.Context) (time.Time, error) {
 		default:
 			return time.Time{}, fmt.Errorf("reading rate reservation of %s: %w", l.key, err)
 		}
-		at := max(l.now().UnixNano(), next)
+		at := max(l.clock.Now().UnixNano(), next)
 		var buf [8]byte
 		binary.BigEndian.PutUint64(buf[:], uint64(at+int64(l.interval)))
 		if rev == 0 {

@@ -7,30 +7,30 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dtfleet/dtfleet/internal/bus"
-	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/jonboulle/clockwork"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dtfleet/dtfleet/internal/bustest"
 	"github.com/dtfleet/dtfleet/proto"
 )
+
+func rateKV(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	kv, err := bustest.New(t).KV(context.Background(), proto.BucketRate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
 
 // TestFleetLimiterHoldsAcrossProcesses: limiters of two worker processes sharing one bucket hand
 // out request instants exactly 1/rps apart between them, never the same instant twice, however
 // their reservations race. The clock is frozen, so the instants are exact.
 func TestFleetLimiterHoldsAcrossProcesses(t *testing.T) {
 	ctx := context.Background()
-	b, err := bus.Connect(ctx, config.NATS{StoreDir: t.TempDir()}, bus.Options{ListenOverride: "none"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if err := b.Provision(ctx, bus.Settings{LeaseTTL: time.Second}); err != nil {
-		t.Fatal(err)
-	}
-	kv, err := b.KV(ctx, proto.BucketRate)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := rateKV(t)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	now := func() time.Time { return t0 }
+	now := clockwork.NewFakeClockAt(t0)
 	const rps, perProcess = 5, 40
 	procs := []*FleetLimiter{
 		NewFleetLimiter(kv, "darktrace", rps, now).(*FleetLimiter),
@@ -75,5 +75,38 @@ func TestFleetLimiterHoldsAcrossProcesses(t *testing.T) {
 	}
 	if !at.Equal(t0) {
 		t.Errorf("another input's first reservation is at %v, want now", at.Sub(t0))
+	}
+}
+
+// TestFleetLimiterWaitsOnItsClock: Wait returns at once for a free instant and otherwise waits
+// on the injected clock until the reserved instant, and not before it: the fake clock only moves
+// when the test advances it.
+func TestFleetLimiterWaitsOnItsClock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	l := NewFleetLimiter(rateKV(t), "darktrace", 2, clock) // one request every 500 ms
+	if err := l.Wait(ctx); err != nil {
+		t.Fatalf("first Wait = %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Wait(ctx) }()
+	if err := clock.BlockUntilContext(ctx, 1); err != nil { // the second Wait's timer
+		t.Fatal(err)
+	}
+	clock.Advance(499 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("the second Wait returned (%v) 1 ms before its instant", err)
+	default:
+	}
+	clock.Advance(time.Millisecond)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("second Wait = %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the second Wait did not return at its instant")
 	}
 }

@@ -96,7 +96,7 @@ func (s *sorter) finish() error { return s.spill() }
 // are reused once acknowledged.
 type chunkWriter struct {
 	ctx     context.Context
-	js      jetstream.JetStream
+	js      ResultPublisher
 	it      proto.WorkItem
 	attempt string
 	max     int
@@ -118,7 +118,7 @@ type pending struct {
 // eventOverhead approximates msgpack's framing of one event.
 const eventOverhead = 32
 
-func newChunkWriter(ctx context.Context, js jetstream.JetStream, it proto.WorkItem, attempt string, maxBytes int, budget *semaphore.Weighted, bufs *sync.Pool) *chunkWriter {
+func newChunkWriter(ctx context.Context, js ResultPublisher, it proto.WorkItem, attempt string, maxBytes int, budget *semaphore.Weighted, bufs *sync.Pool) *chunkWriter {
 	return &chunkWriter{ctx: ctx, js: js, it: it, attempt: attempt, max: maxBytes, budget: budget, bufs: bufs}
 }
 

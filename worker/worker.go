@@ -21,12 +21,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/proto"
 	"github.com/dtfleet/dtfleet/worker/darktrace"
@@ -39,11 +41,58 @@ type Fetcher interface {
 	Fetch(ctx context.Context, req darktrace.Request, fn func(raw []byte) error) (darktrace.Stats, error)
 }
 
+// WorkQueue opens the workers' shared durable pull consumer on the work stream, whose items are
+// redelivered when not acknowledged (or in-progress acknowledged) within ackWait. Every worker
+// of a fleet must pass the same ackWait. *bus.Bus implements it; the worker only calls Next on
+// the consumer (see WorkSource).
+type WorkQueue interface {
+	WorkConsumer(ctx context.Context, ackWait time.Duration) (jetstream.Consumer, error)
+}
+
+// WorkSource hands out work items one at a time: Next waits up to its FetchMaxWait for one and
+// returns nats.ErrTimeout or jetstream.ErrNoMessages when none came. jetstream.Consumer
+// implements it.
+type WorkSource interface {
+	Next(opts ...jetstream.FetchOpt) (jetstream.Msg, error)
+}
+
+// ResultPublisher publishes to the results stream: result chunks asynchronously (the future
+// resolves once the stream stored the chunk), done markers synchronously. Both honour
+// jetstream.WithMsgID, so a repeated publish within the stream's duplicate window is stored once.
+// jetstream.JetStream implements it.
+type ResultPublisher interface {
+	PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+	Publish(ctx context.Context, subject string, payload []byte, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// RecordStore is a KV bucket the worker writes records to and deletes them from (failure
+// records, heartbeats). jetstream.KeyValue implements it.
+type RecordStore interface {
+	Put(ctx context.Context, key string, value []byte) (uint64, error)
+	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
+}
+
+// Endpoints are the parts of the bus a worker uses.
+type Endpoints struct {
+	Work       WorkQueue
+	Results    ResultPublisher
+	Failures   RecordStore // the failed-slots bucket (proto.BucketFailed)
+	Heartbeats RecordStore // the heartbeats bucket (proto.BucketWorkers), whose TTL expires dead workers
+	// Rate is the fleet-wide rate-reservation bucket (proto.BucketRate); only used, and then
+	// required, when Options.Fetchers is nil.
+	Rate RateStore
+	// MaxPayload is the server's largest message in bytes; result chunks are cut to fit it.
+	MaxPayload int
+}
+
 // Options configure a Worker.
 type Options struct {
 	Logger *slog.Logger
-	Now    func() time.Time
-	// ID names this worker in heartbeats and markers (default host-pid-random).
+	// Clock is what the worker reads time from and waits on (default: the real clock).
+	Clock clockwork.Clock
+	// Registerer, when set, gets the worker's metrics (dtfleet_worker_*); nil registers none.
+	Registerer prometheus.Registerer
+	// ID names this worker in heartbeats and markers (default "worker-" and a random UUID).
 	ID string
 	// Fetchers per input name; nil builds darktrace clients from the config, limited fleet-wide.
 	Fetchers map[string]Fetcher
@@ -53,13 +102,20 @@ type Options struct {
 	ShutdownGrace time.Duration
 	// Backoff paces retries of retryable failures (default 1s doubling to 2m, full jitter).
 	Backoff darktrace.Backoff
-	// SortBudget bounds the bytes of events held to sort slots, shared by every slot the worker
-	// processes at once (default 16 MiB), beyond SortFloor bytes that each slot may hold on its
-	// own (default 256 KiB). A slot that finds the budget spent is flushed sorted so far; if its
-	// events arrive out of time order it is sorted in runs (logged).
-	SortBudget int
-	SortFloor  int
 }
+
+// The sort budget bounds the bytes of events held to sort slots, shared by every slot the worker
+// processes at once, beyond sortFloor bytes that each slot may hold on its own. A slot that finds
+// the budget spent is flushed sorted so far; if its events arrive out of time order it is sorted
+// in runs (logged).
+const (
+	sortBudget = 16 << 20
+	sortFloor  = 256 << 10
+)
+
+// heartbeatPeriod is how often a worker writes its heartbeat; the heartbeats bucket's TTL (30 s,
+// internal/bus) is several periods, so one slow write does not make a live worker vanish.
+const heartbeatPeriod = 5 * time.Second
 
 type lane struct {
 	ln   config.Lane
@@ -68,15 +124,14 @@ type lane struct {
 
 // Worker consumes work items and produces results.
 type Worker struct {
-	b        *bus.Bus
+	ep       Endpoints
 	lanes    map[string]*lane
 	fetchers map[string]Fetcher
-	failed   jetstream.KeyValue
-	hb       jetstream.KeyValue
 	conc     int
 	opts     Options
 	logger   *slog.Logger
-	now      func() time.Time
+	clock    clockwork.Clock
+	metrics  *metrics
 	maxChunk int
 	sortPool *sortPool
 	pubs     *semaphore.Weighted
@@ -87,17 +142,21 @@ type Worker struct {
 	started  time.Time
 }
 
-// New builds a worker for cfg's lanes.
-func New(ctx context.Context, b *bus.Bus, cfg *config.Config, opts Options) (*Worker, error) {
+// New builds a worker for cfg's lanes on the bus endpoints ep. It fails when an endpoint is
+// missing or the worker's metrics cannot be registered.
+func New(ep Endpoints, cfg *config.Config, opts Options) (*Worker, error) {
+	if ep.Work == nil || ep.Results == nil || ep.Failures == nil || ep.Heartbeats == nil || (opts.Fetchers == nil && ep.Rate == nil) {
+		return nil, errors.New("building a worker: an endpoint of the bus is missing")
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clockwork.NewRealClock()
 	}
 	if opts.ID == "" {
-		host, _ := os.Hostname()
-		opts.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), strconv.FormatInt(time.Now().UnixNano()%1e6, 36))
+		// Host and PID are in the heartbeat; the ID only has to be unique in the fleet.
+		opts.ID = "worker-" + uuid.NewString()
 	}
 	if opts.AckWait <= 0 {
 		opts.AckWait = 60 * time.Second
@@ -108,24 +167,15 @@ func New(ctx context.Context, b *bus.Bus, cfg *config.Config, opts Options) (*Wo
 	if opts.Backoff == (darktrace.Backoff{}) {
 		opts.Backoff = darktrace.Backoff{Base: time.Second, Max: 2 * time.Minute}
 	}
-	if opts.SortBudget <= 0 {
-		opts.SortBudget = 16 << 20
-	}
-	if opts.SortFloor <= 0 {
-		opts.SortFloor = 256 << 10
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
 	}
 	logger := opts.Logger.With("role", "worker", "worker", opts.ID)
 	w := &Worker{
-		b: b, lanes: map[string]*lane{}, fetchers: opts.Fetchers, conc: max(cfg.Workers.Concurrency, 1),
-		opts: opts, logger: logger, now: opts.Now, started: opts.Now(),
-		sortPool: &sortPool{max: int64(opts.SortBudget)}, pubs: semaphore.NewWeighted(maxPublishBudget),
-	}
-	var err error
-	if w.failed, err = b.KV(ctx, proto.BucketFailed); err != nil {
-		return nil, err
-	}
-	if w.hb, err = b.KV(ctx, proto.BucketWorkers); err != nil {
-		return nil, err
+		ep: ep, lanes: map[string]*lane{}, fetchers: opts.Fetchers, conc: max(cfg.Workers.Concurrency, 1),
+		opts: opts, logger: logger, clock: opts.Clock, metrics: m, started: opts.Clock.Now(),
+		sortPool: &sortPool{max: sortBudget}, pubs: semaphore.NewWeighted(maxPublishBudget),
 	}
 	for _, ln := range cfg.Lanes() {
 		proc, err := events.NewProcessor(events.Options{Service: ln.Service, Flatten: ln.Svc.Flatten == nil || *ln.Svc.Flatten, Obfuscation: ln.Svc.Obfuscation})
@@ -136,15 +186,11 @@ func New(ctx context.Context, b *bus.Bus, cfg *config.Config, opts Options) (*Wo
 	}
 	if w.fetchers == nil {
 		w.fetchers = map[string]Fetcher{}
-		rate, err := b.KV(ctx, proto.BucketRate)
-		if err != nil {
-			return nil, err
-		}
 		for _, name := range cfg.EnabledInputs() {
 			in := cfg.Inputs[name]
 			dc := darktrace.ConfigFromInput(in)
 			dc.Logger = logger.With("input", name)
-			dc.Limiter = NewFleetLimiter(rate, name, in.RequestsPerSecond, opts.Now)
+			dc.Limiter = NewFleetLimiter(ep.Rate, name, in.RequestsPerSecond, opts.Clock)
 			c, err := darktrace.New(dc)
 			if err != nil {
 				return nil, fmt.Errorf("configuring input %s: %w", name, err)
@@ -153,28 +199,17 @@ func New(ctx context.Context, b *bus.Bus, cfg *config.Config, opts Options) (*Wo
 		}
 	}
 	// Chunks must fit the server's max payload with room for headers and msgpack framing.
-	w.maxChunk = max(int(b.NC.MaxPayload())-32<<10, 16<<10)
+	w.maxChunk = max(ep.MaxPayload-32<<10, 16<<10)
 	return w, nil
 }
 
 // Run consumes work items with bounded concurrency until ctx ends, then lets in-flight slots
 // finish for up to ShutdownGrace before cancelling them (their items are Nak'ed and redelivered).
 func (w *Worker) Run(ctx context.Context) error {
-	stream, err := w.b.JS.Stream(ctx, proto.StreamWork)
+	var cons WorkSource
+	cons, err := w.ep.Work.WorkConsumer(ctx, w.opts.AckWait)
 	if err != nil {
-		return fmt.Errorf("opening stream %s: %w", proto.StreamWork, err)
-	}
-	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       proto.ConsumerWorkers,
-		Description:   "dtfleet workers",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       w.opts.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: 8192,
-		MaxWaiting:    4096,
-	})
-	if err != nil {
-		return fmt.Errorf("creating consumer %s: %w", proto.ConsumerWorkers, err)
+		return fmt.Errorf("starting the worker: %w", err)
 	}
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
@@ -194,7 +229,7 @@ func (w *Worker) Run(ctx context.Context) error {
 					w.logger.Warn("fetching work item", "err", err)
 					select {
 					case <-gctx.Done():
-					case <-time.After(time.Second):
+					case <-w.clock.After(time.Second):
 					}
 					continue
 				}
@@ -210,7 +245,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	<-ctx.Done()
 	select {
 	case <-drained:
-	case <-time.After(w.opts.ShutdownGrace):
+	case <-w.clock.After(w.opts.ShutdownGrace):
 		w.logger.Warn("shutdown grace elapsed; cancelling in-flight slots (they will be redelivered)")
 		cancelWork()
 	}
@@ -221,20 +256,20 @@ func (w *Worker) Run(ctx context.Context) error {
 
 func (w *Worker) heartbeat(ctx context.Context) {
 	host, _ := os.Hostname()
-	t := time.NewTicker(5 * time.Second)
+	t := w.clock.NewTicker(heartbeatPeriod)
 	defer t.Stop()
 	for {
 		hb := proto.Heartbeat{V: proto.SchemaVersion, ID: w.opts.ID, Host: host, PID: os.Getpid(), Started: w.started.UnixMilli(),
-			Slots: w.slots.Load(), InFlight: int(w.inFlight.Load()), UpdatedAt: w.now().UnixMilli()}
+			Slots: w.slots.Load(), InFlight: int(w.inFlight.Load()), UpdatedAt: w.clock.Now().UnixMilli()}
 		if data, err := proto.Encode(&hb); err == nil {
-			if _, err := w.hb.Put(ctx, w.opts.ID, data); err != nil && ctx.Err() == nil {
+			if _, err := w.ep.Heartbeats.Put(ctx, w.opts.ID, data); err != nil && ctx.Err() == nil {
 				w.logger.Debug("writing heartbeat", "err", err)
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 	}
 }
@@ -242,7 +277,7 @@ func (w *Worker) heartbeat(ctx context.Context) {
 func (w *Worker) deregister() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = w.hb.Delete(ctx, w.opts.ID)
+	_ = w.ep.Heartbeats.Delete(ctx, w.opts.ID)
 }
 
 // handle processes one work item and settles it: Ack, Nak with delay, or Term.
@@ -273,7 +308,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	attempt := strconv.FormatUint(meta.NumDelivered, 10)
 	n, err := w.process(ctx, f, l, it, attempt)
 	stop()
-	log := w.logger.With("input", it.Input, "service", it.Service, "seq", it.Seq, "from", fmtMS(it.Start), "to", fmtMS(it.End), "attempt", meta.NumDelivered)
+	log := w.logger.With("input", it.Input, "service", it.Service, "seq", it.Seq, "from", proto.FormatMS(it.Start), "to", proto.FormatMS(it.End), "attempt", meta.NumDelivered)
 	var dtErr *darktrace.Error
 	switch {
 	case err == nil:
@@ -281,6 +316,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 			log.Warn("acknowledging work item (the slot may be fetched again; the shipper keeps the first result)", "err", aerr)
 		}
 		w.slots.Add(1)
+		w.metrics.slots.WithLabelValues(it.Input, it.Service, resultFetched).Inc()
 		log.Debug("slot fetched", "events", n)
 	case ctx.Err() != nil:
 		_ = msg.Nak()
@@ -291,6 +327,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 			_ = msg.NakWithDelay(w.opts.Backoff.Delay(int(meta.NumDelivered)))
 			return
 		}
+		w.metrics.slots.WithLabelValues(it.Input, it.Service, resultFailed).Inc()
 		_ = msg.TermWithReason("failed for good")
 	default:
 		delay := max(w.opts.Backoff.Delay(int(meta.NumDelivered)), darktrace.RetryAfter(err))
@@ -307,7 +344,7 @@ func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg) (stop func())
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(w.opts.AckWait / 3)
+		t := w.clock.NewTicker(w.opts.AckWait / 3)
 		defer t.Stop()
 		for {
 			select {
@@ -315,7 +352,7 @@ func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg) (stop func())
 				return
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-t.Chan():
 				_ = msg.InProgress()
 			}
 		}
@@ -326,12 +363,12 @@ func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg) (stop func())
 // fail records a slot that failed for good and publishes its failed marker.
 func (w *Worker) fail(ctx context.Context, it proto.WorkItem, attempt string, attempts uint64, cause error) error {
 	rec := proto.Failure{V: proto.SchemaVersion, SlotID: it.SlotID, Input: it.Input, Service: it.Service, Seq: it.Seq,
-		Start: it.Start, End: it.End, Error: cause.Error(), Attempts: attempts, Worker: w.opts.ID, At: w.now().UnixMilli()}
+		Start: it.Start, End: it.End, Error: cause.Error(), Attempts: attempts, Worker: w.opts.ID, At: w.clock.Now().UnixMilli()}
 	data, err := proto.Encode(&rec)
 	if err != nil {
 		return err
 	}
-	if _, err := w.failed.Put(ctx, proto.FailedKey(it.Input, it.Service, it.Start, it.End), data); err != nil {
+	if _, err := w.ep.Failures.Put(ctx, proto.FailedKey(it.Input, it.Service, it.Start, it.End), data); err != nil {
 		return fmt.Errorf("writing failure record: %w", err)
 	}
 	d := w.done(it, attempt, 0, 0)
@@ -342,7 +379,7 @@ func (w *Worker) fail(ctx context.Context, it proto.WorkItem, attempt string, at
 func (w *Worker) done(it proto.WorkItem, attempt string, chunks, n int) *proto.Done {
 	return &proto.Done{V: proto.SchemaVersion, SlotID: it.SlotID, Input: it.Input, Service: it.Service, Seq: it.Seq,
 		Attempt: attempt, Start: it.Start, End: it.End, Epoch: it.Epoch, Force: it.Force, Replay: it.Replay,
-		Chunks: chunks, Events: n, Worker: w.opts.ID, At: w.now().UnixMilli()}
+		Chunks: chunks, Events: n, Worker: w.opts.ID, At: w.clock.Now().UnixMilli()}
 }
 
 func (w *Worker) publishDone(ctx context.Context, d *proto.Done) error {
@@ -351,7 +388,7 @@ func (w *Worker) publishDone(ctx context.Context, d *proto.Done) error {
 		return err
 	}
 	subj := proto.DoneSubject(d.Input, d.Service, d.Seq)
-	if _, err := w.b.JS.Publish(ctx, subj, data, jetstream.WithMsgID(d.SlotID+".done."+d.Attempt)); err != nil {
+	if _, err := w.ep.Results.Publish(ctx, subj, data, jetstream.WithMsgID(d.SlotID+".done."+d.Attempt)); err != nil {
 		return fmt.Errorf("publishing done marker of slot %d: %w", d.Seq, err)
 	}
 	return nil
@@ -365,14 +402,16 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	}
 	// Snapshots are keyed by their period's start, so a refetched snapshot has the same keys.
 	poll := time.UnixMilli(it.Start).UTC()
-	out := newChunkWriter(ctx, w.b.JS, it, attempt, w.maxChunk, w.pubs, &w.bufs)
+	out := newChunkWriter(ctx, w.ep.Results, it, attempt, w.maxChunk, w.pubs, &w.bufs)
 	defer out.abort()
-	acc := &sorter{floor: w.opts.SortFloor, pool: w.sortPool, flush: out.add, onDisorder: func() {
+	acc := &sorter{floor: sortFloor, pool: w.sortPool, flush: out.add, onDisorder: func() {
 		w.logger.Warn("slot larger than the sort budget arrived out of time order; its events are sorted in runs",
-			"input", it.Input, "service", it.Service, "seq", it.Seq, "budget_bytes", w.opts.SortBudget)
+			"input", it.Input, "service", it.Service, "seq", it.Seq, "budget_bytes", sortBudget)
 	}}
 	defer acc.release()
+	received := w.metrics.events.WithLabelValues(it.Input, it.Service)
 	_, err := f.Fetch(ctx, req, func(raw []byte) error {
+		received.Inc()
 		return l.proc.Process(raw, poll, acc.add)
 	})
 	if err != nil {
@@ -390,8 +429,6 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	}
 	return acc.n, nil
 }
-
-func fmtMS(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
 
 // CheckInputs validates every input's tokens with a cheap call, as the setup step of Devo's
 // collector does. A terminal failure (wrong token pair, clock skew, missing permission) is

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/dtfleet/dtfleet/internal/bus"
+	"github.com/dtfleet/dtfleet/internal/bustest"
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/proto"
 	"github.com/dtfleet/dtfleet/worker"
@@ -29,18 +31,56 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func newBus(t *testing.T) *bus.Bus {
+// endpoints opens the worker's endpoints on b, as the fleet wiring does.
+func endpoints(t *testing.T, b *bus.Bus) worker.Endpoints {
 	t.Helper()
 	ctx := context.Background()
-	b, err := bus.Connect(ctx, config.NATS{StoreDir: t.TempDir()}, bus.Options{ListenOverride: "none"})
+	kv := func(bucket string) jetstream.KeyValue {
+		t.Helper()
+		kv, err := b.KV(ctx, bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kv
+	}
+	return worker.Endpoints{Work: b, Results: b.JS, Failures: kv(proto.BucketFailed), Heartbeats: kv(proto.BucketWorkers),
+		Rate: kv(proto.BucketRate), MaxPayload: b.MaxPayload()}
+}
+
+// waitFor polls cond until it holds, failing the test after a deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// counter is the value of the counter name with labels in reg (0 when it was never counted).
+func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(b.Close)
-	if err := b.Provision(ctx, bus.Settings{LeaseTTL: 2 * time.Second}); err != nil {
-		t.Fatal(err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue metric
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
 	}
-	return b
+	return 0
 }
 
 // testConfig is one input with the modelbreaches service only, against instance.
@@ -67,7 +107,7 @@ inputs:
 func runWorker(t *testing.T, b *bus.Bus, cfg *config.Config, opts worker.Options) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w, err := worker.New(ctx, b, cfg, opts)
+	w, err := worker.New(endpoints(t, b), cfg, opts)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -199,11 +239,12 @@ func breach(pbid int, at time.Time, pad int) []byte {
 // TestLongFetchIsNotRedelivered: a fetch that outlives the consumer's AckWait several times
 // sends in-progress acks, so no other worker starts the same slot (a redelivery storm).
 func TestLongFetchIsNotRedelivered(t *testing.T) {
-	b := newBus(t)
+	b := bustest.New(t)
 	cfg := testConfig(t, "https://dt.example")
 	now := time.Now().UTC().Truncate(time.Hour)
 	f := &slowFetcher{hold: 2 * time.Second, events: [][]byte{breach(1, now.Add(-50*time.Minute), 10)}}
-	runWorker(t, b, cfg, worker.Options{Fetchers: map[string]worker.Fetcher{"darktrace": f}, AckWait: 300 * time.Millisecond})
+	reg := prometheus.NewRegistry()
+	runWorker(t, b, cfg, worker.Options{Fetchers: map[string]worker.Fetcher{"darktrace": f}, AckWait: 300 * time.Millisecond, Registerer: reg})
 	publishItem(t, b, 1, now.Add(-time.Hour), now)
 	d := waitDone(t, b, 1)
 	if d.Failed || d.Events != 1 {
@@ -213,14 +254,24 @@ func TestLongFetchIsNotRedelivered(t *testing.T) {
 	if n := f.calls.Load(); n != 1 {
 		t.Fatalf("a slot whose fetch outlived AckWait was fetched %d times, want once", n)
 	}
+	lane := map[string]string{"input": "darktrace", "service": config.ServiceModelBreaches}
+	waitFor(t, "the fetched slot to be counted", func() bool {
+		return counter(t, reg, "dtfleet_worker_slots_total", map[string]string{"input": "darktrace", "service": config.ServiceModelBreaches, "result": "fetched"}) == 1
+	})
+	if n := counter(t, reg, "dtfleet_worker_events_received_total", lane); n != 1 {
+		t.Errorf("dtfleet_worker_events_received_total = %v, want 1", n)
+	}
+	if n := counter(t, reg, "dtfleet_worker_slots_total", map[string]string{"result": "failed"}); n != 0 {
+		t.Errorf("dtfleet_worker_slots_total{result=failed} = %v, want 0", n)
+	}
 }
 
 // TestBigResultIsChunked: a result far over the server's max payload travels in chunks that
 // each fit it, an event bigger than a chunk in parts, and the events come out in time order.
 func TestBigResultIsChunked(t *testing.T) {
-	b := newBus(t)
+	b := bustest.New(t)
 	cfg := testConfig(t, "https://dt.example")
-	maxPayload := int(b.NC.MaxPayload())
+	maxPayload := b.MaxPayload()
 	now := time.Now().UTC().Truncate(time.Hour)
 	var evs [][]byte
 	for i := range 40 {
@@ -292,11 +343,12 @@ func fakeAppliance(t *testing.T, faults darktracetest.Faults) (*darktracetest.Se
 // TestTerminalFailureIsRecorded: an INPUT ERROR is not retried; the slot leaves a failure
 // record and a failed done marker (so the shipper passes over it), and its item is terminated.
 func TestTerminalFailureIsRecorded(t *testing.T) {
-	b := newBus(t)
+	b := bustest.New(t)
 	fake, end := fakeAppliance(t, darktracetest.Faults{})
 	from := end.Add(-2 * time.Hour)
 	fake.SetInputError(config.ServiceModelBreaches, from, from.Add(time.Hour), true)
-	runWorker(t, b, testConfig(t, fake.URL), worker.Options{Backoff: darktrace.Backoff{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond}})
+	reg := prometheus.NewRegistry()
+	runWorker(t, b, testConfig(t, fake.URL), worker.Options{Backoff: darktrace.Backoff{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond}, Registerer: reg})
 	publishItem(t, b, 1, from, from.Add(time.Hour))
 	d := waitDone(t, b, 1)
 	if !d.Failed || !strings.Contains(d.Error, "INPUT ERROR") {
@@ -306,6 +358,9 @@ func TestTerminalFailureIsRecorded(t *testing.T) {
 	if n := fake.EndpointRequests("/modelbreaches"); n != 1 {
 		t.Errorf("a terminal failure was requested %d times, want once", n)
 	}
+	waitFor(t, "the failed slot to be counted", func() bool {
+		return counter(t, reg, "dtfleet_worker_slots_total", map[string]string{"input": "darktrace", "service": config.ServiceModelBreaches, "result": "failed"}) == 1
+	})
 	kv, err := b.KV(context.Background(), proto.BucketFailed)
 	if err != nil {
 		t.Fatal(err)
@@ -329,7 +384,7 @@ func TestTerminalFailureIsRecorded(t *testing.T) {
 // TestRetryableFailuresAreRetried: 5xx, 429 and a reset are retried (Nak with delay) until the
 // slot succeeds with every event of its window.
 func TestRetryableFailuresAreRetried(t *testing.T) {
-	b := newBus(t)
+	b := bustest.New(t)
 	fake, end := fakeAppliance(t, darktracetest.Faults{Script: []darktracetest.Fault{
 		{Kind: darktracetest.FaultStatus, Status: 503},
 		{Kind: darktracetest.FaultRateLimit, RetryAfter: 100 * time.Millisecond},
@@ -355,12 +410,12 @@ func TestRetryableFailuresAreRetried(t *testing.T) {
 // TestShutdownFinishesInFlightSlots: when its context ends, a worker lets an in-flight slot
 // finish (within the grace period) and publishes its result instead of abandoning it.
 func TestShutdownFinishesInFlightSlots(t *testing.T) {
-	b := newBus(t)
+	b := bustest.New(t)
 	cfg := testConfig(t, "https://dt.example")
 	now := time.Now().UTC().Truncate(time.Hour)
 	f := &slowFetcher{hold: 500 * time.Millisecond, events: [][]byte{breach(1, now.Add(-10*time.Minute), 10)}}
 	ctx, cancel := context.WithCancel(context.Background())
-	w, err := worker.New(ctx, b, cfg, worker.Options{Fetchers: map[string]worker.Fetcher{"darktrace": f}, ShutdownGrace: 30 * time.Second})
+	w, err := worker.New(endpoints(t, b), cfg, worker.Options{Fetchers: map[string]worker.Fetcher{"darktrace": f}, ShutdownGrace: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,5 +443,42 @@ func TestShutdownFinishesInFlightSlots(t *testing.T) {
 	}
 	if _, err := s.GetLastMsgForSubject(context.Background(), proto.DoneSubject("darktrace", config.ServiceModelBreaches, 1)); err != nil {
 		t.Fatalf("the in-flight slot was abandoned at shutdown: %v", err)
+	}
+}
+
+// TestNewRejectsMissingEndpointsAndTakenMetrics: a worker without one of its bus endpoints, or
+// whose metrics are already registered in the registerer (a second worker in one process sharing
+// a registry), is refused when it is built rather than failing later.
+func TestNewRejectsMissingEndpointsAndTakenMetrics(t *testing.T) {
+	b := bustest.New(t)
+	cfg := testConfig(t, "https://dt.example")
+	fetchers := map[string]worker.Fetcher{"darktrace": &slowFetcher{}}
+	full := endpoints(t, b)
+	for name, edit := range map[string]func(*worker.Endpoints){
+		"work":       func(e *worker.Endpoints) { e.Work = nil },
+		"results":    func(e *worker.Endpoints) { e.Results = nil },
+		"failures":   func(e *worker.Endpoints) { e.Failures = nil },
+		"heartbeats": func(e *worker.Endpoints) { e.Heartbeats = nil },
+	} {
+		ep := full
+		edit(&ep)
+		if _, err := worker.New(ep, cfg, worker.Options{Fetchers: fetchers}); err == nil {
+			t.Errorf("New without the %s endpoint succeeded", name)
+		}
+	}
+	noRate := full
+	noRate.Rate = nil
+	if _, err := worker.New(noRate, cfg, worker.Options{}); err == nil {
+		t.Error("New without the rate bucket and without fetchers succeeded (it needs the bucket for its limiters)")
+	}
+	reg := prometheus.NewRegistry()
+	if _, err := worker.New(full, cfg, worker.Options{Fetchers: fetchers, Registerer: reg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := worker.New(full, cfg, worker.Options{Fetchers: fetchers, Registerer: reg}); err == nil {
+		t.Error("a second worker registered the same metrics in one registry")
+	}
+	if _, err := worker.New(full, cfg, worker.Options{Fetchers: fetchers}); err != nil {
+		t.Errorf("New with a nil registerer = %v", err)
 	}
 }

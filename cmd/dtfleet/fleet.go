@@ -63,18 +63,27 @@ func connectBus(ctx context.Context, cfg *config.Config, r roles, o fleetOptions
 	if err != nil {
 		return nil, err
 	}
-	if err := b.Provision(ctx, settings(cfg)); err != nil {
+	if err := b.Provision(ctx, bus.SettingsFor(cfg)); err != nil {
 		b.Close()
 		return nil, err
 	}
 	return b, nil
 }
 
-func settings(cfg *config.Config) bus.Settings {
-	return bus.Settings{
-		LeaseTTL:  time.Duration(max(cfg.Coordinator.LeaseTTLInSeconds, cfg.Shipper.LeaseTTLInSeconds, 1)) * time.Second,
-		DedupeTTL: time.Duration(max(cfg.Shipper.DedupeTTLInHours, 1)) * time.Hour,
+// workerEndpoints opens the parts of the bus a worker uses.
+func workerEndpoints(ctx context.Context, b *bus.Bus) (worker.Endpoints, error) {
+	ep := worker.Endpoints{Work: b, Results: b.JS, MaxPayload: b.MaxPayload()}
+	var err error
+	if ep.Failures, err = b.KV(ctx, proto.BucketFailed); err != nil {
+		return ep, err
 	}
+	if ep.Heartbeats, err = b.KV(ctx, proto.BucketWorkers); err != nil {
+		return ep, err
+	}
+	if ep.Rate, err = b.KV(ctx, proto.BucketRate); err != nil {
+		return ep, err
+	}
+	return ep, nil
 }
 
 // buildOutputs opens every enabled output. An output that cannot be opened (a certificate that
@@ -135,15 +144,20 @@ func runFleet(ctx context.Context, cfg *config.Config, r roles, o fleetOptions, 
 		_ = g.Wait()
 		return err
 	}
-	var reg prometheus.Registerer // the shipper's metrics go where the fleet's are served
+	// reg gets the roles' own metrics next to the fleet's; nil (no metrics listener) registers none.
+	var reg prometheus.Registerer
 	if o.metricsListen != "" {
 		m := newMetricsServer(o.metricsListen, b, cfg, logger)
-		reg = m.reg
 		m.ready = o.onMetrics
+		reg = m.reg
 		g.Go(func() error { return m.Run(gctx) })
 	}
 	if r.worker {
-		w, err := worker.New(gctx, b, cfg, worker.Options{Logger: logger, Fetchers: o.fetchers, AckWait: o.ackWait, ID: o.id})
+		ep, err := workerEndpoints(gctx, b)
+		if err != nil {
+			return fail(err)
+		}
+		w, err := worker.New(ep, cfg, worker.Options{Logger: logger, Fetchers: o.fetchers, AckWait: o.ackWait, ID: o.id, Registerer: reg})
 		if err != nil {
 			return fail(err)
 		}
@@ -172,7 +186,7 @@ func runFleet(ctx context.Context, cfg *config.Config, r roles, o fleetOptions, 
 		g.Go(func() error { return s.Run(gctx) })
 	}
 	if r.coordinator {
-		c, err := coordinator.New(gctx, b, b.JS, cfg, coordinator.Options{Logger: logger, Tick: o.tick, ID: o.id})
+		c, err := coordinator.New(gctx, b, b.JS, cfg, coordinator.Options{Logger: logger, Tick: o.tick, ID: o.id, Registerer: reg})
 		if err != nil {
 			return fail(err)
 		}

@@ -40,6 +40,11 @@ func TestMetricsEndpoint(t *testing.T) {
 		`dtfleet_lane_backlog_slots{input="darktrace",service="modelbreaches"} 0`,
 		`dtfleet_lane_failed_slots{input="darktrace",service="modelbreaches"} 0`,
 		`dtfleet_leader{holder=`,
+		// The roles' own metrics, registered by this process.
+		`dtfleet_role_leader{lane="darktrace.modelbreaches",role="coordinator"} 1`,
+		`dtfleet_coordinator_slots_planned_total{input="darktrace",service="modelbreaches"} `,
+		`dtfleet_worker_slots_total{input="darktrace",result="fetched",service="modelbreaches"} `,
+		`dtfleet_worker_events_received_total{input="darktrace",service="modelbreaches"} `,
 		"go_goroutines ",
 	}
 	for _, w := range want {

@@ -676,7 +676,7 @@ func TestProcessStandbyRolesTakeOver(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(b.Close)
-			if err := b.Provision(ctx, settings(cfg)); err != nil {
+			if err := b.Provision(ctx, bus.SettingsFor(cfg)); err != nil {
 				t.Fatal(err)
 			}
 			natsYAML := fmt.Sprintf("{url: %q}", b.ClientURL)

@@ -5,6 +5,7 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -102,10 +103,8 @@ func Connect(ctx context.Context, cfg config.NATS, opts Options) (*Bus, error) {
 }
 
 func startEmbedded(cfg config.NATS, listenOverride string, logger *slog.Logger) (*server.Server, error) {
-	dir := cfg.StoreDir
-	if dir == "" {
-		dir = "./data"
-	}
+	// Callers that build config.NATS by hand (tests, tools) get the file's defaults.
+	dir := cmp.Or(cfg.StoreDir, config.DefaultStoreDir)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating nats.store_dir %s: %w", dir, err)
 	}
@@ -122,15 +121,10 @@ func startEmbedded(cfg config.NATS, listenOverride string, logger *slog.Logger) 
 		NoLog:              true,
 		JetStreamMaxMemory: 256 << 20,
 	}
-	listen := cfg.Listen
-	if listenOverride != "" {
-		listen = listenOverride
-	}
+	listen := cmp.Or(listenOverride, cfg.Listen, config.DefaultNATSListen)
 	switch listen {
-	case "none":
+	case config.ListenNone:
 		sopts.DontListen = true
-	case "":
-		sopts.Host, sopts.Port = "127.0.0.1", 4222
 	default:
 		host, port, err := net.SplitHostPort(listen)
 		if err != nil {
@@ -216,36 +210,45 @@ func (b *Bus) shutdownServer() {
 // Embedded reports whether this bus runs its own server.
 func (b *Bus) Embedded() bool { return b.srv != nil }
 
-// Settings are the retention knobs of Provision.
+// Settings are the retention knobs of Provision that come from the configuration. Both are
+// required: their defaults live in internal/config (defaults.go), and SettingsFor derives them
+// from a loaded configuration.
 type Settings struct {
-	LeaseTTL       time.Duration // leader leases expire after this without renewal
-	DedupeTTL      time.Duration // dedupe records live this long
-	ResultMaxBytes int64         // results stream limit; a full stream pushes back on workers
-	WorkerTTL      time.Duration // worker heartbeats expire after this
+	// LeaseTTL is the TTL of the leases bucket: a leader lease whose holder died expires after it.
+	LeaseTTL time.Duration
+	// DedupeTTL is how long the dedupe records of delivered event keys live.
+	DedupeTTL time.Duration
 }
 
-// DefaultSettings are used where a Settings field is zero.
-var DefaultSettings = Settings{
-	LeaseTTL:       10 * time.Second,
-	DedupeTTL:      7 * 24 * time.Hour,
-	ResultMaxBytes: 8 << 30,
-	WorkerTTL:      30 * time.Second,
+// SettingsFor derives the bus settings from a configuration, in this one place.
+//
+// The coordinator's and every lane shipper's leases share one bucket, and a JetStream KV bucket
+// has one TTL, while the configuration has two lease TTLs (coordinator.lease_ttl_in_seconds and
+// shipper.lease_ttl_in_seconds). The bucket takes the larger of the two. That is the safe choice:
+// a role renews its lease every third of its own TTL and stops acting as the leader when it has
+// not renewed for half of it, so a key that outlives its holder's TTL only delays a standby's
+// take-over (to at most the larger TTL); a key that expired before its holder's TTL could let
+// two leaders act at once.
+func SettingsFor(cfg *config.Config) Settings {
+	return Settings{
+		LeaseTTL:  time.Duration(max(cfg.Coordinator.LeaseTTLInSeconds, cfg.Shipper.LeaseTTLInSeconds)) * time.Second,
+		DedupeTTL: time.Duration(cfg.Shipper.DedupeTTLInHours) * time.Hour,
+	}
 }
+
+// Retention of the bus that is not configurable.
+const (
+	// resultMaxBytes bounds the results stream; a full stream pushes back on workers.
+	resultMaxBytes = 8 << 30
+	// workerTTL is how long a worker's heartbeat outlives it; workers beat every few seconds.
+	workerTTL = 30 * time.Second
+)
 
 // Provision creates or updates every stream and bucket dtfleet uses. It is idempotent and safe to
-// run from every process at start-up.
+// run from every process at start-up. Both settings must be positive.
 func (b *Bus) Provision(ctx context.Context, s Settings) error {
-	if s.LeaseTTL == 0 {
-		s.LeaseTTL = DefaultSettings.LeaseTTL
-	}
-	if s.DedupeTTL == 0 {
-		s.DedupeTTL = DefaultSettings.DedupeTTL
-	}
-	if s.ResultMaxBytes == 0 {
-		s.ResultMaxBytes = DefaultSettings.ResultMaxBytes
-	}
-	if s.WorkerTTL == 0 {
-		s.WorkerTTL = DefaultSettings.WorkerTTL
+	if s.LeaseTTL <= 0 || s.DedupeTTL <= 0 {
+		return fmt.Errorf("provisioning the bus: lease TTL %s and dedupe TTL %s must be positive", s.LeaseTTL, s.DedupeTTL)
 	}
 	r := b.Replicas
 	streams := []jetstream.StreamConfig{{
@@ -266,7 +269,7 @@ func (b *Bus) Provision(ctx context.Context, s Settings) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    r,
 		MaxAge:      14 * 24 * time.Hour,
-		MaxBytes:    s.ResultMaxBytes,
+		MaxBytes:    resultMaxBytes,
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  10 * time.Minute,
 		AllowDirect: true,
@@ -282,7 +285,7 @@ func (b *Bus) Provision(ctx context.Context, s Settings) error {
 		{Bucket: proto.BucketDedupe, Description: "delivered event keys", TTL: s.DedupeTTL},
 		{Bucket: proto.BucketLeases, Description: "leader leases", TTL: s.LeaseTTL},
 		{Bucket: proto.BucketFailed, Description: "slots that failed for good"},
-		{Bucket: proto.BucketWorkers, Description: "worker heartbeats", TTL: s.WorkerTTL},
+		{Bucket: proto.BucketWorkers, Description: "worker heartbeats", TTL: workerTTL},
 		{Bucket: proto.BucketRate, Description: "fleet-wide request reservations"},
 	}
 	for _, kc := range buckets {
@@ -306,3 +309,29 @@ func (b *Bus) KV(ctx context.Context, bucket string) (jetstream.KeyValue, error)
 	}
 	return kv, nil
 }
+
+// WorkConsumer creates or updates the workers' shared durable pull consumer on the work stream
+// and returns it. ackWait is how long a delivered work item may go unacknowledged (or without an
+// in-progress ack) before it is delivered again; every worker of a fleet must use the same.
+func (b *Bus) WorkConsumer(ctx context.Context, ackWait time.Duration) (jetstream.Consumer, error) {
+	stream, err := b.JS.Stream(ctx, proto.StreamWork)
+	if err != nil {
+		return nil, fmt.Errorf("opening stream %s: %w", proto.StreamWork, err)
+	}
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       proto.ConsumerWorkers,
+		Description:   "dtfleet workers",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 8192,
+		MaxWaiting:    4096,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating consumer %s: %w", proto.ConsumerWorkers, err)
+	}
+	return cons, nil
+}
+
+// MaxPayload is the largest message the server accepts, in bytes.
+func (b *Bus) MaxPayload() int { return int(b.NC.MaxPayload()) }

@@ -1,4 +1,4 @@
-// Package lease implements leader leases on a JetStream KV bucket whose TTL is the lease TTL.
+// Package lease implements leader leases on a JetStream KV bucket whose TTL is at least the lease TTL.
 // One holder at a time: acquiring is KeyValue.Create (fails while the key lives), renewing is
 // KeyValue.Update with the last revision (fails if anyone else wrote the key), releasing deletes
 // the key with a revision check, and a dead holder's key expires with the bucket's TTL, so a
@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dtfleet/dtfleet/proto"
@@ -21,13 +22,36 @@ import (
 // ErrLost is returned when a held lease was taken or expired.
 var ErrLost = errors.New("lease lost")
 
+// KV is the part of a JetStream KV bucket a lease uses; jetstream.KeyValue implements it. The
+// bucket's TTL expires a dead holder's key (see New for how it relates to the lease TTL). Create must fail with
+// jetstream.ErrKeyExists while the key lives, Update with jetstream.ErrKeyRevisionMismatch (or
+// ErrKeyNotFound once it expired) unless last is the key's current revision, and Delete with
+// LastRevision must delete only that revision.
+type KV interface {
+	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
+	Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error)
+	Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
+}
+
+// Option tunes a Lease beyond its required parameters.
+type Option func(*Lease)
+
+// WithClock makes the lease read time from, and wait on, clock (default: the real clock).
+func WithClock(clock clockwork.Clock) Option {
+	return func(l *Lease) {
+		if clock != nil {
+			l.clock = clock
+		}
+	}
+}
+
 // Lease is one named lease. It is not safe for concurrent use, except Valid.
 type Lease struct {
-	kv     jetstream.KeyValue
+	kv     KV
 	key    string
 	holder string
 	ttl    time.Duration
-	now    func() time.Time
+	clock  clockwork.Clock
 	logger *slog.Logger
 
 	mu      sync.Mutex
@@ -36,16 +60,23 @@ type Lease struct {
 	held    bool
 }
 
-// New returns a lease on key in kv, held under the name holder. ttl must equal the bucket's TTL.
-func New(kv jetstream.KeyValue, key, holder string, ttl time.Duration, logger *slog.Logger) *Lease {
+// New returns a lease on key in kv, held under the name holder. The bucket's TTL must be at least
+// ttl: the holder renews every ttl/3 and stops acting as the leader after ttl/2 without a
+// confirmed renewal, so a key that outlives ttl only delays a standby, while one that expired
+// sooner could let two holders act at once (bus.SettingsFor sizes the bucket so).
+func New(kv KV, key, holder string, ttl time.Duration, logger *slog.Logger, opts ...Option) *Lease {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Lease{kv: kv, key: key, holder: holder, ttl: ttl, now: time.Now, logger: logger}
+	l := &Lease{kv: kv, key: key, holder: holder, ttl: ttl, clock: clockwork.NewRealClock(), logger: logger}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
 }
 
 func (l *Lease) value() []byte {
-	now := l.now().UnixMilli()
+	now := l.clock.Now().UnixMilli()
 	b, _ := proto.Encode(&proto.Lease{V: proto.SchemaVersion, Holder: l.holder, Acquired: now, Renewed: now})
 	return b
 }
@@ -60,7 +91,7 @@ func (l *Lease) TryAcquire(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("acquiring lease %s: %w", l.key, err)
 	}
 	l.mu.Lock()
-	l.rev, l.renewed, l.held = rev, l.now(), true
+	l.rev, l.renewed, l.held = rev, l.clock.Now(), true
 	l.mu.Unlock()
 	return true, nil
 }
@@ -81,7 +112,7 @@ func (l *Lease) Renew(ctx context.Context) error {
 		return fmt.Errorf("renewing lease %s: %w", l.key, err)
 	}
 	l.mu.Lock()
-	l.rev, l.renewed = nrev, l.now()
+	l.rev, l.renewed = nrev, l.clock.Now()
 	l.mu.Unlock()
 	return nil
 }
@@ -91,7 +122,7 @@ func (l *Lease) Renew(ctx context.Context) error {
 func (l *Lease) Valid() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.held && l.now().Sub(l.renewed) < l.ttl/2
+	return l.held && l.clock.Now().Sub(l.renewed) < l.ttl/2
 }
 
 // Release gives the lease up so a standby can take over at once.
@@ -123,7 +154,7 @@ func Hold(ctx context.Context, l *Lease, onAcquire func(), fn func(ctx context.C
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(poll):
+			case <-l.clock.After(poll):
 				continue
 			}
 		}
@@ -146,7 +177,7 @@ func runHeld(ctx context.Context, l *Lease, fn func(ctx context.Context) error) 
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- fn(hctx) }()
-	tick := time.NewTicker(max(l.ttl/3, 20*time.Millisecond))
+	tick := l.clock.NewTicker(max(l.ttl/3, 20*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
@@ -155,7 +186,7 @@ func runHeld(ctx context.Context, l *Lease, fn func(ctx context.Context) error) 
 			l.Release(rctx)
 			rcancel()
 			return false, err
-		case <-tick.C:
+		case <-tick.Chan():
 			if rerr := l.Renew(hctx); rerr != nil {
 				if errors.Is(rerr, ErrLost) {
 					cancel()

@@ -3,34 +3,28 @@ package lease
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/dtfleet/dtfleet/internal/bus"
-	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/bustest"
 	"github.com/dtfleet/dtfleet/proto"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// leaseKV provisions an embedded bus and returns its lease bucket, whose TTL is ttl.
+// leaseKV starts an embedded bus and returns its lease bucket, whose TTL is ttl.
 func leaseKV(t *testing.T, ttl time.Duration) jetstream.KeyValue {
 	t.Helper()
-	ctx := context.Background()
-	b, err := bus.Connect(ctx, config.NATS{StoreDir: t.TempDir()}, bus.Options{ListenOverride: "none"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	if err := b.Provision(ctx, bus.Settings{LeaseTTL: ttl}); err != nil {
-		t.Fatal(err)
-	}
-	kv, err := b.KV(ctx, proto.BucketLeases)
+	b := bustest.NewWith(t, bus.Settings{LeaseTTL: ttl, DedupeTTL: time.Hour})
+	kv, err := b.KV(context.Background(), proto.BucketLeases)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,20 +85,18 @@ func TestOneHolderAtATime(t *testing.T) {
 
 func TestValidExpiresWithoutRenewal(t *testing.T) {
 	kv := leaseKV(t, time.Hour)
-	l := New(kv, "shipper.dt.status", "a", 10*time.Second, nil)
-	var now atomic.Int64
-	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	l.now = func() time.Time { return time.Unix(0, now.Load()) }
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	l := New(kv, "shipper.dt.status", "a", 10*time.Second, nil, WithClock(clock))
 	if ok, err := l.TryAcquire(context.Background()); !ok || err != nil {
 		t.Fatalf("TryAcquire = %v, %v", ok, err)
 	}
-	now.Add(int64(4 * time.Second))
+	clock.Advance(4 * time.Second)
 	if !l.Valid() {
 		t.Fatal("not valid 4 s after acquiring, with a 10 s TTL")
 	}
 	// Past half a TTL without a confirmed renewal another holder could take over once the key
 	// expires: the holder must stop acting as the leader before that.
-	now.Add(int64(2 * time.Second))
+	clock.Advance(2 * time.Second)
 	if l.Valid() {
 		t.Fatal("still valid 6 s after the last renewal, with a 10 s TTL")
 	}
@@ -201,5 +193,50 @@ func TestHoldReturnsWorkError(t *testing.T) {
 	other := New(kv, "coordinator", "b", time.Hour, nil)
 	if ok, err := other.TryAcquire(context.Background()); !ok || err != nil {
 		t.Fatalf("the lease was not released after the work failed: %v, %v", ok, err)
+	}
+}
+
+// TestHoldRenewsOnItsClock: Hold renews the lease every third of its TTL as measured by its
+// injected clock, and the renewal keeps the lease valid past half a TTL (the fake clock never
+// moves by itself, so each renewal is caused by the Advance before it).
+func TestHoldRenewsOnItsClock(t *testing.T) {
+	kv := leaseKV(t, time.Hour)
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	const ttl = 30 * time.Second
+	l := New(kv, "coordinator", "a", ttl, nil, WithClock(clock))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Hold(ctx, l, nil, func(ctx context.Context) error { <-ctx.Done(); return nil })
+	}()
+	revision := func() uint64 {
+		e, err := kv.Get(context.Background(), "coordinator")
+		if err != nil {
+			return 0
+		}
+		return e.Revision()
+	}
+	waitFor(t, "the lease to be held", l.Valid)
+	first := revision()
+	for i := range 3 {
+		// The renewal ticker is the one waiter on the clock while the lease is held.
+		if err := clock.BlockUntilContext(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		before := revision()
+		clock.Advance(ttl / 3)
+		waitFor(t, fmt.Sprintf("renewal %d", i+1), func() bool { return revision() > before })
+	}
+	if got := revision(); got < first+3 {
+		t.Fatalf("revision %d after three renewals from %d", got, first)
+	}
+	// Three thirds of a TTL have passed since acquiring: only the renewals keep it valid.
+	if !l.Valid() {
+		t.Fatal("the lease is not valid after its renewals")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Hold = %v", err)
 	}
 }

@@ -1,0 +1,45 @@
+package coordinator
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are one coordinator process's own figures (the fleet-wide ones are read from NATS by
+// the metrics server).
+type metrics struct {
+	leader  *prometheus.GaugeVec
+	planned *prometheus.CounterVec
+}
+
+// newMetrics creates the coordinator's metrics and registers them with reg; a nil reg registers
+// nothing (the metrics are still kept, unseen).
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		leader: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name:        "dtfleet_role_leader",
+			Help:        "1 while this process leads the role for the lane, 0 while it stands by.",
+			ConstLabels: prometheus.Labels{"role": "coordinator"},
+		}, []string{"lane"}),
+		planned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dtfleet_coordinator_slots_planned_total",
+			Help: "Slots this coordinator process planned and published (republished reservations not counted again).",
+		}, []string{"input", "service"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var done []prometheus.Collector
+	for _, c := range []prometheus.Collector{m.leader, m.planned} {
+		if err := reg.Register(c); err != nil {
+			// Leave reg as it was, so the caller may retry with another registerer.
+			for _, d := range done {
+				reg.Unregister(d)
+			}
+			return nil, fmt.Errorf("registering the coordinator's metrics: %w", err)
+		}
+		done = append(done, c)
+	}
+	return m, nil
+}
