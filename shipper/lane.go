@@ -360,7 +360,7 @@ func (r *laneRunner) finish(ctx context.Context, units []*unit) {
 		d := u.done
 		if d.Failed {
 			r.logger.Error(fmt.Sprintf("Time slot >> %s - %s failed for good and was passed over; it is recorded and can be replayed with: dtfleet replay --input %s --service %s --from %s --to %s",
-				slotTime(d.Start), slotTime(d.End), d.Input, d.Service, rfc(d.Start), rfc(d.End)), "seq", d.Seq, "err", d.Error)
+				slotTime(d.Start), slotTime(d.End), d.Input, d.Service, proto.FormatMS(d.Start), proto.FormatMS(d.End)), "seq", d.Seq, "err", d.Error)
 		} else {
 			r.logger.Info(fmt.Sprintf("Number of events received for time slot >> %s - %s is: %d", slotTime(d.Start), slotTime(d.End), d.Events),
 				"seq", d.Seq, "delivered", u.delivered, "duplicates", u.dups)
@@ -396,4 +396,3 @@ func (r *laneRunner) logCycle() {
 }
 
 func slotTime(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05-07:00") }
-func rfc(ms int64) string      { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
