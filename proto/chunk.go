@@ -104,13 +104,38 @@ func appendArrayLen(dst []byte, n int) []byte {
 // errShort is returned for truncated input.
 var errShort = errors.New("truncated msgpack")
 
+// MaxChunkBytes is the largest decoded chunk DecodeChunk and ReadChunk accept. A worker writes
+// chunks of at most the NATS server's max payload less 32 KiB, and nats-server refuses a
+// max_payload above its max_pending (64 MiB by default), so this bound has a margin over every
+// chunk a worker writes, while a corrupt or hostile message that claims more (an S2 block of a few
+// bytes can claim 4 GiB) is refused before anything is allocated for it.
+const MaxChunkBytes = 64 << 20
+
+// ErrCorruptChunk is wrapped by every DecodeChunk and ReadChunk error about the bytes themselves
+// (truncated or malformed msgpack, an S2 block that does not decode to the size it claims, a chunk
+// larger than MaxChunkBytes). Reading the same message again cannot fix it: the caller treats the
+// chunk as lost (a failed slot), not as a transient error.
+var ErrCorruptChunk = errors.New("corrupt chunk")
+
+// maxDepth bounds the nesting of skipped values (unknown keys), so that a message of nested
+// arrays cannot exhaust the stack; chunks this build writes nest three levels deep.
+const maxDepth = 64
+
 // DecodeChunk decodes a chunk as Decode does, but without reflection, and with each event's D a
 // sub-slice of data (no copy): data must stay unchanged while the chunk is used. It reads any
 // msgpack encoding of a Chunk (AppendChunk's and Encode's), ignoring unknown keys.
+//
+// Every length the input declares is checked against the bytes that remain before anything is
+// allocated for it, so the memory DecodeChunk allocates is proportional to len(data), and data
+// larger than MaxChunkBytes is refused. Malformed input is an error wrapping ErrCorruptChunk,
+// never a panic.
 func DecodeChunk(data []byte, c *Chunk) error {
+	if len(data) > MaxChunkBytes {
+		return fmt.Errorf("decoding *proto.Chunk: %w: %d bytes, more than %d", ErrCorruptChunk, len(data), MaxChunkBytes)
+	}
 	d := decoder{b: data}
 	if err := d.chunk(c); err != nil {
-		return fmt.Errorf("decoding *proto.Chunk: %w", err)
+		return fmt.Errorf("decoding *proto.Chunk: %w: %w", ErrCorruptChunk, err)
 	}
 	if c.V < 1 || c.V > SchemaVersion {
 		return fmt.Errorf("decoding *proto.Chunk: %w %d (this build knows %d)", ErrSchema, c.V, SchemaVersion)
@@ -119,8 +144,9 @@ func DecodeChunk(data []byte, c *Chunk) error {
 }
 
 type decoder struct {
-	b   []byte
-	pos int
+	b     []byte
+	pos   int
+	depth int // nesting of the value skip is in
 }
 
 func (d *decoder) byte1() (byte, error) {
@@ -191,7 +217,9 @@ func (d *decoder) header() (kind byte, n int, err error) {
 	default:
 		kind = 'm'
 	}
-	if v > uint64(len(d.b)) {
+	// Every element, key or byte takes at least one byte of input: a longer length is a lie, and
+	// refusing it here keeps allocations and loops proportional to the input.
+	if v > uint64(len(d.b)-d.pos) {
 		return 0, 0, errShort
 	}
 	return kind, int(v), nil
@@ -290,6 +318,12 @@ func (d *decoder) skip() error {
 	if err != nil {
 		return err
 	}
+	if kind == 'a' || kind == 'm' {
+		if d.depth++; d.depth > maxDepth {
+			return fmt.Errorf("values nested more than %d levels deep", maxDepth)
+		}
+		defer func() { d.depth-- }()
+	}
 	switch kind {
 	case 's', 'b':
 		_, err = d.take(n)
@@ -360,11 +394,15 @@ func (d *decoder) chunk(c *Chunk) error {
 			if kind != 'a' {
 				return errors.New("chunk events are not an array")
 			}
-			c.Events = make([]Event, m)
-			for i := range c.Events {
-				if err := d.event(&c.Events[i]); err != nil {
+			// Grown as events decode (m is at most the bytes left, but an Event is 56 bytes),
+			// so a short message that claims many events allocates little before it fails.
+			c.Events = make([]Event, 0, min(m, 1024))
+			for range m {
+				var ev Event
+				if err := d.event(&ev); err != nil {
 					return err
 				}
+				c.Events = append(c.Events, ev)
 			}
 		default:
 			if err := d.skip(); err != nil {
@@ -442,13 +480,25 @@ func CompressChunk(dst, encoded []byte) []byte {
 // ReadChunk decodes a chunk message's body with the encoding its HeaderEncoding names ("" for
 // none). Like DecodeChunk, the events' D are sub-slices of the decoded body, which for a
 // compressed chunk is a new buffer.
+//
+// An S2 body is decompressed only when the size it declares is at most MaxChunkBytes, into a
+// buffer of exactly that size, and it must decode to exactly that size; otherwise, as for any
+// malformed body, the error wraps ErrCorruptChunk. An unknown encoding wraps ErrSchema.
 func ReadChunk(data []byte, encoding string, c *Chunk) error {
 	switch encoding {
 	case "":
 	case EncodingS2:
-		raw, err := s2.Decode(nil, data)
+		n, err := s2.DecodedLen(data)
 		if err != nil {
-			return fmt.Errorf("decompressing chunk: %w", err)
+			return fmt.Errorf("decompressing chunk: %w: %w", ErrCorruptChunk, err)
+		}
+		if n > MaxChunkBytes {
+			return fmt.Errorf("decompressing chunk: %w: it claims %d bytes, more than %d", ErrCorruptChunk, n, MaxChunkBytes)
+		}
+		// s2.Decode fails unless the block decodes to exactly the n bytes it declared.
+		raw, err := s2.Decode(make([]byte, n), data)
+		if err != nil {
+			return fmt.Errorf("decompressing chunk: %w: %w", ErrCorruptChunk, err)
 		}
 		data = raw
 	default:

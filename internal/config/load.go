@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/dtfleet/dtfleet/internal/devotag"
 )
 
 // LoadOptions tune Load and Parse.
@@ -357,23 +359,8 @@ func checkName(s string) error {
 	return nil
 }
 
-// checkTag checks Devo's tag rules: 2 to 6 dot-separated non-empty levels, at most 1024
-// characters, no whitespace, control characters or ':' (the tag ends at ": " on the wire).
-func checkTag(tag string) error {
-	if len(tag) > 1024 {
-		return fmt.Errorf("Devo tag is %d characters long; Devo accepts at most 1024", len(tag))
-	}
-	if strings.ContainsFunc(tag, func(r rune) bool { return r <= ' ' || r == 0x7f || r == ':' || r == 0x85 || r == 0xa0 }) {
-		return fmt.Errorf("Devo tag %q must not contain spaces, control characters or ':'", tag)
-	}
-	levels := strings.Split(tag, ".")
-	if len(levels) < 2 || len(levels) > 6 {
-		return fmt.Errorf("Devo tag %q has %d dot-separated level(s); expected 2 to 6 levels such as my.app.darktrace.breach", tag, len(levels))
-	}
-	for _, l := range levels {
-		if l == "" {
-			return fmt.Errorf("Devo tag %q has an empty level; expected 2 to 6 non-empty dot-separated levels such as my.app.darktrace.breach", tag)
-		}
-	}
-	return nil
-}
+// checkTag checks Devo's tag rules with the one validator the Devo line encoder uses too
+// (devotag.Validate), so that a tag the configuration accepts is a tag the encoder sends: 2 to 6
+// dot-separated non-empty levels, at most 1024 bytes, valid UTF-8, no whitespace, control
+// characters or ':' (the tag ends at ": " on the wire).
+func checkTag(tag string) error { return devotag.Validate(tag) }

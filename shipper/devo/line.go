@@ -5,10 +5,10 @@
 package devo
 
 import (
-	"errors"
-	"fmt"
 	"time"
 	"unicode/utf8"
+
+	"github.com/dtfleet/dtfleet/internal/devotag"
 )
 
 // Event is one event to deliver: its time (epoch ms) and its compact JSON message.
@@ -24,10 +24,10 @@ type Batch struct {
 }
 
 // ErrInvalidTag is wrapped by every error ValidateTag returns. No retry can fix it.
-var ErrInvalidTag = errors.New("invalid Devo tag")
+var ErrInvalidTag = devotag.ErrInvalid
 
 // MaxTagLen is the longest tag Devo accepts, in bytes (the collector SDK refuses longer ones).
-const MaxTagLen = 1024
+const MaxTagLen = devotag.MaxLen
 
 // priority is the syslog PRI every line carries: facility user (1), severity info (6).
 const priority = "<14>"
@@ -133,15 +133,9 @@ func appendToken(dst []byte, s string) []byte {
 }
 
 // isUnicodeSpaceOrControl reports non-ASCII runes that would read as whitespace or control
-// characters in a header (C1 controls, NBSP, the Unicode space and line separators).
-func isUnicodeSpaceOrControl(r rune) bool {
-	switch {
-	case r >= 0x80 && r <= 0x9f, r == 0xa0, r == 0x1680, r >= 0x2000 && r <= 0x200a,
-		r == 0x2028, r == 0x2029, r == 0x202f, r == 0x205f, r == 0x3000, r == 0xfeff:
-		return true
-	}
-	return false
-}
+// characters in a header (C1 controls, NBSP, the Unicode space and line separators); the set is
+// the tag validator's, so that a valid tag is always written unchanged.
+func isUnicodeSpaceOrControl(r rune) bool { return r >= utf8.RuneSelf && devotag.SpaceOrControl(r) }
 
 const hexDigits = "0123456789abcdef"
 
@@ -181,43 +175,8 @@ func appendMessage(dst []byte, msg []byte) []byte {
 	return append(dst, msg[start:]...)
 }
 
-// ValidateTag checks Devo's tag rules: 2–6 dot-separated non-empty levels, at most MaxTagLen
-// bytes, valid UTF-8, no whitespace, no control characters and no ':' (which would end the tag in
-// a syslog header). Every error wraps ErrInvalidTag.
-func ValidateTag(tag string) error {
-	bad := func(reason string) error {
-		return fmt.Errorf("%w %q: %s", ErrInvalidTag, tag, reason)
-	}
-	switch {
-	case tag == "":
-		return fmt.Errorf("%w: the tag is empty", ErrInvalidTag)
-	case len(tag) > MaxTagLen:
-		return fmt.Errorf("%w: the tag is %d bytes long, more than %d", ErrInvalidTag, len(tag), MaxTagLen)
-	case !utf8.ValidString(tag):
-		return bad("not valid UTF-8")
-	}
-	levels, levelLen := 1, 0
-	for _, r := range tag {
-		switch {
-		case r == '.':
-			if levelLen == 0 {
-				return bad("it has an empty level")
-			}
-			levels++
-			levelLen = 0
-			continue
-		case r == ':':
-			return bad("it contains ':'")
-		case r <= ' ' || r == 0x7f || isUnicodeSpaceOrControl(r):
-			return bad("it contains whitespace or a control character")
-		}
-		levelLen++
-	}
-	if levelLen == 0 {
-		return bad("it has an empty level")
-	}
-	if levels < 2 || levels > 6 {
-		return bad(fmt.Sprintf("it has %d levels; Devo tags have 2 to 6", levels))
-	}
-	return nil
-}
+// ValidateTag checks Devo's tag rules with the one validator the configuration uses too
+// (devotag.Validate): 2–6 dot-separated non-empty levels, at most MaxTagLen bytes, valid UTF-8, no
+// whitespace, no control characters and no ':' (which would end the tag in a syslog header).
+// Every error wraps ErrInvalidTag.
+func ValidateTag(tag string) error { return devotag.Validate(tag) }

@@ -23,6 +23,11 @@ import (
 // delivery of the batch is unconfirmed.
 var ErrNoEOF = errors.New("no EOF from the server after the half-close")
 
+// ErrClosedEarly is wrapped when the server ended its side of the connection before the client
+// half-closed it: the server stopped reading at some point of the batch, so its EOF confirms
+// nothing and the batch is sent again.
+var ErrClosedEarly = errors.New("the server closed the connection before the whole batch was sent")
+
 const (
 	// writeBufferSize is the write buffer between the lines and the connection, so that big
 	// batches go out in few syscalls and full TLS records.
@@ -34,6 +39,10 @@ const (
 	gzipLevel = gzip.DefaultCompression
 	// maxScratch is the largest line buffer kept between lines.
 	maxScratch = 4 << 20
+	// earlyEOFProbe is how long the check for an early EOF waits for something to read: the EOF
+	// or alert it looks for is already queued on the socket when it matters, so it only needs a
+	// read system call.
+	earlyEOFProbe = time.Millisecond
 )
 
 // streamSender writes batches as LF-framed syslog lines on a TCP or TLS connection.
@@ -171,6 +180,12 @@ func (s *streamSender) send(ctx context.Context, b *Batch) error {
 	if err != nil {
 		return fmt.Errorf("writing to %s: %w", s.addr, ctxErr(ctx, s.explain(s.pendingAlert(ctx, raw, conn, err))))
 	}
+	// The EOF confirms the batch only if the server sent it after it read our half-close: one that
+	// is already here came from a server that stopped reading somewhere in the batch, however
+	// cleanly it closed, and the lines after that point are lost.
+	if err := s.checkNotClosed(raw, conn); err != nil {
+		return fmt.Errorf("before half-closing the connection to %s: %w", s.addr, ctxErr(ctx, s.explain(err)))
+	}
 	if err := halfClose(raw, conn); err != nil {
 		return fmt.Errorf("half-closing the connection to %s: %w", s.addr, ctxErr(ctx, s.explain(s.pendingAlert(ctx, raw, conn, err))))
 	}
@@ -253,6 +268,30 @@ func halfClose(raw, conn net.Conn) error {
 		return fmt.Errorf("a %T cannot half-close", raw)
 	}
 	return cw.CloseWrite()
+}
+
+// checkNotClosed reads what the server sent before the half-close, without waiting for more than
+// earlyEOFProbe. Devo sends no application data: an EOF (a TLS close_notify or a TCP FIN) is
+// ErrClosedEarly, and a read error (a reset, a TLS alert) is returned as it is; data is discarded.
+// Nothing to read is the normal case and returns nil.
+func (s *streamSender) checkNotClosed(raw, conn net.Conn) error {
+	if err := raw.SetReadDeadline(time.Now().Add(earlyEOFProbe)); err != nil {
+		return err
+	}
+	var buf [512]byte
+	for {
+		_, err := conn.Read(buf[:])
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil
+		case errors.Is(err, io.EOF):
+			return fmt.Errorf("%w: its EOF arrived before the half-close", ErrClosedEarly)
+		default:
+			return err
+		}
+	}
 }
 
 // waitEOF reads until the server's EOF, discarding anything it sends (Devo sends nothing), within

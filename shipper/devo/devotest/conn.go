@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"time"
 )
@@ -117,7 +118,7 @@ func (s *Server) serveConn(raw net.Conn, listener string) {
 		}
 	}
 	fr := newFrameReader(r, s.opts.MaxLine)
-	didReset := false
+	didReset, didClose := false, false
 	err := fr.run(func(framing string, line []byte) bool {
 		e, perr := ParseLine(line)
 		if perr != nil {
@@ -129,6 +130,10 @@ func (s *Server) serveConn(raw net.Conn, listener string) {
 			didReset = true
 			return false
 		}
+		if s.closeDue() {
+			didClose = true
+			return false
+		}
 		return true
 	})
 	s.flushFiles()
@@ -136,6 +141,9 @@ func (s *Server) serveConn(raw net.Conn, listener string) {
 	case didReset:
 		logger.Debug("resetting the connection (fault injection)")
 		reset(raw)
+	case didClose:
+		logger.Debug("closing the connection early but gracefully (fault injection)")
+		closeEarly(raw, conn)
 	case err != nil:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -148,6 +156,21 @@ func (s *Server) serveConn(raw net.Conn, listener string) {
 		// The client half-closed and everything it sent was read: close, so its wait for EOF ends.
 		conn.Close()
 	}
+}
+
+// closeEarly ends the server's side of a connection the client is still writing to without a
+// reset: a TLS close_notify (conn is TLS) then a TCP FIN; it then discards whatever the client
+// still sends (draining, so that closing never resets) until the client's EOF, an error or the
+// server's Close, and closes.
+func closeEarly(raw, conn net.Conn) {
+	if tc, ok := conn.(*tls.Conn); ok {
+		_ = tc.CloseWrite()
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, raw)
+	raw.Close()
 }
 
 // flushingTLS flushes the server's files before each read of a TLS connection.

@@ -91,6 +91,8 @@ type Server struct {
 	resetEvery int // re-arm value after a reset; 0 for one-shot
 	resetTimes int // resets left before ResetEvery disarms itself; 0 for no limit
 	resets     int
+	closeLeft  int // lines before the next graceful close; 0 when none is armed
+	closes     int
 	files      map[string]*bufio.Writer
 	osFiles    map[string]*os.File
 	fileErr    error
@@ -319,6 +321,40 @@ func (s *Server) ResetEveryTimes(n, times int) {
 	s.mu.Lock()
 	s.resetLeft, s.resetEvery, s.resetTimes = max(n, 0), max(n, 0), max(times, 0)
 	s.mu.Unlock()
+}
+
+// CloseAfter arms a one-shot graceful close of a syslog connection: after n more events are
+// recorded (n >= 1), the server ends its side of the connection that carried the n-th one at once,
+// as a server that stops reading early but closes cleanly would (a TLS close_notify, then a TCP
+// FIN; never a reset). It then reads and discards, unrecorded, whatever else the client sends until
+// the client's EOF, and closes. The client's writes and its half-close all succeed: only the order
+// of the EOFs tells it that the lines after the n-th were not read. n <= 0 disarms it.
+func (s *Server) CloseAfter(n int) {
+	s.mu.Lock()
+	s.closeLeft = max(n, 0)
+	s.mu.Unlock()
+}
+
+// GracefulCloses is the number of connections CloseAfter closed so far.
+func (s *Server) GracefulCloses() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closes
+}
+
+// closeDue counts one recorded syslog event against CloseAfter and reports whether its connection
+// must be closed gracefully now.
+func (s *Server) closeDue() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closeLeft == 0 {
+		return false
+	}
+	if s.closeLeft--; s.closeLeft > 0 {
+		return false
+	}
+	s.closes++
+	return true
 }
 
 // Resets is the number of resets (and aborted HTTP requests) done so far.
