@@ -8,6 +8,7 @@ import (
 
 	"github.com/dtfleet/dtfleet/coordinator"
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/fleet"
 )
 
 func newReplayCmd(g *globalFlags) *cobra.Command {
@@ -46,7 +47,7 @@ failure record. Times are RFC 3339 (2024-05-01T00:00:00Z).`,
 			if err != nil {
 				return err
 			}
-			b, err := connectClient(cmd.Context(), cfg, logger)
+			b, err := fleet.ConnectClient(cmd.Context(), cfg, logger)
 			if err != nil {
 				return err
 			}

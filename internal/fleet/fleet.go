@@ -64,6 +64,8 @@ type Overrides struct {
 	Tick time.Duration
 	// BatchEvents caps the shipper's batches in events (default the shipper's).
 	BatchEvents int
+	// Backoff paces the shipper's retries of a failed delivery (default devo.Backoff's zero value).
+	Backoff devo.Backoff
 	// MetricsListen, when set, serves Prometheus metrics on this address (--metrics-listen).
 	MetricsListen string
 }
@@ -161,7 +163,7 @@ func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, o
 			}
 		}
 		s, err := shipper.New(b, f.Config, shipper.Options{Logger: logger, Now: now, Outputs: outs,
-			OnDelivered: f.Hooks.OnDelivered, ID: o.ID, BatchEvents: o.BatchEvents})
+			OnDelivered: f.Hooks.OnDelivered, ID: o.ID, BatchEvents: o.BatchEvents, Backoff: o.Backoff})
 		if err != nil {
 			return fail(err)
 		}
