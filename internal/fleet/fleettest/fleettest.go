@@ -90,6 +90,16 @@ func Logger(testing.TB) *slog.Logger {
 // listener, a 50 ms coordinator tick, Logger) and stops it when the test ends.
 func Start(t testing.TB, f fleet.Fleet) *fleet.Running {
 	t.Helper()
+	r, err := StartErr(t, f)
+	if err != nil {
+		t.Fatalf("starting the fleet: %v", err)
+	}
+	return r
+}
+
+// StartErr is Start for a fleet that may fail to start; it returns fleet.Start's error.
+func StartErr(t testing.TB, f fleet.Fleet) (*fleet.Running, error) {
+	t.Helper()
 	if f.Roles == (fleet.Roles{}) {
 		f.Roles = fleet.AllRoles
 	}
@@ -104,10 +114,10 @@ func Start(t testing.TB, f fleet.Fleet) *fleet.Running {
 	}
 	r, err := fleet.Start(context.Background(), f)
 	if err != nil {
-		t.Fatalf("starting the fleet: %v", err)
+		return nil, err
 	}
 	t.Cleanup(func() { _ = r.Stop() })
-	return r
+	return r, nil
 }
 
 // WaitFor waits until done accepts the fleet's state read from src, failing the test after
