@@ -120,7 +120,9 @@ func TestServerStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan string, 1)
 	errc := make(chan error, 1)
-	go func() { errc <- (&metrics.Server{Addr: "127.0.0.1:0", Gatherer: reg, Ready: func(a string) { addrc <- a }}).Run(ctx) }()
+	go func() {
+		errc <- (&metrics.Server{Addr: "127.0.0.1:0", Gatherer: reg, Ready: func(a string) { addrc <- a }}).Run(ctx)
+	}()
 	addr := <-addrc
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
