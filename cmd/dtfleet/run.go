@@ -52,16 +52,13 @@ func newRoleCmd(g *globalFlags, name, short string, r fleet.Roles) *cobra.Comman
 	return cmd
 }
 
-func newCoordinatorCmd(g *globalFlags) *cobra.Command {
-	return newRoleCmd(g, "coordinator", "Run the coordinator role against nats.url (standby while another leads)", fleet.Roles{Coordinator: true})
-}
-
-func newWorkerCmd(g *globalFlags) *cobra.Command {
-	return newRoleCmd(g, "worker", "Run a worker against nats.url (any number, any host)", fleet.Roles{Worker: true})
-}
-
-func newShipperCmd(g *globalFlags) *cobra.Command {
-	return newRoleCmd(g, "shipper", "Run the shipper role against nats.url (standby per lane while another delivers)", fleet.Roles{Shipper: true})
+// newRoleCmds builds the single-role commands: coordinator, worker, shipper.
+func newRoleCmds(g *globalFlags) []*cobra.Command {
+	return []*cobra.Command{
+		newRoleCmd(g, "coordinator", "Run the coordinator role against nats.url (standby while another leads)", fleet.Roles{Coordinator: true}),
+		newRoleCmd(g, "worker", "Run a worker against nats.url (any number, any host)", fleet.Roles{Worker: true}),
+		newRoleCmd(g, "shipper", "Run the shipper role against nats.url (standby per lane while another delivers)", fleet.Roles{Shipper: true}),
+	}
 }
 
 func newStatusCmd(g *globalFlags) *cobra.Command {
