@@ -134,7 +134,13 @@ func (f *Fleet) Run(ctx context.Context) error {
 		_ = g.Wait()
 		return err
 	}
-	return g.Wait()
+	err = g.Wait()
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// A role that was still starting up (creating its consumer, say) when the stop came
+		// reports the cancellation: that is the stop asked for, not a failure.
+		return nil
+	}
+	return err
 }
 
 // startRoles builds the enabled roles and starts each in g. It is the one place the roles'

@@ -11,8 +11,11 @@ import (
 	"github.com/dtfleet/dtfleet/internal/status"
 )
 
-// pollEvery is how often Running.WaitFor reads the fleet's state.
-const pollEvery = 100 * time.Millisecond
+// pollEvery is how often Running.WaitFor reads the fleet's state, and readTimeout bounds each read.
+const (
+	pollEvery   = 100 * time.Millisecond
+	readTimeout = 5 * time.Second
+)
 
 // Running is a fleet started by Start: its bus, its progress and its stop.
 type Running struct {
@@ -91,7 +94,11 @@ func (r *Running) WaitFor(ctx context.Context, done func(*status.Status) bool) e
 	defer tick.Stop()
 	var lastErr error
 	for {
-		st, err := r.Status(ctx)
+		// Each read has its own deadline: a request whose reply is lost (a node that died) would
+		// otherwise wait for the whole wait's deadline.
+		rctx, cancelRead := context.WithTimeout(ctx, readTimeout)
+		st, err := r.Status(rctx)
+		cancelRead()
 		if err == nil && done(st) {
 			return nil
 		}

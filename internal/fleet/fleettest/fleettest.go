@@ -120,6 +120,9 @@ func StartErr(t testing.TB, f fleet.Fleet) (*fleet.Running, error) {
 	return r, nil
 }
 
+// readTimeout bounds each read of the fleet's state while waiting.
+const readTimeout = 5 * time.Second
+
 // WaitFor waits until done accepts the fleet's state read from src, failing the test after
 // timeout. A read that fails is retried (a cluster electing leaders answers with errors for a
 // while); the last error is reported on timeout.
@@ -131,11 +134,15 @@ func WaitFor(t testing.TB, src status.KVSource, cfg *config.Config, timeout time
 	defer tick.Stop()
 	var lastErr error
 	for {
-		st, err := status.Read(ctx, src, cfg, time.Now())
+		// Each read has its own deadline: a request whose reply is lost (a node that died) would
+		// otherwise wait for the whole wait's deadline.
+		rctx, cancelRead := context.WithTimeout(ctx, readTimeout)
+		st, err := status.Read(rctx, src, cfg, time.Now())
+		cancelRead()
 		if err == nil && done(st) {
 			return
 		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		if err != nil {
 			lastErr = err
 		}
 		select {
