@@ -129,12 +129,12 @@ func (f *Fleet) Run(ctx context.Context) error {
 		defer unregister()
 		g.Go(func() error { return srv.Run(gctx) })
 	}
-	if err := f.startRoles(gctx, g, b, outs); err != nil {
+	if err = f.startRoles(gctx, g, b, outs); err != nil {
 		// Stop the roles already started and wait for them before the bus closes.
 		_ = g.Wait()
-		return err
+	} else {
+		err = g.Wait()
 	}
-	err = g.Wait()
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		// A role that was still starting up (creating its consumer, say) when the stop came
 		// reports the cancellation: that is the stop asked for, not a failure.
