@@ -87,6 +87,14 @@ type FileCredentials struct {
 	Instance     string `yaml:"instance"`
 }
 
+// Format prints c with the private token redacted, so that a File in a log or a test failure
+// (%v, %+v) shows no token; Marshal writes it as it is.
+func (c FileCredentials) Format(f fmt.State, verb rune) {
+	c.PrivateToken = config.Secret(c.PrivateToken).String()
+	type plain FileCredentials // without this method
+	fmt.Fprintf(f, fmt.FormatString(f, verb), plain(c))
+}
+
 // FileService is one service of an input; the zero value lists it with its defaults.
 type FileService struct {
 	StartTime              string `yaml:"start_time_in_utc_format,omitempty"`

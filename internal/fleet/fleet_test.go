@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -249,5 +250,18 @@ func TestFleetReplayForceAndDedupe(t *testing.T) {
 	}
 	if inRange != want {
 		t.Fatalf("replay --force re-delivered %d events of the range, want %d", inRange, want)
+	}
+}
+
+// TestFileHidesTheToken: a File printed with %+v shows no private token; its YAML has it.
+func TestFileHidesTheToken(t *testing.T) {
+	env := fleettest.NewEnv(t, 1)
+	token := env.File.Inputs["darktrace"].Credentials.PrivateToken
+	if printed := fmt.Sprintf("%+v %v", env.File, env.File); strings.Contains(printed, token) {
+		t.Errorf("the private token is printed: %s", printed)
+	}
+	y, err := env.File.Marshal()
+	if err != nil || !strings.Contains(string(y), token) {
+		t.Errorf("the YAML lacks the private token: %v\n%s", err, y)
 	}
 }
