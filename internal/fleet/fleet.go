@@ -143,9 +143,10 @@ func (f *Fleet) Run(ctx context.Context) error {
 	return err
 }
 
-// startRoles builds the enabled roles and starts each in g. It is the one place the roles'
-// constructors are called. On error the roles already started are left in g, whose context the
-// error has not cancelled: the caller cancels it through g by returning the error from a Go.
+// startRoles builds the enabled roles and starts each in g, whose context ctx is. It is the one
+// place the roles' constructors are called (port constructor changes here). On error it also
+// hands the error to g, which cancels ctx so that the roles already started stop; the caller
+// then waits for g.
 func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, outs []devo.Output) error {
 	logger, o, now := f.logger(), f.Overrides, f.Deps.Now
 	fail := func(err error) error {
