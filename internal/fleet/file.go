@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 
@@ -106,14 +107,19 @@ type FileService struct {
 
 // Marshal returns f as a YAML document.
 func (f *File) Marshal() ([]byte, error) {
-	y, err := yaml.Marshal(f)
-	if err != nil {
+	var buf bytes.Buffer
+	if f.Comment != "" {
+		buf.WriteString("# " + f.Comment + "\n")
+	}
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2) // the indentation of the example configurations
+	if err := enc.Encode(f); err != nil {
 		return nil, fmt.Errorf("encoding the configuration: %w", err)
 	}
-	if f.Comment != "" {
-		y = append([]byte("# "+f.Comment+"\n"), y...)
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("encoding the configuration: %w", err)
 	}
-	return y, nil
+	return buf.Bytes(), nil
 }
 
 // Load writes f to path and loads it with config.Load.
