@@ -187,7 +187,7 @@ func (c *Coordinator) lead(ctx context.Context) error {
 
 func (c *Coordinator) setLeader(v float64) {
 	for _, ln := range c.lanes {
-		c.metrics.leader.WithLabelValues(proto.LaneKey(ln.Input, ln.Service)).Set(v)
+		c.metrics.leader.WithLabelValues("coordinator", proto.LaneKey(ln.Input, ln.Service)).Set(v)
 	}
 }
 

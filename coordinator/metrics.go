@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,11 +18,12 @@ type metrics struct {
 // nothing (the metrics are still kept, unseen).
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
+		// The shipper exports the same family (same name, help and labels) for its lanes: a
+		// process running both shares one collector, found through AlreadyRegisteredError.
 		leader: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name:        "dtfleet_role_leader",
-			Help:        "1 while this process leads the role for the lane, 0 while it stands by.",
-			ConstLabels: prometheus.Labels{"role": "coordinator"},
-		}, []string{"lane"}),
+			Name: "dtfleet_role_leader",
+			Help: "1 while this process leads the role for the lane.",
+		}, []string{"role", "lane"}),
 		planned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dtfleet_coordinator_slots_planned_total",
 			Help: "Slots this coordinator process planned and published (republished reservations not counted again).",
@@ -30,8 +32,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
+	if err := reg.Register(m.leader); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		existing, ok := m.leader, false
+		if errors.As(err, &are) {
+			existing, ok = are.ExistingCollector.(*prometheus.GaugeVec)
+		}
+		if !ok {
+			return nil, fmt.Errorf("registering the coordinator's metrics: %w", err)
+		}
+		m.leader = existing
+	}
 	var done []prometheus.Collector
-	for _, c := range []prometheus.Collector{m.leader, m.planned} {
+	for _, c := range []prometheus.Collector{m.planned} {
 		if err := reg.Register(c); err != nil {
 			// Leave reg as it was, so the caller may retry with another registerer.
 			for _, d := range done {

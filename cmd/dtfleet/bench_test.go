@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
+
+	"github.com/dtfleet/dtfleet/internal/bench"
 )
 
 // TestBenchJSON runs a tiny bench and checks the shape of its JSON report. It asserts nothing
@@ -20,7 +22,7 @@ func TestBenchJSON(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatalf("bench: %v\n%s", err, errOut.String())
 	}
-	var rep BenchReport
+	var rep bench.Report
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
 	}
@@ -40,7 +42,7 @@ func TestBenchJSON(t *testing.T) {
 	if b.Speedup <= 0 || b.BaselineWallSeconds <= 0 {
 		t.Errorf("backfill figures: %+v", b)
 	}
-	for _, r := range []RunResult{b.Fleet, b.Baseline, *rep.Throughput} {
+	for _, r := range []bench.RunResult{b.Fleet, b.Baseline, *rep.Throughput} {
 		if r.WallSeconds <= 0 || r.Events <= 0 || r.EventBytes <= 0 || r.Requests <= 0 || r.EventsPerSecond <= 0 ||
 			r.MBPerSecond <= 0 || r.CPUSeconds <= 0 || r.PeakRSSMB <= 0 || r.PeakHeapMB <= 0 {
 			t.Errorf("%s: a figure is not positive: %+v", r.Name, r)

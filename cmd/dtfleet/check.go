@@ -2,11 +2,11 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/dtfleet/dtfleet/internal/inspect"
 	"github.com/dtfleet/dtfleet/worker/darktrace"
 )
 
@@ -43,27 +43,8 @@ if any input fails.`,
 			if len(names) == 0 {
 				return &exitError{code: 1, err: fmt.Errorf("%s has no enabled input to check", cf.path)}
 			}
-			out := cmd.OutOrStdout()
-			var failed []string
-			for _, name := range names {
-				in := cfg.Inputs[name]
-				dc := darktrace.ConfigFromInput(in)
-				dc.Logger = logger.With("input", name)
-				dc.Timeout = timeout
-				c, err := darktrace.New(dc)
-				if err == nil {
-					err = c.Check(cmd.Context())
-					c.Close()
-				}
-				if err != nil {
-					failed = append(failed, name)
-					fmt.Fprintf(out, "input %s (%s): %v\n", name, in.Credentials.Instance, err)
-					continue
-				}
-				fmt.Fprintf(out, "input %s (%s): Tokens have been validated successfully.\n", name, in.Credentials.Instance)
-			}
+			failed := inspect.CheckTokens(cmd.Context(), cfg, names, timeout, logger, cmd.OutOrStdout())
 			if len(failed) > 0 {
-				slices.Sort(failed)
 				return &exitError{code: 1, err: fmt.Errorf("token check failed for %d of %d input(s): %v", len(failed), len(names), failed)}
 			}
 			return nil

@@ -12,8 +12,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/fleet"
+	"github.com/dtfleet/dtfleet/internal/fleet/fleettest"
+	"github.com/dtfleet/dtfleet/internal/status"
 	"github.com/dtfleet/dtfleet/shipper/devo"
 )
 
@@ -89,32 +91,18 @@ func TestClusterNodeLoss(t *testing.T) {
 	for _, s := range srvs {
 		urls = append(urls, s.ClientURL())
 	}
-	env := newFleetEnv(t, 2, "")
-	cfg, err := config.Parse([]byte(strings.Replace(env.yaml, "nats: {store_dir: "+env.dir+"/data, listen: none}",
-		fmt.Sprintf("nats: {url: %q, replicas: 3}", strings.Join(urls, ",")), 1)), config.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := fleettest.NewEnv(t, 2)
+	env.File.NATS = fleet.FileNATS{URL: strings.Join(urls, ","), Replicas: 3}
+	env.Reload(t)
+	cfg := env.Config
 	if cfg.NATS.URL == "" || cfg.NATS.Replicas != 3 {
 		t.Fatalf("the test config does not use the cluster: %+v", cfg.NATS)
 	}
-	env.cfg = cfg
-	rec := newRecorder()
-	stop, busc := startFleet(t, cfg, fleetOptions{outputs: []devo.Output{rec}})
-	var b *bus.Bus
-	select {
-	case b = <-busc:
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("the fleet did not start on the cluster: %v", stop())
-	}
+	rec := fleettest.NewRecorder()
+	f := fleettest.Start(t, fleet.Fleet{Config: cfg, Deps: fleet.Dependencies{Outputs: []devo.Output{rec}}})
+	b := f.Bus
 	tag := cfg.Inputs["darktrace"].Services[config.ServiceModelBreaches].Tag
-	deadline := time.Now().Add(2 * time.Minute)
-	for len(rec.events(tag)) < 100 {
-		if time.Now().After(deadline) {
-			t.Fatal("no progress on the cluster")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	fleettest.WaitFor(t, b, cfg, 2*time.Minute, "progress on the cluster", func(*status.Status) bool { return len(rec.Events(tag)) >= 100 })
 	// Lose the node the fleet is connected to: the client must fail over, and the streams and
 	// buckets elect new leaders among the two that are left.
 	victim := srvs[0]
@@ -123,12 +111,12 @@ func TestClusterNodeLoss(t *testing.T) {
 			victim = s
 		}
 	}
-	before := len(rec.events(tag))
+	before := len(rec.Events(tag))
 	victim.Shutdown()
 	victim.WaitForShutdown()
 	t.Logf("shut down %s after %d model breaches were delivered", victim.Name(), before)
-	waitCaughtUp(t, b, cfg, env.end, 4*time.Minute)
-	checkExactlyOnce(t, env, rec.events)
+	fleettest.WaitCaughtUp(t, b, cfg, env.End, 4*time.Minute)
+	fleettest.CheckExactlyOnce(t, env.Fake, cfg, rec.Events)
 	if b.NC.Status() != nats.CONNECTED {
 		t.Errorf("the fleet's connection is %v after the node loss", b.NC.Status())
 	}

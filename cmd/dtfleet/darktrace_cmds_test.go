@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -182,68 +181,6 @@ func TestCheckCommand(t *testing.T) {
 	var ee *exitError
 	if !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(out, "API SIGNATURE ERROR") || strings.Contains(out, "not-the-private-token") {
 		t.Fatalf("bad tokens: %v, %q", err, out)
-	}
-}
-
-func TestSimulateOptions(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name  string
-		flags simulateFlags
-		want  string
-	}{
-		{"rates", simulateFlags{days: 2, publicToken: "p", privateToken: "q", eventsPerHour: []string{"modelbreaches=100", "antigena=0.5"}}, ""},
-		{"unknown service", simulateFlags{publicToken: "p", privateToken: "q", eventsPerHour: []string{"status=1"}}, "service must be"},
-		{"not a number", simulateFlags{publicToken: "p", privateToken: "q", eventsPerHour: []string{"antigena=many"}}, "non-negative number"},
-		{"no equals", simulateFlags{publicToken: "p", privateToken: "q", eventsPerHour: []string{"antigena"}}, "want service=N"},
-		{"fault rate", simulateFlags{publicToken: "p", privateToken: "q", faultRate: 2}, "--fault-rate"},
-		{"negative days", simulateFlags{publicToken: "p", privateToken: "q", days: -1}, "--days"},
-		{"empty token", simulateFlags{publicToken: "p"}, "must not be empty"},
-		{"negative span", simulateFlags{publicToken: "p", privateToken: "q", span: -time.Hour}, "--span"},
-		{"unknown fault kind", simulateFlags{publicToken: "p", privateToken: "q", faultKinds: []string{"status", "meteor"}}, "--fault-kinds"},
-		{"bad fault spec", simulateFlags{publicToken: "p", privateToken: "q", faults: []string{"status,status=abc"}}, "--fault"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			opts, err := tt.flags.options()
-			if tt.want != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.want) {
-					t.Fatalf("got %v, want %q", err, tt.want)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if opts.EventsPerHour[config.ServiceModelBreaches] != 100 || opts.EventsPerHour[config.ServiceAntigena] != 0.5 ||
-				time.Since(opts.Start) < 48*time.Hour || !opts.End.After(time.Now().Add(24*time.Hour)) {
-				t.Fatalf("options %+v", opts)
-			}
-		})
-	}
-}
-
-// TestSimulateFaultFlags checks that --fault, --fault-kinds and --span reach the fake's options.
-func TestSimulateFaultFlags(t *testing.T) {
-	t.Parallel()
-	f := simulateFlags{publicToken: "p", privateToken: "q", days: 7, span: 36 * time.Hour, faultRate: 0.5,
-		faultKinds: []string{"status", "reset"},
-		faults:     []string{"rate_limit,retry_after=3s,times=2", "input_error,service=modelbreaches,start=1715248800000,end=1715252400000,times=-1"}}
-	opts, err := f.options()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []darktracetest.Fault{
-		{Kind: darktracetest.FaultRateLimit, RetryAfter: 3 * time.Second, Times: 2},
-		{Kind: darktracetest.FaultInputError, Endpoint: "/modelbreaches", Start: time.UnixMilli(1715248800000).UTC(), End: time.UnixMilli(1715252400000).UTC(), Times: -1},
-	}
-	if !slices.Equal(opts.Faults.Script, want) || opts.Faults.Rate != 0.5 ||
-		!slices.Equal(opts.Faults.Kinds, []darktracetest.FaultKind{darktracetest.FaultStatus, darktracetest.FaultReset}) {
-		t.Fatalf("faults %+v", opts.Faults)
-	}
-	if age := time.Since(opts.Start); age < 36*time.Hour || age > 38*time.Hour {
-		t.Fatalf("--span 36h gave data from %v ago", age)
 	}
 }
 

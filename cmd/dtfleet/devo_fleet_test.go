@@ -24,6 +24,8 @@ import (
 
 	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/fleet"
+	"github.com/dtfleet/dtfleet/internal/fleet/fleettest"
 	"github.com/dtfleet/dtfleet/proto"
 	"github.com/dtfleet/dtfleet/shipper/devo"
 	"github.com/dtfleet/dtfleet/shipper/devo/devotest"
@@ -102,39 +104,23 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 	}
 }
 
-// runningFleet is a fleet started with runFleet in the background.
-type runningFleet struct {
-	stop   func() error  // cancels the fleet and returns runFleet's result
-	exited chan struct{} // closed when runFleet returned; err is then set
-	err    error
-	busc   chan *bus.Bus
+// launchFleet starts the whole fleet in-process (fleettest.StartErr) with fast delivery retries
+// unless o says otherwise; it is stopped when the test ends.
+func launchFleet(t *testing.T, cfg *config.Config, o fleet.Overrides, d fleet.Dependencies) (*fleet.Running, error) {
+	t.Helper()
+	if o.Backoff == nil {
+		o.Backoff = fastBackoff
+	}
+	return fleettest.StartErr(t, fleet.Fleet{Config: cfg, Deps: d, Overrides: o})
 }
 
-// launchFleet runs the whole fleet in-process with logger until stop is called or it fails.
-func launchFleet(t *testing.T, cfg *config.Config, o fleetOptions, logger *slog.Logger) *runningFleet {
+// mustLaunchFleet is launchFleet for a fleet that must start.
+func mustLaunchFleet(t *testing.T, cfg *config.Config, o fleet.Overrides, d fleet.Dependencies) *fleet.Running {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &runningFleet{exited: make(chan struct{}), busc: make(chan *bus.Bus, 1)}
-	o.onBus = func(b *bus.Bus) { f.busc <- b }
-	if o.listen == "" {
-		o.listen = "none"
+	f, err := launchFleet(t, cfg, o, d)
+	if err != nil {
+		t.Fatalf("starting the fleet: %v", err)
 	}
-	if o.tick == 0 {
-		o.tick = 50 * time.Millisecond
-	}
-	if o.backoff == nil {
-		o.backoff = fastBackoff
-	}
-	go func() {
-		f.err = runFleet(ctx, cfg, allRoles, o, logger)
-		close(f.exited)
-	}()
-	f.stop = func() error {
-		cancel()
-		<-f.exited
-		return f.err
-	}
-	t.Cleanup(func() { _ = f.stop() })
 	return f
 }
 
@@ -161,7 +147,7 @@ func deliveryCursor(t *testing.T, b *bus.Bus, ln config.Lane) (d proto.Delivery,
 // storedCursor opens the (stopped) fleet's embedded store and reads a lane's delivery checkpoint.
 func storedCursor(t *testing.T, cfg *config.Config, ln config.Lane) (proto.Delivery, bool) {
 	t.Helper()
-	b, err := connectBus(context.Background(), cfg, allRoles, fleetOptions{listen: "none"}, slog.New(slog.DiscardHandler))
+	b, err := fleet.Connect(context.Background(), cfg, fleet.AllRoles, "none", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,11 +251,6 @@ inputs:
 	return cfg, y
 }
 
-// env is the fleetEnv that checkExactlyOnce compares against.
-func (s *devoSetup) env(cfg *config.Config, y string) *fleetEnv {
-	return &fleetEnv{fake: s.fake, cfg: cfg, yaml: y, start: s.start, end: s.end, dir: s.dir}
-}
-
 // tlsOutput is a devo_platform output block for the fake's TLS listener, with the relative cert
 // paths of the setup's directory.
 func tlsOutput(name, addr, extra string) string {
@@ -355,28 +336,27 @@ func TestFleetDevoTLSResets(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sink.Close() })
-	cfg, y := s.load(t, tlsOutput("devo_1", sink.TLSAddr(), ""), `      modelbreaches: {start_time_in_utc_format: "START", override_time_window_interval_in_minutes: 2, look_back_in_minutes: 0}
+	cfg, _ := s.load(t, tlsOutput("devo_1", sink.TLSAddr(), ""), `      modelbreaches: {start_time_in_utc_format: "START", override_time_window_interval_in_minutes: 2, look_back_in_minutes: 0}
 `, nil)
-	env := s.env(cfg, y)
 	const service = config.ServiceModelBreaches
-	tag := laneOf(t, cfg, service).Svc.Tag
+	tag := fleettest.LaneOf(t, cfg, service).Svc.Tag
 	total := len(s.fake.Keys(service))
 	if total < resets*resetEvery {
 		t.Fatalf("the fake holds %d events, fewer than %d resets × %d: not every reset would happen", total, resets, resetEvery)
 	}
 
 	logs := newLogCapture(t)
-	built, err := buildOutputs(cfg, nil, logs.logger)
+	built, err := fleet.OpenOutputs(cfg, nil, logs.logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := &sendLog{Output: built[0], confirmed: map[string][][]byte{}, inFailed: map[string]int{}, service: map[string]string{tag: service}}
 	t.Cleanup(func() { _ = out.Close() })
 	sink.ResetEveryTimes(resetEvery, resets)
-	f := launchFleet(t, cfg, fleetOptions{outputs: []devo.Output{out}, batchEvents: batchEvents}, logs.logger)
-	b := <-f.busc
-	waitCaughtUp(t, b, cfg, s.end, 2*time.Minute)
-	if err := f.stop(); err != nil {
+	f := mustLaunchFleet(t, cfg, fleet.Overrides{BatchEvents: batchEvents}, fleet.Dependencies{Logger: logs.logger, Outputs: []devo.Output{out}})
+	b := f.Bus
+	fleettest.WaitCaughtUp(t, b, cfg, s.end, 2*time.Minute)
+	if err := f.Stop(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -384,7 +364,7 @@ func TestFleetDevoTLSResets(t *testing.T) {
 		t.Fatalf("the fake reset %d connections; want %d", got, resets)
 	}
 	// What the confirmations covered: the ground truth, once each, in order.
-	checkExactlyOnce(t, env, out.confirmedOf)
+	fleettest.CheckExactlyOnce(t, s.fake, cfg, out.confirmedOf)
 	// What Devo received: every event, plus duplicates only from failed batches.
 	received := map[string]int{}
 	for _, m := range sinkMessages(sink, tag, nil) {
@@ -448,16 +428,16 @@ func TestFleetDevoCertificateErrors(t *testing.T) {
 `
 	outputs := tlsOutput("devo_1", sink.TLSAddr(), "")
 	load := func() (*config.Config, string) { return s.load(t, outputs, services, nil) }
-	cfg, y := load()
-	ln := laneOf(t, cfg, config.ServiceModelBreaches)
+	cfg, _ := load()
+	ln := fleettest.LaneOf(t, cfg, config.ServiceModelBreaches)
 	tag := ln.Svc.Tag
 
 	// Deliver part of the backfill, then park the shipper on refused connections (so no batch is
 	// half-sent when it stops) and stop.
 	s.install(t, goodChain, p.ClientCert, p.ClientKey)
 	logs := newLogCapture(t)
-	f := launchFleet(t, cfg, fleetOptions{batchEvents: 100}, logs.logger)
-	b := <-f.busc
+	f := mustLaunchFleet(t, cfg, fleet.Overrides{BatchEvents: 100}, fleet.Dependencies{Logger: logs.logger})
+	b := f.Bus
 	waitUntil(t, time.Minute, "part of the backfill to be delivered", func() bool {
 		d, ok := deliveryCursor(t, b, ln)
 		return ok && d.Events >= 500
@@ -465,7 +445,7 @@ func TestFleetDevoCertificateErrors(t *testing.T) {
 	sink.Refuse(true)
 	refusedBefore := logs.count("delivering a batch failed; retrying")
 	waitUntil(t, time.Minute, "a refused delivery", func() bool { return logs.count("delivering a batch failed; retrying") > refusedBefore })
-	if err := f.stop(); err != nil {
+	if err := f.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	sink.Refuse(false)
@@ -499,22 +479,24 @@ func TestFleetDevoCertificateErrors(t *testing.T) {
 			cfg, _ := load()
 			logs := newLogCapture(t)
 			accepted := sink.Accepted()
-			f := launchFleet(t, cfg, fleetOptions{batchEvents: 100}, logs.logger)
+			f, err := launchFleet(t, cfg, fleet.Overrides{BatchEvents: 100}, fleet.Dependencies{Logger: logs.logger})
 			if tc.atStart {
-				select {
-				case <-f.exited:
-				case <-time.After(30 * time.Second):
-					t.Fatal("the fleet kept running with a bad certificate")
+				if err == nil {
+					_ = f.Stop()
+					t.Fatal("the fleet started with a bad certificate")
 				}
-				if f.err == nil || !strings.Contains(f.err.Error(), tc.file) || !strings.Contains(f.err.Error(), tc.want) {
-					t.Fatalf("the fleet stopped with %v; want an error naming %s that says %q", f.err, tc.file, tc.want)
+				if !strings.Contains(err.Error(), tc.file) || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("the fleet stopped with %v; want an error naming %s that says %q", err, tc.file, tc.want)
 				}
-				t.Logf("start-up error: %v", f.err)
+				t.Logf("start-up error: %v", err)
 				if sink.Accepted() != accepted {
 					t.Error("the fleet connected to Devo with files it should have refused")
 				}
 			} else {
-				b := <-f.busc
+				if err != nil {
+					t.Fatalf("starting the fleet: %v", err)
+				}
+				b := f.Bus
 				waitUntil(t, 30*time.Second, fmt.Sprintf("two failed deliveries naming %s", tc.file), func() bool {
 					return logs.count("level=WARN", "delivering a batch failed", tc.want, tc.file) >= 2
 				})
@@ -522,11 +504,11 @@ func TestFleetDevoCertificateErrors(t *testing.T) {
 					t.Errorf("the delivery cursor moved from slot %d (%d events) to slot %d (%d events)", before.Seq, before.Events, d.Seq, d.Events)
 				}
 				select {
-				case <-f.exited:
-					t.Fatalf("the fleet stopped: %v", f.err)
+				case <-f.Done():
+					t.Fatalf("the fleet stopped: %v", f.Err())
 				default:
 				}
-				if err := f.stop(); err != nil {
+				if err := f.Stop(); err != nil {
 					t.Fatal(err)
 				}
 				for _, line := range strings.Split(logs.buf.String(), "\n") {
@@ -547,14 +529,14 @@ func TestFleetDevoCertificateErrors(t *testing.T) {
 
 	// The files are fixed: a restart delivers the rest, nothing lost and nothing twice.
 	s.install(t, goodChain, p.ClientCert, p.ClientKey)
-	cfg, y = load()
-	f = launchFleet(t, cfg, fleetOptions{batchEvents: 100}, logs.logger)
-	b = <-f.busc
-	waitCaughtUp(t, b, cfg, s.end, time.Minute)
-	if err := f.stop(); err != nil {
+	cfg, _ = load()
+	f = mustLaunchFleet(t, cfg, fleet.Overrides{BatchEvents: 100}, fleet.Dependencies{Logger: logs.logger})
+	b = f.Bus
+	fleettest.WaitCaughtUp(t, b, cfg, s.end, time.Minute)
+	if err := f.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	checkExactlyOnce(t, s.env(cfg, y), func(string) [][]byte { return sinkMessages(sink, tag, nil) })
+	fleettest.CheckExactlyOnce(t, s.fake, cfg, func(string) [][]byte { return sinkMessages(sink, tag, nil) })
 }
 
 // syslogLine is the exact line form: <14>YYYY-MM-DD HH:MM:SS.mmm host tag: message.
@@ -619,20 +601,19 @@ func TestFleetDevoEveryOutputType(t *testing.T) {
   console_1:
     type: console
     config: {hostname: console-host}`, relayHost, relayPort, sink.HTTPURL())
-	cfg, y := s.load(t, outputs, `      modelbreaches: {start_time_in_utc_format: "START", look_back_in_minutes: 0, override_devo_tag: my.app.dt.breach}
+	cfg, _ := s.load(t, outputs, `      modelbreaches: {start_time_in_utc_format: "START", look_back_in_minutes: 0, override_devo_tag: my.app.dt.breach}
       aianalyst_incidentevents: {start_time_in_utc_format: "START"}
       status: {}
 `, map[string]string{"DEVO_HTTP_TOKEN": httpToken})
-	env := s.env(cfg, y)
-	if got := laneOf(t, cfg, config.ServiceModelBreaches).Svc.Tag; got != "my.app.dt.breach" {
+	if got := fleettest.LaneOf(t, cfg, config.ServiceModelBreaches).Svc.Tag; got != "my.app.dt.breach" {
 		t.Fatalf("override_devo_tag not applied: the breach tag is %q", got)
 	}
 
 	logs := newLogCapture(t)
 	console := &lockedBuffer{}
-	f := launchFleet(t, cfg, fleetOptions{stdout: console}, logs.logger)
-	b := <-f.busc
-	waitCaughtUp(t, b, cfg, s.end, time.Minute)
+	f := mustLaunchFleet(t, cfg, fleet.Overrides{}, fleet.Dependencies{Logger: logs.logger, Stdout: console})
+	b := f.Bus
+	fleettest.WaitCaughtUp(t, b, cfg, s.end, time.Minute)
 	// Every output logs its statistics each sender_stats_period_in_seconds (1 s here).
 	stats := regexp.MustCompile(`Standard - Total number of messages sent: [1-9]\d*, messages sent since \\?"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}\+00:00\\?": \d+ \(elapsed \d+\.\d{3} seconds\)`)
 	names := []string{"devo_1", "devo_gz", "relay_1", "http_1", "file_1", "console_1"}
@@ -651,7 +632,7 @@ func TestFleetDevoEveryOutputType(t *testing.T) {
 		}
 		return true
 	})
-	if err := f.stop(); err != nil {
+	if err := f.Stop(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -670,7 +651,7 @@ func TestFleetDevoEveryOutputType(t *testing.T) {
 					t.Fatalf("an event arrived framed %q for domain %q; want %q", e.Framing, e.Domain, o.framing)
 				}
 			}
-			checkExactlyOnce(t, env, func(tag string) [][]byte { return sinkMessages(sink, tag, keep) })
+			fleettest.CheckExactlyOnce(t, s.fake, cfg, func(tag string) [][]byte { return sinkMessages(sink, tag, keep) })
 		})
 	}
 	if n := sink.CountTag("edr.darktrace.respond.model_breach"); n != 0 {
@@ -682,11 +663,11 @@ func TestFleetDevoEveryOutputType(t *testing.T) {
 	t.Run("file_1", func(t *testing.T) {
 		data := mustReadFile(t, filepath.Join(s.dir, "out", "devo.log"))
 		byTag := parseLines(t, "file_1", string(data), "file-host")
-		checkExactlyOnce(t, env, func(tag string) [][]byte { return byTag[tag] })
+		fleettest.CheckExactlyOnce(t, s.fake, cfg, func(tag string) [][]byte { return byTag[tag] })
 	})
 	t.Run("console_1", func(t *testing.T) {
 		byTag := parseLines(t, "console_1", console.String(), "console-host")
-		checkExactlyOnce(t, env, func(tag string) [][]byte { return byTag[tag] })
+		fleettest.CheckExactlyOnce(t, s.fake, cfg, func(tag string) [][]byte { return byTag[tag] })
 	})
 	if strings.Contains(logs.buf.String(), httpToken) {
 		t.Error("the http token appears in the logs")
@@ -709,11 +690,11 @@ func TestFleetDevoGracefulStopMidBatch(t *testing.T) {
 			`      modelbreaches: {start_time_in_utc_format: "START", override_time_window_interval_in_minutes: 10, look_back_in_minutes: 0}
 `, nil)
 	}
-	cfg, y := load()
-	ln := laneOf(t, cfg, config.ServiceModelBreaches)
+	cfg, _ := load()
+	ln := fleettest.LaneOf(t, cfg, config.ServiceModelBreaches)
 	logs := newLogCapture(t)
-	f := launchFleet(t, cfg, fleetOptions{batchEvents: 100}, logs.logger)
-	b := <-f.busc
+	f := mustLaunchFleet(t, cfg, fleet.Overrides{BatchEvents: 100}, fleet.Dependencies{Logger: logs.logger})
+	b := f.Bus
 	waitUntil(t, time.Minute, "part of the backfill to be delivered", func() bool {
 		d, ok := deliveryCursor(t, b, ln)
 		return ok && d.Events >= 300
@@ -723,17 +704,17 @@ func TestFleetDevoGracefulStopMidBatch(t *testing.T) {
 	accepted := sink.Accepted()
 	sink.Stall(3 * time.Second)
 	waitUntil(t, 30*time.Second, "a delivery to the stalled relay", func() bool { return sink.Accepted() > accepted })
-	if err := f.stop(); err != nil {
+	if err := f.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	mid := sink.Count()
-	cfg, y = load()
-	f = launchFleet(t, cfg, fleetOptions{batchEvents: 100}, logs.logger)
-	b = <-f.busc
-	waitCaughtUp(t, b, cfg, s.end, time.Minute)
-	if err := f.stop(); err != nil {
+	cfg, _ = load()
+	f = mustLaunchFleet(t, cfg, fleet.Overrides{BatchEvents: 100}, fleet.Dependencies{Logger: logs.logger})
+	b = f.Bus
+	fleettest.WaitCaughtUp(t, b, cfg, s.end, time.Minute)
+	if err := f.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("stopped with a batch in flight after %d of %d breaches", mid, len(s.fake.Keys(config.ServiceModelBreaches)))
-	checkExactlyOnce(t, s.env(cfg, y), func(tag string) [][]byte { return sinkMessages(sink, tag, nil) })
+	fleettest.CheckExactlyOnce(t, s.fake, cfg, func(tag string) [][]byte { return sinkMessages(sink, tag, nil) })
 }

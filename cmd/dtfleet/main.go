@@ -68,19 +68,17 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newBenchCmd(g),
 		newCheckCmd(g),
-		newCoordinatorCmd(g),
 		newDefinitionsCmd(g),
 		newDemoCmd(g),
 		newDevoSinkCmd(g),
 		newFetchCmd(g),
 		newReplayCmd(g),
 		newRunCmd(g),
-		newShipperCmd(g),
 		newSimulateCmd(g),
 		newStatusCmd(g),
 		newValidateCmd(g),
-		newWorkerCmd(g),
 	)
+	root.AddCommand(newRoleCmds(g)...) // coordinator, worker, shipper
 	return root
 }
 

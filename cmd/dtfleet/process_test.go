@@ -28,6 +28,9 @@ import (
 
 	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/fleet"
+	"github.com/dtfleet/dtfleet/internal/fleet/fleettest"
+	"github.com/dtfleet/dtfleet/internal/status"
 	"github.com/dtfleet/dtfleet/worker/darktrace/darktracetest"
 )
 
@@ -370,7 +373,7 @@ func readOutput(t *testing.T, path string, cfg *config.Config) map[string][]line
 		l := line{}
 		if !ln.Svc.Snapshot {
 			l.key = darktracetest.Key(ln.Service, []byte(msg))
-			l.ts = eventTime(t, ln.Service, []byte(msg))
+			l.ts = fleettest.EventTime(t, ln.Service, []byte(msg))
 		}
 		out[ln.Service] = append(out[ln.Service], l)
 	}
@@ -485,7 +488,7 @@ func checkHandOvers(t *testing.T, env *procEnv, cfg *config.Config, parts []map[
 		for _, l := range seq {
 			count[l.key]++
 		}
-		checkCounts(t, ln.Service+" (beyond any batch in flight)", want, count)
+		fleettest.CheckCounts(t, ln.Service+" (beyond any batch in flight)", want, count)
 		if ln.Service != config.ServiceAntigena {
 			for i := 1; i < len(seq); i++ {
 				if seq[i].ts < seq[i-1].ts {
@@ -568,7 +571,7 @@ func TestProcessRunStopMidBackfill(t *testing.T) {
 			second := startProc(t, env.dir, "run-2", "run", "-c", cfgPath)
 			second.waitLog(t, "embedded NATS ready", nil)
 			b := connectTo(t, "nats://"+addr)
-			waitCaughtUp(t, b, cfg, env.end, 2*time.Minute)
+			fleettest.WaitCaughtUp(t, b, cfg, env.end, 2*time.Minute)
 			b.Close()
 			second.stopGracefully(t)
 
@@ -592,7 +595,7 @@ func statusOf(t *testing.T, dir, cfgPath string) map[string]uint64 {
 	if err != nil {
 		t.Fatalf("dtfleet status: %v\n%s", err, stderr.Bytes())
 	}
-	var st fleetStatus
+	var st status.Status
 	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatalf("dtfleet status --json: %v\n%s", err, b)
 	}
@@ -670,15 +673,14 @@ func TestProcessStandbyRolesTakeOver(t *testing.T) {
 			unused := filepath.Join(env.dir, "unused.log") // roles without a shipper open no output
 			_, cfg := env.config(t, "probe", "{url: nats://127.0.0.1:1}", unused)
 			ctx := context.Background()
-			b, err := bus.Connect(ctx, config.NATS{StoreDir: filepath.Join(env.dir, "data")},
-				bus.Options{Name: "dtfleet-proc-test", ListenOverride: "127.0.0.1:-1"})
+			// The test's own embedded server on the store, provisioned as the fleet provisions it.
+			embedded := *cfg
+			embedded.NATS = config.NATS{StoreDir: filepath.Join(env.dir, "data")}
+			b, err := fleet.Connect(ctx, &embedded, fleet.AllRoles, "127.0.0.1:-1", fleettest.Logger(t))
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(b.Close)
-			if err := b.Provision(ctx, bus.SettingsFor(cfg)); err != nil {
-				t.Fatal(err)
-			}
 			natsYAML := fmt.Sprintf("{url: %q}", b.ClientURL)
 			aOut, cOut := filepath.Join(env.dir, "out", "a.log"), filepath.Join(env.dir, "out", "c.log")
 			coordPath, _ := env.config(t, "coordinator", natsYAML, unused)
@@ -717,7 +719,7 @@ func TestProcessStandbyRolesTakeOver(t *testing.T) {
 			env.gate.release()
 			coordB.leads(t, cfg, true, false)
 			shipC.leads(t, cfg, false, true)
-			waitCaughtUp(t, b, cfg, env.end, 2*time.Minute)
+			fleettest.WaitCaughtUp(t, b, cfg, env.end, 2*time.Minute)
 			for _, p := range []*proc{coordB, shipC, worker} {
 				p.stopGracefully(t)
 			}
@@ -739,7 +741,7 @@ func TestProcessStandbyRolesTakeOver(t *testing.T) {
 // checkpoint only after it logged the lease); the others are left out and not bounded.
 func checkpointsBeforeTakeOver(t *testing.T, b *bus.Bus, cfg *config.Config, standby *proc) map[string]uint64 {
 	t.Helper()
-	st, err := collectStatus(context.Background(), b, cfg, time.Now())
+	st, err := status.Read(context.Background(), b, cfg, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

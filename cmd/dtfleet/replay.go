@@ -7,7 +7,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dtfleet/dtfleet/coordinator"
-	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/fleet"
+	"github.com/dtfleet/dtfleet/internal/inspect"
 )
 
 func newReplayCmd(g *globalFlags) *cobra.Command {
@@ -42,11 +43,11 @@ failure record. Times are RFC 3339 (2024-05-01T00:00:00Z).`,
 			if err != nil {
 				return fmt.Errorf("--to %q is not an RFC 3339 time: %w", toFlag, err)
 			}
-			ln, err := findLane(cfg, input, service)
+			ln, err := inspect.FindLane(cfg, input, service)
 			if err != nil {
 				return err
 			}
-			b, err := connectClient(cmd.Context(), cfg, logger)
+			b, err := fleet.ConnectClient(cmd.Context(), cfg, logger)
 			if err != nil {
 				return err
 			}
@@ -70,21 +71,4 @@ failure record. Times are RFC 3339 (2024-05-01T00:00:00Z).`,
 	_ = cmd.MarkFlagRequired("from")
 	_ = cmd.MarkFlagRequired("to")
 	return cmd
-}
-
-// findLane returns the enabled lane of input (or the only enabled input) and service.
-func findLane(cfg *config.Config, input, service string) (config.Lane, error) {
-	if input == "" {
-		ins := cfg.EnabledInputs()
-		if len(ins) != 1 {
-			return config.Lane{}, fmt.Errorf("--input is required: %d inputs are enabled (%v)", len(ins), ins)
-		}
-		input = ins[0]
-	}
-	for _, ln := range cfg.Lanes() {
-		if ln.Input == input && ln.Service == service {
-			return ln, nil
-		}
-	}
-	return config.Lane{}, fmt.Errorf("no enabled service %q on input %q (services: %v)", service, input, config.Services)
 }

@@ -1,48 +1,29 @@
 package main
 
 import (
+	"encoding/json"
+	"time"
+
 	"github.com/spf13/cobra"
+
+	"github.com/dtfleet/dtfleet/internal/fleet"
+	"github.com/dtfleet/dtfleet/internal/metrics"
+	"github.com/dtfleet/dtfleet/internal/status"
 )
 
-// addMetricsFlag registers --metrics-listen on a command that runs fleet roles.
-func addMetricsFlag(cmd *cobra.Command, o *fleetOptions) {
-	cmd.Flags().StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9464 (/metrics)")
-}
-
 func newRunCmd(g *globalFlags) *cobra.Command {
-	var (
-		cf *configFlags
-		o  fleetOptions
-	)
-	cmd := &cobra.Command{
-		Use:   "run",
-		Short: "Run the whole fleet in one process (embedded NATS unless nats.url is set)",
-		Long: `run starts every role — coordinator, workers and shipper — in one process. With no nats.url
+	cmd := newRoleCmd(g, "run", "Run the whole fleet in one process (embedded NATS unless nats.url is set)", fleet.AllRoles)
+	cmd.Long = `run starts every role — coordinator, workers and shipper — in one process. With no nats.url
 it starts an embedded NATS server with JetStream on nats.store_dir, listening on nats.listen so that
-more workers (dtfleet worker) or a status query (dtfleet status) can join from this host.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger, err := g.logger()
-			if err != nil {
-				return err
-			}
-			cfg, err := cf.load()
-			if err != nil {
-				return err
-			}
-			return runFleet(cmd.Context(), cfg, allRoles, o, logger)
-		},
-	}
-	cf = addConfigFlags(cmd)
-	addMetricsFlag(cmd, &o)
+more workers (dtfleet worker) or a status query (dtfleet status) can join from this host.`
 	return cmd
 }
 
-// newRoleCmd builds the single-role commands: coordinator, worker, shipper.
-func newRoleCmd(g *globalFlags, name, short string, r roles) *cobra.Command {
+// newRoleCmd builds the commands that run fleet roles: run, coordinator, worker, shipper.
+func newRoleCmd(g *globalFlags, name, short string, r fleet.Roles) *cobra.Command {
 	var (
-		cf *configFlags
-		o  fleetOptions
+		cf            *configFlags
+		metricsListen string
 	)
 	cmd := &cobra.Command{
 		Use:   name,
@@ -57,22 +38,66 @@ func newRoleCmd(g *globalFlags, name, short string, r roles) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return runFleet(cmd.Context(), cfg, r, o, logger.With("process", name))
+			if r != fleet.AllRoles {
+				logger = logger.With("process", name)
+			}
+			reg := metrics.NewRegistry()
+			f := fleet.Fleet{Config: cfg, Roles: r, Deps: fleet.Dependencies{Logger: logger, Registerer: reg, Gatherer: reg},
+				Overrides: fleet.Overrides{MetricsListen: metricsListen}}
+			return f.Run(cmd.Context())
 		},
 	}
 	cf = addConfigFlags(cmd)
-	addMetricsFlag(cmd, &o)
+	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9464 (/metrics)")
 	return cmd
 }
 
-func newCoordinatorCmd(g *globalFlags) *cobra.Command {
-	return newRoleCmd(g, "coordinator", "Run the coordinator role against nats.url (standby while another leads)", roles{coordinator: true})
+// newRoleCmds builds the single-role commands: coordinator, worker, shipper.
+func newRoleCmds(g *globalFlags) []*cobra.Command {
+	return []*cobra.Command{
+		newRoleCmd(g, "coordinator", "Run the coordinator role against nats.url (standby while another leads)", fleet.Roles{Coordinator: true}),
+		newRoleCmd(g, "worker", "Run a worker against nats.url (any number, any host)", fleet.Roles{Worker: true}),
+		newRoleCmd(g, "shipper", "Run the shipper role against nats.url (standby per lane while another delivers)", fleet.Roles{Shipper: true}),
+	}
 }
 
-func newWorkerCmd(g *globalFlags) *cobra.Command {
-	return newRoleCmd(g, "worker", "Run a worker against nats.url (any number, any host)", roles{worker: true})
-}
-
-func newShipperCmd(g *globalFlags) *cobra.Command {
-	return newRoleCmd(g, "shipper", "Run the shipper role against nats.url (standby per lane while another delivers)", roles{shipper: true})
+func newStatusCmd(g *globalFlags) *cobra.Command {
+	var (
+		cf     *configFlags
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show per input and service: planned and delivered cursors, lag, backlog, failed slots, leaders, workers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg, err := cf.load()
+			if err != nil {
+				return err
+			}
+			b, err := fleet.ConnectClient(cmd.Context(), cfg, logger)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			st, err := status.Read(cmd.Context(), b, cfg, time.Now())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			status.Print(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+	cf = addConfigFlags(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }

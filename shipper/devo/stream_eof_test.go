@@ -3,6 +3,9 @@
 package devo
 
 import (
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jonboulle/clockwork"
+
 	"context"
 	"crypto/tls"
 	"errors"
@@ -169,7 +172,8 @@ func TestEarlyGracefulCloseIsNotConfirmation(t *testing.T) {
 			}
 
 			// The retry (the server no longer closes early) delivers the whole batch.
-			if err := Retry(testCtx(t), out, b, Backoff{Initial: time.Millisecond, Max: 10 * time.Millisecond}, nil); err != nil {
+			bo := &backoff.ExponentialBackOff{InitialInterval: time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: 10 * time.Millisecond}
+			if err := RetryGrace(testCtx(t), 0, out, b, bo, clockwork.NewRealClock(), nil); err != nil {
 				t.Fatalf("Retry: %v", err)
 			}
 			got, want := messages(srv.Events(testTag)), batchMessages(b)

@@ -1,4 +1,11 @@
-package main
+// Package metrics exports a fleet's state as Prometheus metrics and serves them over HTTP. The
+// Collector reads the state through internal/status at scrape time; the Server serves whatever
+// Gatherer it is given. Nothing here touches Prometheus's global registry: callers register the
+// Collector on their own Registerer.
+//
+// It may import internal/config and internal/status; it must not import the roles or the fleet
+// assembly (internal/fleet imports it).
+package metrics
 
 import (
 	"context"
@@ -13,16 +20,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/status"
 )
 
-// fleetCollector exports the fleet's state, as `dtfleet status` reads it from the bus, as
+// Collector exports the fleet's state, as `dtfleet status` reads it from the bus, as
 // Prometheus metrics. It reads the checkpoints at scrape time, so every process of a fleet
 // exports the same, fleet-wide figures, whichever roles it runs; a scrape that cannot read them
 // fails instead of exporting stale values.
-type fleetCollector struct {
-	b   *bus.Bus
+type Collector struct {
+	src status.KVSource
 	cfg *config.Config
 	now func() time.Time
 
@@ -31,13 +38,15 @@ type fleetCollector struct {
 	leader, up                                   *prometheus.Desc
 }
 
-func newFleetCollector(b *bus.Bus, cfg *config.Config, now func() time.Time) *fleetCollector {
+// NewCollector returns a collector of the state of cfg's fleet, read from src with the clock now
+// (lag is measured against it).
+func NewCollector(src status.KVSource, cfg *config.Config, now func() time.Time) *Collector {
 	lane := []string{"input", "service"}
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("dtfleet_"+name, help, labels, nil)
 	}
-	return &fleetCollector{
-		b: b, cfg: cfg, now: now,
+	return &Collector{
+		src: src, cfg: cfg, now: now,
 		planned:      d("lane_planned_slots", "Sequence number of the last slot the coordinator planned.", lane...),
 		delivered:    d("lane_delivered_slots", "Sequence number of the last slot the shipper delivered.", lane...),
 		backlog:      d("lane_backlog_slots", "Slots planned but not yet delivered.", lane...),
@@ -54,7 +63,7 @@ func newFleetCollector(b *bus.Bus, cfg *config.Config, now func() time.Time) *fl
 }
 
 // Describe implements prometheus.Collector.
-func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.planned, c.delivered, c.backlog, c.pending, c.lag, c.events, c.dups,
 		c.failedPassed, c.failedOpen, c.work, c.leader, c.up} {
 		ch <- d
@@ -62,10 +71,10 @@ func (c *fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect implements prometheus.Collector.
-func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := collectStatus(ctx, c.b, c.cfg, c.now())
+	st, err := status.Read(ctx, c.src, c.cfg, c.now())
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
 		ch <- prometheus.NewInvalidMetric(c.up, fmt.Errorf("reading the fleet's state: %w", err))
@@ -105,35 +114,40 @@ func (c *fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.work, prometheus.GaugeValue, float64(len(st.Workers)))
 }
 
-// metricsServer serves /metrics on addr: the fleet's state plus this process's Go runtime and
-// process metrics, from a registry of its own (no global registry).
-type metricsServer struct {
-	addr   string
-	reg    *prometheus.Registry
-	logger *slog.Logger
-	// ready, when set, receives the bound address once the listener is open (tests, ":0").
-	ready func(addr string)
-}
-
-func newMetricsServer(addr string, b *bus.Bus, cfg *config.Config, logger *slog.Logger) *metricsServer {
+// NewRegistry returns a registry of its own (not the global one) holding this process's Go
+// runtime and process metrics, the base every served registry starts from.
+func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newFleetCollector(b, cfg, time.Now), collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &metricsServer{addr: addr, reg: reg, logger: logger}
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
-// Run serves until ctx ends, then shuts the server down and returns once it stopped.
-func (m *metricsServer) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", m.addr)
+// Server serves the metrics of Gatherer on /metrics at Addr.
+type Server struct {
+	Addr     string
+	Gatherer prometheus.Gatherer
+	Logger   *slog.Logger
+	// Ready, when set, receives the bound address once the listener is open (tests, ":0").
+	Ready func(addr string)
+}
+
+// Run serves until ctx ends, then shuts the server down and returns once it stopped. It fails
+// at once when Addr cannot be listened on.
+func (m *Server) Run(ctx context.Context) error {
+	logger := m.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ln, err := net.Listen("tcp", m.Addr)
 	if err != nil {
-		return fmt.Errorf("metrics listener %s: %w", m.addr, err)
+		return fmt.Errorf("metrics listener %s: %w", m.Addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(m.logger.Handler(), slog.LevelWarn)}))
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	m.logger.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
-	if m.ready != nil {
-		m.ready(ln.Addr().String())
+	logger.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	if m.Ready != nil {
+		m.Ready(ln.Addr().String())
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

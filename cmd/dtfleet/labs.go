@@ -1,0 +1,146 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dtfleet/dtfleet/internal/bench"
+	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/demo"
+)
+
+func newDemoCmd(g *globalFlags) *cobra.Command {
+	var o demo.Options
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Backfill a week from a fake Darktrace appliance into Devo lines, with no config and no Darktrace",
+		Long: `demo starts the fake Darktrace appliance with a week of data, writes a config for it
+(DIR/config.yaml), runs the whole fleet with an embedded NATS server (DIR/data, started afresh),
+shows progress, stops when caught up, and prints what was delivered per Devo tag, checked against
+the appliance's ground truth.
+
+--output file (default) writes Devo lines to DIR/devo.log. --output devo-tls sends them over
+mutual TLS to a fake Devo receiver (certificates made at run time in DIR/certs), which writes what
+it received to DIR/devo-received/<tag>.log.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Root().PersistentFlags().Changed("log-level") {
+				g.logLevel = "warn" // the progress bar and the summary tell the story
+			}
+			logger, err := g.logger()
+			if err != nil {
+				return err
+			}
+			sum, err := demo.Run(cmd.Context(), o, logger, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if sum.Missing > 0 || sum.Duplicates > 0 {
+				return &exitError{code: 2, err: fmt.Errorf("demo finished with %d missing and %d duplicated events", sum.Missing, sum.Duplicates)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&o.Dir, "dir", "dtfleet-demo", "working directory for the config, the NATS store and the output")
+	cmd.Flags().IntVar(&o.Days, "days", 7, "days of appliance data to backfill")
+	cmd.Flags().StringVar(&o.Output, "output", "file", "where Devo lines go: file or devo-tls")
+	cmd.Flags().DurationVar(&o.Latency, "latency", 20*time.Millisecond, "fake appliance response latency")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 10*time.Minute, "give up if not caught up by then")
+	cmd.Flags().BoolVar(&o.Quiet, "quiet", false, "no progress bar")
+	return cmd
+}
+
+func newBenchCmd(g *globalFlags) *cobra.Command {
+	var (
+		o         bench.Options
+		scenarios string
+		asJSON    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure the fleet in-process against the fake appliance and the fake Devo over TLS",
+		Long: `bench runs the whole fleet in this process — embedded NATS with file storage in a temporary
+directory and the real sync policy (fsync before every acknowledgement) — against the fake Darktrace
+appliance and the fake Devo receiver over mutual TLS, and reports what it measured:
+
+  backfill    wall time of --slots slots at --latency with --concurrency requests in flight, next
+              to the sequential baseline (one request at a time, as Devo's collector works) on the
+              first --baseline-slots of the same slots; the baseline's time is extrapolated to all
+              slots when it ran on fewer, and the output says so.
+  throughput  events/s and MB/s of event JSON from the first appliance request to the last line
+              received by the fake Devo, and CPU seconds per million events (getrusage of this
+              process, which also runs the fake appliance and the fake Devo, plus its workers).
+  freshness   p50/p99 from an event becoming visible in the live fake appliance to its line
+              arriving at the fake Devo, with a request period of --period.
+  memory      peak RSS (VmHWM, reset per run) and peak heap (runtime/metrics) of a --memory-mb
+              backfill.
+  scale       a latency-bound backfill with one worker process, then two (the second a
+              'dtfleet worker' OS process of this binary), and a check that requests_per_second
+              holds fleet-wide with two processes.
+
+Every figure is measured; none is computed from the knobs. Timings vary with the machine's load.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Root().PersistentFlags().Changed("log-level") {
+				g.logLevel = "error"
+			}
+			logger, err := g.logger()
+			if err != nil {
+				return err
+			}
+			if o.Scenarios, err = bench.ParseScenarios(scenarios); err != nil {
+				return fmt.Errorf("--scenarios: %w", err)
+			}
+			rep, err := bench.Run(cmd.Context(), o, logger, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			rep.Table(cmd.OutOrStdout())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&scenarios, "scenarios", "backfill,throughput,freshness,memory,scale", "comma-separated scenarios to run: "+strings.Join(bench.Scenarios, ", ")+", or all")
+	f.StringVar(&o.Dir, "dir", "", "parent of the temporary directories (NATS stores, certificates); default the system's")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole bench to this file")
+	f.StringVar(&o.MemProfile, "memprofile", "", "write a heap profile to this file at each run's peak heap (the run's name is appended)")
+	f.DurationVar(&o.Timeout, "timeout", 15*time.Minute, "give up a run that has not finished by then")
+
+	f.IntVar(&o.Slots, "slots", 500, "backfill: slots (time windows) to backfill")
+	f.IntVar(&o.EventsPerSlot, "events-per-slot", 5, "backfill: mean events per slot")
+	f.DurationVar(&o.Latency, "latency", 20*time.Millisecond, "backfill: appliance response latency")
+	f.DurationVar(&o.Jitter, "jitter", -1, "appliance latency jitter (uniform ±); default a tenth of the latency")
+	f.IntVar(&o.Concurrency, "concurrency", 32, "backfill, throughput, memory, freshness: requests in flight per worker process")
+	f.IntVar(&o.BaselineSlots, "baseline-slots", 100, "backfill: slots the sequential baseline runs on (0: all; fewer are extrapolated)")
+	f.IntVar(&o.Workers, "workers", 1, "worker processes (N-1 extra 'dtfleet worker' processes of this binary) for backfill, throughput, memory, freshness")
+	f.Float64Var(&o.RPS, "rps", 2000, "requests_per_second of the input (fleet-wide limit)")
+	f.DurationVar(&o.Window, "window", time.Hour, "slot window (override_time_window_interval_in_minutes)")
+	f.DurationVar(&o.LookBack, "look-back", 0, "modelbreaches look-back of backfill runs (freshness always uses the default 60m)")
+
+	f.IntVar(&o.EventSize, "event-size", 2048, "throughput, memory: approximate bytes per event")
+	f.IntVar(&o.TPSlots, "throughput-slots", 40, "throughput: slots")
+	f.IntVar(&o.TPEventsPerSlot, "throughput-events-per-slot", 5000, "throughput, memory: mean events per slot")
+	f.DurationVar(&o.TPLatency, "throughput-latency", 0, "throughput, memory: appliance latency")
+	f.IntVar(&o.MemoryMB, "memory-mb", 512, "memory: MB of event JSON to backfill")
+	f.IntVar(&o.BacklogMB, "max-backlog-mb", config.DefaultMaxBacklogInMB, "every run: coordinator.max_backlog_in_mb (results planned but not delivered, per lane)")
+
+	f.DurationVar(&o.LiveDuration, "live-duration", 30*time.Second, "freshness: how long events are measured")
+	f.DurationVar(&o.Period, "period", 5*time.Second, "freshness: request_period_in_seconds")
+	f.Float64Var(&o.LiveEventsPerHour, "live-events-per-hour", 3600, "freshness: events per hour the live appliance produces")
+
+	f.IntVar(&o.ScaleSlots, "scale-slots", 1000, "scale: slots of each run")
+	f.DurationVar(&o.ScaleLatency, "scale-latency", 100*time.Millisecond, "scale: appliance latency")
+	f.IntVar(&o.ScaleConcurrency, "scale-concurrency", 8, "scale: requests in flight per worker process")
+	f.Float64Var(&o.RateCheckRPS, "rate-check-rps", 20, "scale: requests_per_second of the fleet-wide limit check (0 skips it)")
+	return cmd
+}
