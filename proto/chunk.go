@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-
-	"github.com/klauspost/compress/s2"
 )
 
 // AppendChunk appends c's msgpack encoding to dst and returns the extended buffer. It writes the
@@ -452,57 +450,4 @@ func (d *decoder) event(ev *Event) error {
 		}
 	}
 	return nil
-}
-
-// HeaderEncoding is the NATS header that names a chunk message's body encoding. EncodingS2 is an
-// AppendChunk encoding compressed with S2; a message without the header is a plain encoding.
-//
-// Chunks are compressed because JetStream's file store keeps every recently written block in
-// memory for ten seconds: the results stream's footprint in the server is its write rate times
-// ten seconds, and Darktrace JSON (repeated keys, model names, IP addresses) compresses several
-// times over. Compression also divides the bytes that are fsynced and, on a cluster, replicated.
-const (
-	HeaderEncoding = "Dtf-Encoding"
-	EncodingS2     = "s2"
-)
-
-// CompressChunk appends the S2 compression of an AppendChunk encoding to dst[:0] (reusing its
-// capacity when it suffices) and returns it.
-func CompressChunk(dst, encoded []byte) []byte {
-	if n := s2.MaxEncodedLen(len(encoded)); cap(dst) < n {
-		dst = make([]byte, n)
-	} else {
-		dst = dst[:n]
-	}
-	return s2.Encode(dst, encoded)
-}
-
-// ReadChunk decodes a chunk message's body with the encoding its HeaderEncoding names ("" for
-// none). Like DecodeChunk, the events' D are sub-slices of the decoded body, which for a
-// compressed chunk is a new buffer.
-//
-// An S2 body is decompressed only when the size it declares is at most MaxChunkBytes, into a
-// buffer of exactly that size, and it must decode to exactly that size; otherwise, as for any
-// malformed body, the error wraps ErrCorruptChunk. An unknown encoding wraps ErrSchema.
-func ReadChunk(data []byte, encoding string, c *Chunk) error {
-	switch encoding {
-	case "":
-	case EncodingS2:
-		n, err := s2.DecodedLen(data)
-		if err != nil {
-			return fmt.Errorf("decompressing chunk: %w: %w", ErrCorruptChunk, err)
-		}
-		if n > MaxChunkBytes {
-			return fmt.Errorf("decompressing chunk: %w: it claims %d bytes, more than %d", ErrCorruptChunk, n, MaxChunkBytes)
-		}
-		// s2.Decode fails unless the block decodes to exactly the n bytes it declared.
-		raw, err := s2.Decode(make([]byte, n), data)
-		if err != nil {
-			return fmt.Errorf("decompressing chunk: %w: %w", ErrCorruptChunk, err)
-		}
-		data = raw
-	default:
-		return fmt.Errorf("chunk encoding %q: %w", encoding, ErrSchema)
-	}
-	return DecodeChunk(data, c)
 }
