@@ -3,6 +3,10 @@
 // lag, in steps of the service's window, and for each snapshot service one slot per period. It
 // publishes slots as work items for the workers and moves the plan cursor with the two-step
 // protocol described on planStore.
+//
+// It may import proto, internal/config and internal/lease; it never imports the other roles
+// (worker, shipper), which it meets only on the bus, and it declares the interfaces it uses
+// (Bus, Publisher) so that its tests fake them.
 package coordinator
 
 import (

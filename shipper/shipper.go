@@ -8,6 +8,10 @@
 // Memory stays bounded when results arrive out of order: result payloads stay in JetStream until
 // their turn; the shipper holds only the small done markers of undelivered slots (bounded by the
 // coordinator's max_slots_ahead) and one batch of events.
+//
+// It may import proto, internal/config, internal/lease and shipper/devo; it never imports the
+// other roles (coordinator, worker), which it meets only on the bus, and it declares the
+// interfaces it uses (ports.go) so that its tests fake them.
 package shipper
 
 import (

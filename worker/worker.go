@@ -8,6 +8,10 @@
 // appliance's Retry-After; a terminal one (bad tokens, missing permission, INPUT ERROR) leaves a
 // failure record, publishes a failed done marker so the shipper moves on, and is terminated; the
 // slot can be replayed once the cause is fixed.
+//
+// It may import proto, internal/config, worker/darktrace and worker/events; it never imports the
+// other roles (coordinator, shipper), which it meets only on the bus, and it declares the
+// interfaces it uses (Endpoints) so that its tests fake them.
 package worker
 
 import (

@@ -2,6 +2,8 @@
 // directory when no URL is configured, or to an external cluster otherwise. Both modes return the
 // same *Bus and then share every line of code (DESIGN.md guarantee 6). Provision creates or
 // updates the streams and KV buckets idempotently.
+//
+// It may import proto and internal/config, and no role package.
 package bus
 
 import (

@@ -2,6 +2,8 @@
 // in the shape of Devo's collector config) and the embedded service definitions. Load decodes
 // strictly, expands ${ENV}, applies defaults from one place and validates every rule before any
 // I/O; every failure carries the Devo collector's error ID and the offending key path.
+//
+// It may import internal/devotag, and no role package: the roles import it.
 package config
 
 import (

@@ -3,6 +3,8 @@
 // KeyValue.Update with the last revision (fails if anyone else wrote the key), releasing deletes
 // the key with a revision check, and a dead holder's key expires with the bucket's TTL, so a
 // standby takes over within one TTL.
+//
+// It may import proto, and no role package.
 package lease
 
 import (
