@@ -64,8 +64,8 @@ type FailureRecords interface {
 type Lease interface {
 	// Hold waits until it holds the lease, calls onAcquire, then runs fn with a context that ends
 	// when the lease is lost or ctx ends. When fn returns it releases the lease. When the lease was
-	// lost it waits to hold it again; it returns nil when ctx ends, or fn's error when fn fails
-	// while the lease is held. It returns only after fn returned.
+	// lost, or fn returned an error wrapping lease.ErrLost, it waits to hold it again; it returns
+	// nil when ctx ends, or fn's other errors. It returns only after fn returned.
 	Hold(ctx context.Context, onAcquire func(), fn func(ctx context.Context) error) error
 	// Valid reports whether the lease is held and recently enough confirmed that no other holder
 	// can have it; the lane checks it before each delivery. Safe for concurrent use.
