@@ -90,8 +90,10 @@ type Bus struct {
 }
 
 // JetStreamBus opens the results stream and the shipper's KV buckets, which must be provisioned
-// (bus.Provision), on js.
+// (bus.Provision), on js. It waits at most kvTimeout for NATS.
 func JetStreamBus(ctx context.Context, js jetstream.JetStream) (Bus, error) {
+	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
 	kvs := map[string]jetstream.KeyValue{}
 	for _, name := range []string{proto.BucketDelivered, proto.BucketDedupe, proto.BucketLeases, proto.BucketFailed} {
 		kv, err := js.KeyValue(ctx, name)
