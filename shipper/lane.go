@@ -131,22 +131,8 @@ func (r *laneRunner) retry(ctx context.Context, what string, op func() error) er
 		if err == nil {
 			return nil
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !r.pause(ctx, &bo, what+" failed; retrying", err) {
 			return ctx.Err()
-		}
-		if bo == nil {
-			bo = r.s.opts.Backoff()
-			bo.Reset()
-		}
-		wait := bo.NextBackOff()
-		if wait == backoff.Stop {
-			wait = maxRetryWait
-		}
-		r.logger.Warn(what+" failed; retrying", "err", err, "in", wait)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-r.s.opts.Clock.After(wait):
 		}
 	}
 }
@@ -166,20 +152,29 @@ func (r *laneRunner) recordDelivered(ctx context.Context, what string, write fun
 		if err == nil || errors.Is(err, errLeaseLost) || ctx.Err() != nil {
 			return err
 		}
-		if bo == nil {
-			bo = r.s.opts.Backoff()
-			bo.Reset()
-		}
-		wait := bo.NextBackOff()
-		if wait == backoff.Stop {
-			wait = maxRetryWait
-		}
-		r.logger.Warn(what+" failed after every output confirmed the batch; retrying the write alone", "err", err, "in", wait)
-		select {
-		case <-ctx.Done():
+		if !r.pause(ctx, &bo, what+" failed after every output confirmed the batch; retrying the write alone", err) {
 			return err
-		case <-r.s.opts.Clock.After(wait):
 		}
+	}
+}
+
+// pause logs err and waits the next interval of *bo (a fresh policy of the shipper's on first
+// use; maxRetryWait once it gives up) on the shipper's clock. It reports false if ctx ended first.
+func (r *laneRunner) pause(ctx context.Context, bo *backoff.BackOff, msg string, err error) bool {
+	if *bo == nil {
+		*bo = r.s.opts.Backoff()
+		(*bo).Reset()
+	}
+	wait := (*bo).NextBackOff()
+	if wait == backoff.Stop {
+		wait = maxRetryWait
+	}
+	r.logger.Warn(msg, "err", err, "in", wait)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-r.s.opts.Clock.After(wait):
+		return true
 	}
 }
 
