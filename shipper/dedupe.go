@@ -59,9 +59,11 @@ func (d *dedupeSet) prepare(ctx context.Context, epoch uint64, start, retain int
 	return nil
 }
 
-// load adds the records whose window ends in [lo, hi).
+// load adds the records whose window ends in [lo, hi). Each KV call waits at most kvTimeout.
 func (d *dedupeSet) load(ctx context.Context, lo, hi int64) error {
-	all, err := d.kv.Keys(ctx, proto.DedupeFilter(d.input, d.service, d.epoch))
+	lctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	all, err := d.kv.Keys(lctx, proto.DedupeFilter(d.input, d.service, d.epoch))
+	cancel()
 	if err != nil {
 		return fmt.Errorf("listing dedupe records of %s.%s: %w", d.input, d.service, err)
 	}
@@ -73,7 +75,9 @@ func (d *dedupeSet) load(ctx context.Context, lo, hi int64) error {
 		}
 	}
 	for _, k := range want {
-		value, _, err := d.kv.Get(ctx, k)
+		gctx, cancel := context.WithTimeout(ctx, kvTimeout)
+		value, _, err := d.kv.Get(gctx, k)
+		cancel()
 		if err != nil {
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				continue
@@ -109,7 +113,8 @@ func (d *dedupeSet) add(keys []string, maxEnd int64) {
 }
 
 // persist stores a delivered batch's keys. It is called after the outputs confirmed the batch and
-// before the delivery checkpoint moves.
+// before the delivery checkpoint moves; ctx must carry the write's deadline. Storing the same
+// record again is harmless, so a failed persist is retried alone.
 func (d *dedupeSet) persist(ctx context.Context, epoch uint64, minStart, maxEnd int64, firstSeq uint64, firstChunk int, keys []string) error {
 	if len(keys) == 0 {
 		return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/dtfleet/dtfleet/internal/lease"
 	"github.com/dtfleet/dtfleet/proto"
 	"github.com/dtfleet/dtfleet/shipper/devo"
 )
@@ -256,6 +257,66 @@ func subjectMatches(filter, subject string) bool {
 	return len(f) == len(s)
 }
 
+// errKVTimeout is how a faultyKV fails: as a NATS call whose deadline passed.
+var errKVTimeout = fmt.Errorf("nats: %w", context.DeadlineExceeded)
+
+// faultyKV is a memKV whose first calls of some kinds fail with errKVTimeout; it counts the calls
+// of each kind. Writes are Create and Update (the checkpoint's), puts are Put (the dedupe
+// record's).
+type faultyKV struct {
+	*memKV
+
+	mu                             sync.Mutex
+	failGets, failPuts, failWrites int // calls of each kind that fail, from the first
+	gets, puts, writes             int // calls of each kind made
+}
+
+// fail counts a call of one kind and reports whether it must fail.
+func (f *faultyKV) fail(calls *int, fails int) bool {
+	f.mu.Lock()
+	*calls++
+	failed := *calls <= fails
+	f.mu.Unlock()
+	if failed {
+		f.changed.signal()
+	}
+	return failed
+}
+
+func (f *faultyKV) counts() (gets, puts, writes int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gets, f.puts, f.writes
+}
+
+func (f *faultyKV) Get(ctx context.Context, key string) ([]byte, uint64, error) {
+	if f.fail(&f.gets, f.failGets) {
+		return nil, 0, fmt.Errorf("get %s: %w", key, errKVTimeout)
+	}
+	return f.memKV.Get(ctx, key)
+}
+
+func (f *faultyKV) Put(ctx context.Context, key string, value []byte) error {
+	if f.fail(&f.puts, f.failPuts) {
+		return fmt.Errorf("put %s: %w", key, errKVTimeout)
+	}
+	return f.memKV.Put(ctx, key, value)
+}
+
+func (f *faultyKV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	if f.fail(&f.writes, f.failWrites) {
+		return 0, fmt.Errorf("create %s: %w", key, errKVTimeout)
+	}
+	return f.memKV.Create(ctx, key, value)
+}
+
+func (f *faultyKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	if f.fail(&f.writes, f.failWrites) {
+		return 0, fmt.Errorf("update %s: %w", key, errKVTimeout)
+	}
+	return f.memKV.Update(ctx, key, value, rev)
+}
+
 // memLeases hands out leases over one in-memory table: a lease is free or held by one holder,
 // and a holder's Hold waits until it is free.
 type memLeases struct {
@@ -288,35 +349,48 @@ type memLease struct {
 func (l *memLease) Hold(ctx context.Context, onAcquire func(), fn func(context.Context) error) error {
 	t := l.table
 	for {
+		if !l.acquire(ctx) {
+			return nil
+		}
+		t.changed.signal()
+		if onAcquire != nil {
+			onAcquire()
+		}
+		err := fn(ctx)
+		t.mu.Lock()
+		delete(t.holders, l.key)
+		close(t.freed)
+		t.freed = make(chan struct{})
+		t.mu.Unlock()
+		t.changed.signal()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, lease.ErrLost) {
+			return err
+		}
+		// fn found the lease lost: stand by and compete again, as lease.Hold does.
+	}
+}
+
+// acquire waits until the lease is free and takes it; it reports false when ctx ended first.
+func (l *memLease) acquire(ctx context.Context) bool {
+	t := l.table
+	for {
 		t.mu.Lock()
 		if t.holders[l.key] == "" {
 			t.holders[l.key] = l.holder
 			t.mu.Unlock()
-			break
+			return true
 		}
 		freed := t.freed
 		t.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-freed:
 		}
 	}
-	t.changed.signal()
-	if onAcquire != nil {
-		onAcquire()
-	}
-	err := fn(ctx)
-	t.mu.Lock()
-	delete(t.holders, l.key)
-	close(t.freed)
-	t.freed = make(chan struct{})
-	t.mu.Unlock()
-	t.changed.signal()
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
 }
 
 func (l *memLease) Valid() bool { return l.table.holder(l.key) == l.holder }
@@ -350,6 +424,12 @@ func (o *memOutput) Send(_ context.Context, b *devo.Batch) error {
 	}
 	o.batches++
 	return nil
+}
+
+func (o *memOutput) batchCount() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.batches
 }
 
 func (o *memOutput) got() []string {

@@ -53,6 +53,15 @@ type laneRunner struct {
 // errLeaseLost stops a lane whose checkpoint someone else moved.
 var errLeaseLost = errors.New("delivery checkpoint moved by another shipper")
 
+// kvTimeout bounds every call the lane makes to NATS (KV reads and writes, chunk reads, purges):
+// a call that hangs (a stream leader lost mid-request) fails and is retried instead of pinning
+// the lane.
+const kvTimeout = 10 * time.Second
+
+// maxRetryWait caps a wait between retries when the retry policy gives up (backoff.Stop): the
+// lane never gives up while it holds its lease.
+const maxRetryWait = time.Minute
+
 // lead runs the lane while this shipper holds its lease.
 func (r *laneRunner) lead(ctx context.Context) error {
 	r.leader.Set(1)
@@ -61,16 +70,29 @@ func (r *laneRunner) lead(ctx context.Context) error {
 }
 
 // run delivers the lane from its checkpoint until ctx ends. It returns after its marker watch
-// stopped.
+// stopped: nil when ctx ended, or an error wrapping lease.ErrLost when another shipper moved the
+// checkpoint (the lease then stands by). Every other error, at start-up or while delivering, is
+// logged and retried.
 func (r *laneRunner) run(ctx context.Context) error {
-	if err := r.loadCheckpoint(ctx); err != nil {
-		return err
-	}
+	// Another shipper may have led the lane since this one last did: start from what the bus
+	// holds, not from what this process remembers.
+	r.dedupe = newDedupeSet(r.s.bus.Dedupe, r.ln.Input, r.ln.Service)
+	r.forced = nil
 	r.markers = map[uint64]proto.Done{}
 	r.notify = make(chan struct{}, 1)
-	stop, err := r.s.bus.Results.WatchDone(ctx, r.ln.Input, r.ln.Service, r.onMarker)
-	if err != nil {
+	var stop func()
+	err := r.retry(ctx, "starting the lane", func() error {
+		if err := r.loadCheckpoint(ctx); err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, kvTimeout)
+		defer cancel()
+		var err error
+		stop, err = r.s.bus.Results.WatchDone(wctx, r.ln.Input, r.ln.Service, r.onMarker)
 		return err
+	})
+	if err != nil {
+		return nil // ctx ended
 	}
 	defer stop()
 	// The ticker is a safety net: markers normally wake the lane through notify.
@@ -79,11 +101,11 @@ func (r *laneRunner) run(ctx context.Context) error {
 	for {
 		progressed, err := r.deliverReady(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
 			if errors.Is(err, errLeaseLost) {
 				return fmt.Errorf("%w: %w", lease.ErrLost, err)
+			}
+			if ctx.Err() != nil {
+				return nil
 			}
 			r.logger.Warn("delivery failed; retrying", "err", err)
 		}
@@ -100,11 +122,70 @@ func (r *laneRunner) run(ctx context.Context) error {
 	}
 }
 
+// retry calls op until it succeeds or ctx ends, waiting between attempts as a fresh policy of the
+// shipper's says, on its clock. It returns nil once op succeeded, or ctx's error.
+func (r *laneRunner) retry(ctx context.Context, what string, op func() error) error {
+	var bo backoff.BackOff
+	for {
+		err := op()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || !r.pause(ctx, &bo, what+" failed; retrying", err) {
+			return ctx.Err()
+		}
+	}
+}
+
+// recordDelivered runs write, a write that records a batch every output confirmed (its dedupe
+// record, the checkpoint), until it succeeds. The batch is not sent again meanwhile: only the
+// write is retried, with backoff. Each attempt has its own deadline and runs even if ctx already
+// ended, so a graceful stop still records the batch it delivered; retries stop when ctx ends (the
+// lease was lost or the shipper stops), and the next leader then resends at most this batch, the
+// bound of a crash. An error wrapping errLeaseLost is not retried: another shipper moved the lane.
+func (r *laneRunner) recordDelivered(ctx context.Context, what string, write func(ctx context.Context) error) error {
+	var bo backoff.BackOff
+	for {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), kvTimeout)
+		err := write(wctx)
+		cancel()
+		if err == nil || errors.Is(err, errLeaseLost) || ctx.Err() != nil {
+			return err
+		}
+		if !r.pause(ctx, &bo, what+" failed after every output confirmed the batch; retrying the write alone", err) {
+			return err
+		}
+	}
+}
+
+// pause logs err and waits the next interval of *bo (a fresh policy of the shipper's on first
+// use; maxRetryWait once it gives up) on the shipper's clock. It reports false if ctx ended first.
+func (r *laneRunner) pause(ctx context.Context, bo *backoff.BackOff, msg string, err error) bool {
+	if *bo == nil {
+		*bo = r.s.opts.Backoff()
+		(*bo).Reset()
+	}
+	wait := (*bo).NextBackOff()
+	if wait == backoff.Stop {
+		wait = maxRetryWait
+	}
+	r.logger.Warn(msg, "err", err, "in", wait)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-r.s.opts.Clock.After(wait):
+		return true
+	}
+}
+
 func (r *laneRunner) loadCheckpoint(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
 	value, rev, err := r.s.bus.Checkpoints.Get(ctx, proto.LaneKey(r.ln.Input, r.ln.Service))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		r.st, r.rev = proto.Delivery{V: proto.SchemaVersion}, 0
+		r.deliveredSeq.Store(0)
 		return nil
 	case err != nil:
 		return fmt.Errorf("reading delivery checkpoint of %s: %w", r.ln.Key(), err)
@@ -239,15 +320,17 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 	if err := r.send(ctx, batch); err != nil {
 		return false, err
 	}
-	// The batch is delivered: record it even if shutdown began meanwhile, so a graceful stop
-	// never resends it.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
+	// Every output confirmed the batch: from here on only the writes that record it are retried,
+	// never the send (recordDelivered).
 	first := units[0]
-	if err := r.dedupe.persist(pctx, epoch, minStart, maxEnd, first.done.Seq, first.firstSeen, keys); err != nil {
+	if err := r.recordDelivered(ctx, "storing the batch's dedupe record", func(wctx context.Context) error {
+		return r.dedupe.persist(wctx, epoch, minStart, maxEnd, first.done.Seq, first.firstSeen, keys)
+	}); err != nil {
 		return false, err
 	}
-	if err := r.checkpoint(pctx, units, read); err != nil {
+	if err := r.recordDelivered(ctx, "moving the delivery checkpoint", func(wctx context.Context) error {
+		return r.checkpoint(wctx, units, read)
+	}); err != nil {
 		return false, err
 	}
 	r.dedupe.add(keys, maxEnd)
@@ -262,12 +345,14 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 			break
 		}
 	}
-	r.finish(pctx, units)
+	r.finish(context.WithoutCancel(ctx), units)
 	return true, nil
 }
 
 // chunk reads one chunk of the slot's chosen attempt.
 func (r *laneRunner) chunk(ctx context.Context, d proto.Done, i int) (*proto.Chunk, error) {
+	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
 	data, encoding, err := r.s.bus.Results.Chunk(ctx, d.Input, d.Service, d.Seq, d.Attempt, i)
 	if err != nil {
 		return nil, fmt.Errorf("reading chunk %d of slot %d: %w", i, d.Seq, err)
@@ -346,7 +431,9 @@ func (r *laneRunner) checkpoint(ctx context.Context, units []*unit, read int) er
 	return nil
 }
 
-// finish logs and cleans up after the slots the batch completed.
+// finish logs and cleans up after the slots the batch completed. Its NATS calls are best effort
+// (a purge the stream's limits would do later, a failure record a later replay clears), each
+// bounded by kvTimeout.
 func (r *laneRunner) finish(ctx context.Context, units []*unit) {
 	for _, u := range units {
 		r.cycleTotal += u.delivered + u.dups
@@ -366,12 +453,16 @@ func (r *laneRunner) finish(ctx context.Context, units []*unit) {
 				"seq", d.Seq, "delivered", u.delivered, "duplicates", u.dups)
 			if d.Replay {
 				// A replay that delivered a window clears that window's failure record.
-				_ = r.s.bus.Failed.Delete(ctx, proto.FailedKey(d.Input, d.Service, d.Start, d.End))
+				dctx, cancel := context.WithTimeout(ctx, kvTimeout)
+				_ = r.s.bus.Failed.Delete(dctx, proto.FailedKey(d.Input, d.Service, d.Start, d.End))
+				cancel()
 			}
 		}
-		if err := r.s.bus.Results.PurgeSlot(ctx, d.Input, d.Service, d.Seq); err != nil {
+		pctx, cancel := context.WithTimeout(ctx, kvTimeout)
+		if err := r.s.bus.Results.PurgeSlot(pctx, d.Input, d.Service, d.Seq); err != nil {
 			r.logger.Debug("purging a delivered slot's results", "seq", d.Seq, "err", err)
 		}
+		cancel()
 		r.mu.Lock()
 		delete(r.markers, d.Seq)
 		r.mu.Unlock()

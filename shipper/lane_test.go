@@ -41,6 +41,10 @@ type harness struct {
 	dedupe  *memKV
 	failed  *memKV
 	leases  *memLeases
+	// checksPort and dedupePort, when set before start, stand in front of checks and dedupe
+	// (a faultyKV around them).
+	checksPort Checkpoints
+	dedupePort DedupeRecords
 
 	mu        sync.Mutex
 	delivered []uint64 // slots in the order OnDelivered reported them
@@ -72,7 +76,14 @@ inputs:
 }
 
 func (h *harness) bus() Bus {
-	return Bus{Results: h.results, Checkpoints: h.checks, Dedupe: h.dedupe, Failed: h.failed, Leases: h.leases}
+	b := Bus{Results: h.results, Checkpoints: h.checks, Dedupe: h.dedupe, Failed: h.failed, Leases: h.leases}
+	if h.checksPort != nil {
+		b.Checkpoints = h.checksPort
+	}
+	if h.dedupePort != nil {
+		b.Dedupe = h.dedupePort
+	}
+	return b
 }
 
 func (h *harness) output(name string, fails int) *memOutput {

@@ -64,8 +64,8 @@ type FailureRecords interface {
 type Lease interface {
 	// Hold waits until it holds the lease, calls onAcquire, then runs fn with a context that ends
 	// when the lease is lost or ctx ends. When fn returns it releases the lease. When the lease was
-	// lost it waits to hold it again; it returns nil when ctx ends, or fn's error when fn fails
-	// while the lease is held. It returns only after fn returned.
+	// lost, or fn returned an error wrapping lease.ErrLost, it waits to hold it again; it returns
+	// nil when ctx ends, or fn's other errors. It returns only after fn returned.
 	Hold(ctx context.Context, onAcquire func(), fn func(ctx context.Context) error) error
 	// Valid reports whether the lease is held and recently enough confirmed that no other holder
 	// can have it; the lane checks it before each delivery. Safe for concurrent use.
@@ -90,8 +90,10 @@ type Bus struct {
 }
 
 // JetStreamBus opens the results stream and the shipper's KV buckets, which must be provisioned
-// (bus.Provision), on js.
+// (bus.Provision), on js. It waits at most kvTimeout for NATS.
 func JetStreamBus(ctx context.Context, js jetstream.JetStream) (Bus, error) {
+	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
 	kvs := map[string]jetstream.KeyValue{}
 	for _, name := range []string{proto.BucketDelivered, proto.BucketDedupe, proto.BucketLeases, proto.BucketFailed} {
 		kv, err := js.KeyValue(ctx, name)

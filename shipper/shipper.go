@@ -120,8 +120,10 @@ func New(b Bus, cfg *config.Config, opts Options) (*Shipper, error) {
 	return s, nil
 }
 
-// Run delivers every lane it holds the lease of until ctx ends. It returns after every lane
-// stopped.
+// Run delivers every lane it holds the lease of until ctx ends, and stands by for the others. A
+// lane that finds its lease lost (another shipper moved its checkpoint) stands by again; a lane's
+// NATS errors, at start-up or while delivering, are retried with backoff. Run returns after every
+// lane stopped.
 func (s *Shipper) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for _, ln := range s.lanes {
@@ -129,7 +131,6 @@ func (s *Shipper) Run(ctx context.Context) error {
 		l := s.bus.Leases.Lease(proto.ShipperLease(ln.Input, ln.Service), s.opts.ID, s.ttl, logger)
 		lr := &laneRunner{
 			s: s, ln: ln, lease: l, logger: logger,
-			dedupe:  newDedupeSet(s.bus.Dedupe, ln.Input, ln.Service),
 			retain:  retention(ln),
 			backoff: s.opts.Backoff(),
 			leader:  s.metrics.leader.WithLabelValues("shipper", ln.Key()),

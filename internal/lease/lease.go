@@ -83,8 +83,16 @@ func (l *Lease) value() []byte {
 	return b
 }
 
-// TryAcquire takes the lease if nobody holds it. It reports whether this holder now holds it.
+// callTimeout bounds each KV call of the lease: half a TTL, at least a second. A call that takes
+// longer cannot keep the lease valid anyway (Valid needs a renewal within half a TTL), and an
+// unbounded one would keep Hold from noticing that its lease lapsed.
+func (l *Lease) callTimeout() time.Duration { return max(l.ttl/2, time.Second) }
+
+// TryAcquire takes the lease if nobody holds it. It reports whether this holder now holds it. The
+// KV call waits at most half a TTL (at least a second).
 func (l *Lease) TryAcquire(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.callTimeout())
+	defer cancel()
 	rev, err := l.kv.Create(ctx, l.key, l.value())
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
@@ -99,7 +107,10 @@ func (l *Lease) TryAcquire(ctx context.Context) (bool, error) {
 }
 
 // Renew extends a held lease. It returns ErrLost when another holder wrote the key or it expired.
+// The KV call waits at most half a TTL (at least a second).
 func (l *Lease) Renew(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, l.callTimeout())
+	defer cancel()
 	l.mu.Lock()
 	rev := l.rev
 	l.mu.Unlock()
@@ -127,8 +138,11 @@ func (l *Lease) Valid() bool {
 	return l.held && l.clock.Now().Sub(l.renewed) < l.ttl/2
 }
 
-// Release gives the lease up so a standby can take over at once.
+// Release gives the lease up so a standby can take over at once. The KV call waits at most half
+// a TTL (at least a second); a release that fails leaves the key to expire with the bucket's TTL.
 func (l *Lease) Release(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, l.callTimeout())
+	defer cancel()
 	l.mu.Lock()
 	rev, held := l.rev, l.held
 	l.held = false
@@ -143,13 +157,18 @@ func (l *Lease) Release(ctx context.Context) {
 
 // Hold waits until it holds the lease, then runs fn with a context that is cancelled when the
 // lease is lost or ctx ends, renewing the lease every TTL/3 meanwhile. After fn returns it
-// releases the lease. When the lease was lost (not ctx), Hold starts over: a standby again.
-// Hold returns when ctx ends, or with fn's error if fn fails while the lease is held.
+// releases the lease. The lease is lost when a renewal finds the key taken or expired, when no
+// renewal succeeded for half a TTL, or when fn returns an error wrapping ErrLost (fn found that
+// another holder acted, e.g. a revision-checked write of the leader's state failed). After a loss
+// Hold stands by: it waits one poll interval (a quarter TTL, at least 50 ms), so that a holder
+// that acted meanwhile can keep the lease, then competes for the lease again.
+// Hold returns nil when ctx ends, or fn's error if fn fails otherwise while the lease is held. It
+// returns only after fn returned.
 func Hold(ctx context.Context, l *Lease, onAcquire func(), fn func(ctx context.Context) error) error {
 	poll := max(l.ttl/4, 50*time.Millisecond)
 	for {
 		ok, err := l.TryAcquire(ctx)
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			l.logger.Warn("lease acquisition failed, retrying", "key", l.key, "err", err)
 		}
 		if !ok {
@@ -167,10 +186,15 @@ func Hold(ctx context.Context, l *Lease, onAcquire func(), fn func(ctx context.C
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !lost && err != nil {
+		if !lost && err != nil && !errors.Is(err, ErrLost) {
 			return err
 		}
 		l.logger.Warn("lease lost; standing by", "key", l.key, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.clock.After(poll):
+		}
 	}
 }
 

@@ -240,3 +240,63 @@ func TestHoldRenewsOnItsClock(t *testing.T) {
 		t.Fatalf("Hold = %v", err)
 	}
 }
+
+// TestHoldStandsByWhenWorkFindsLeaseLost: work that returns an error wrapping ErrLost (a
+// checkpoint conflict during a fail-over) sends Hold back to standby, not out: it releases the
+// lease, leaves it to another holder while that one holds it, and takes it again once it is free.
+func TestHoldStandsByWhenWorkFindsLeaseLost(t *testing.T) {
+	const ttl = time.Hour // the key never expires during the test: only releases free it
+	kv := leaseKV(t, ttl)
+	clock := clockwork.NewFakeClockAt(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	a := New(kv, "shipper.dt.status", "a", ttl, nil, WithClock(clock))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var starts atomic.Int32
+	holdDone := make(chan error, 1)
+	go func() {
+		holdDone <- Hold(ctx, a, nil, func(ctx context.Context) error {
+			if starts.Add(1) == 1 {
+				return fmt.Errorf("moving the checkpoint: %w", ErrLost)
+			}
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	keyGone := func() bool {
+		_, err := kv.Get(context.Background(), "shipper.dt.status")
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	}
+	waitFor(t, "the work to report the lease lost and the lease to be released", func() bool {
+		return starts.Load() == 1 && keyGone()
+	})
+	select {
+	case err := <-holdDone:
+		t.Fatalf("Hold returned %v after its work found the lease lost; want it to stand by", err)
+	default:
+	}
+	// Another holder takes the lease while a stands by; a keeps competing but cannot take it.
+	b := New(kv, "shipper.dt.status", "b", ttl, nil)
+	if ok, err := b.TryAcquire(ctx); !ok || err != nil {
+		t.Fatalf("b: TryAcquire while a stands by = %v, %v; want the free lease", ok, err)
+	}
+	for range 2 {
+		// a's one waiter on its clock is its poll timer: each Advance makes it try once more.
+		if err := clock.BlockUntilContext(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(ttl / 4)
+	}
+	if err := clock.BlockUntilContext(ctx, 1); err != nil { // a tried, failed and waits again
+		t.Fatal(err)
+	}
+	if n := starts.Load(); n != 1 || a.Valid() {
+		t.Fatalf("a started its work %d times (valid %v) while b held the lease; want once, not valid", n, a.Valid())
+	}
+	b.Release(ctx)
+	clock.Advance(ttl / 4)
+	waitFor(t, "a to take the lease again", func() bool { return starts.Load() == 2 && a.Valid() })
+	cancel()
+	if err := <-holdDone; err != nil {
+		t.Fatalf("Hold = %v, want nil after ctx ended", err)
+	}
+}
