@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -126,19 +127,22 @@ func (f *Fleet) Run(ctx context.Context) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	var reg prometheus.Registerer // the roles' metrics; nil (no metrics listener) registers none
-	if f.Overrides.MetricsListen != "" {
-		srv, r, unregister, err := f.metricsServer(b)
+	var started atomic.Bool       // the roles are built and running: half of readiness
+	if listen := f.metricsListen(); listen != "" {
+		srv, r, unregister, err := f.metricsServer(b, listen)
 		if err != nil {
 			return err
 		}
 		defer unregister()
 		reg = r
+		srv.Readiness = func() error { return readiness(b, started.Load()) }
 		g.Go(func() error { return srv.Run(gctx) })
 	}
 	if err = f.startRoles(gctx, g, b, outs, reg); err != nil {
 		// Stop the roles already started and wait for them before the bus closes.
 		_ = g.Wait()
 	} else {
+		started.Store(true)
 		err = g.Wait()
 	}
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
@@ -200,9 +204,31 @@ func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, o
 	return nil
 }
 
-// metricsServer registers the fleet collector and returns the server, the registerer the roles'
-// metrics go to, and the collector's unregistering.
-func (f *Fleet) metricsServer(b *bus.Bus) (*metrics.Server, prometheus.Registerer, func(), error) {
+// metricsListen is where this process serves its metrics: --metrics-listen, else metrics.listen,
+// else "" (none).
+func (f *Fleet) metricsListen() string {
+	if f.Overrides.MetricsListen != "" {
+		return f.Overrides.MetricsListen
+	}
+	return f.Config.Metrics.Listen
+}
+
+// readiness is /readyz's verdict: the process is connected to NATS and its roles started. It
+// does not ask for leadership: a standby coordinator or shipper is ready to take over, and
+// taking it out of a Service would only hide it.
+func readiness(b *bus.Bus, started bool) error {
+	if !b.NC.IsConnected() {
+		return fmt.Errorf("not connected to NATS (%s)", b.NC.Status())
+	}
+	if !started {
+		return errors.New("the roles have not started yet")
+	}
+	return nil
+}
+
+// metricsServer registers the fleet collector and returns the server on listen, the registerer
+// the roles' metrics go to, and the collector's unregistering.
+func (f *Fleet) metricsServer(b *bus.Bus, listen string) (*metrics.Server, prometheus.Registerer, func(), error) {
 	reg, gat := f.Deps.Registerer, f.Deps.Gatherer
 	if reg == nil || gat == nil {
 		r := metrics.NewRegistry()
@@ -216,7 +242,7 @@ func (f *Fleet) metricsServer(b *bus.Bus) (*metrics.Server, prometheus.Registere
 	if err := reg.Register(c); err != nil {
 		return nil, nil, nil, fmt.Errorf("registering the fleet metrics: %w", err)
 	}
-	srv := &metrics.Server{Addr: f.Overrides.MetricsListen, Gatherer: gat, Logger: f.logger(), Ready: f.Hooks.OnMetrics}
+	srv := &metrics.Server{Addr: listen, Gatherer: gat, Logger: f.logger(), Ready: f.Hooks.OnMetrics}
 	return srv, reg, func() { reg.Unregister(c) }, nil
 }
 

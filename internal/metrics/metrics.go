@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -122,11 +123,17 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Server serves the metrics of Gatherer on /metrics at Addr.
+// Server serves the metrics of Gatherer on /metrics at Addr, and the process's health: /healthz
+// answers 200 while the process serves at all (liveness), /readyz answers 200 when Readiness
+// returns nil and 503 with its error otherwise (readiness).
 type Server struct {
 	Addr     string
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
+	// Readiness says whether the process can do its roles' work: nil when ready, or why not. It
+	// is called on every /readyz request and must be quick and safe for concurrent use; nil
+	// means always ready. Its error text is served, so it must name no secret.
+	Readiness func() error
 	// Ready, when set, receives the bound address once the listener is open (tests, ":0").
 	Ready func(addr string)
 }
@@ -144,6 +151,21 @@ func (m *Server) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if m.Readiness != nil {
+			if err := m.Readiness(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = io.WriteString(w, "not ready: "+err.Error()+"\n")
+				return
+			}
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	logger.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	if m.Ready != nil {
