@@ -29,6 +29,7 @@ import (
 	"github.com/dtfleet/dtfleet/shipper"
 	"github.com/dtfleet/dtfleet/shipper/devo"
 	"github.com/dtfleet/dtfleet/worker"
+	"github.com/dtfleet/dtfleet/worker/darktrace"
 )
 
 // Roles says which fleet roles a process runs.
@@ -103,9 +104,12 @@ func (f *Fleet) Run(ctx context.Context) error {
 	// The outputs are opened first: a bad certificate, key or chain file stops the process with
 	// an error naming it before any role starts, so nothing is planned, fetched or delivered.
 	outs := f.Deps.Outputs
+	// The roles' own Darktrace and Devo metrics count from the start; metricsServer registers
+	// them when metrics are served.
+	dm, om := darktrace.NewMetrics(), devo.NewMetrics()
 	if f.Roles.Shipper && outs == nil {
 		var err error
-		if outs, err = OpenOutputs(f.Config, f.Deps.Stdout, logger); err != nil {
+		if outs, err = openOutputs(f.Config, f.Deps.Stdout, logger, om); err != nil {
 			return err
 		}
 		defer func() {
@@ -129,7 +133,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 	var reg prometheus.Registerer // the roles' metrics; nil (no metrics listener) registers none
 	var started atomic.Bool       // the roles are built and running: half of readiness
 	if listen := f.metricsListen(); listen != "" {
-		srv, r, unregister, err := f.metricsServer(b, listen)
+		srv, r, unregister, err := f.metricsServer(b, listen, dm, om)
 		if err != nil {
 			return err
 		}
@@ -138,7 +142,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 		srv.Readiness = func() error { return readiness(b, started.Load()) }
 		g.Go(func() error { return srv.Run(gctx) })
 	}
-	if err = f.startRoles(gctx, g, b, outs, reg); err != nil {
+	if err = f.startRoles(gctx, g, b, outs, reg, dm); err != nil {
 		// Stop the roles already started and wait for them before the bus closes.
 		_ = g.Wait()
 	} else {
@@ -157,7 +161,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 // place the roles' constructors are called (port constructor changes here). On error it also
 // hands the error to g, which cancels ctx so that the roles already started stop; the caller
 // then waits for g.
-func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, outs []devo.Output, reg prometheus.Registerer) error {
+func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, outs []devo.Output, reg prometheus.Registerer, dm *darktrace.Metrics) error {
 	logger, o, clock := f.logger(), f.Overrides, f.Deps.Clock
 	fail := func(err error) error {
 		g.Go(func() error { return err }) // cancels ctx, so the roles started stop
@@ -168,7 +172,7 @@ func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, o
 		if err != nil {
 			return fail(err)
 		}
-		w, err := worker.New(ep, f.Config, worker.Options{Logger: logger, Clock: clock, Fetchers: f.Deps.Fetchers, ID: o.ID, Registerer: reg})
+		w, err := worker.New(ep, f.Config, worker.Options{Logger: logger, Clock: clock, Fetchers: f.Deps.Fetchers, ID: o.ID, Registerer: reg, DarktraceMetrics: dm})
 		if err != nil {
 			return fail(err)
 		}
@@ -226,9 +230,10 @@ func readiness(b *bus.Bus, started bool) error {
 	return nil
 }
 
-// metricsServer registers the fleet collector and returns the server on listen, the registerer
-// the roles' metrics go to, and the collector's unregistering.
-func (f *Fleet) metricsServer(b *bus.Bus, listen string) (*metrics.Server, prometheus.Registerer, func(), error) {
+// metricsServer registers the fleet collectors (the fleet's state, the workers' consumer, the
+// Darktrace requests dm and the Devo outputs om of this process) and returns the server on
+// listen, the registerer the roles' metrics go to, and the collectors' unregistering.
+func (f *Fleet) metricsServer(b *bus.Bus, listen string, dm *darktrace.Metrics, om *devo.Metrics) (*metrics.Server, prometheus.Registerer, func(), error) {
 	reg, gat := f.Deps.Registerer, f.Deps.Gatherer
 	if reg == nil || gat == nil {
 		r := metrics.NewRegistry()
@@ -239,11 +244,21 @@ func (f *Fleet) metricsServer(b *bus.Bus, listen string) (*metrics.Server, prome
 		now = f.Deps.Clock.Now
 	}
 	c := metrics.NewCollector(b, f.Config, now)
-	if err := reg.Register(c); err != nil {
-		return nil, nil, nil, fmt.Errorf("registering the fleet metrics: %w", err)
+	c.ApplianceOffset = dm.ApplianceOffset
+	cs := []prometheus.Collector{c, metrics.NewConsumerCollector(b.JS, [2]string{proto.StreamWork, proto.ConsumerWorkers}), dm, om}
+	unregister := func() {
+		for _, c := range cs {
+			reg.Unregister(c)
+		}
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			unregister()
+			return nil, nil, nil, fmt.Errorf("registering the fleet metrics: %w", err)
+		}
 	}
 	srv := &metrics.Server{Addr: listen, Gatherer: gat, Logger: f.logger(), Ready: f.Hooks.OnMetrics}
-	return srv, reg, func() { reg.Unregister(c) }, nil
+	return srv, reg, unregister, nil
 }
 
 func (f *Fleet) logger() *slog.Logger {
@@ -313,12 +328,18 @@ func workerEndpoints(ctx context.Context, b *bus.Bus) (worker.Endpoints, error) 
 // OpenOutputs opens every enabled output of cfg. An output that cannot be opened (a certificate
 // that does not match its key, say) closes the ones already open and fails.
 func OpenOutputs(cfg *config.Config, stdout io.Writer, logger *slog.Logger) ([]devo.Output, error) {
+	return openOutputs(cfg, stdout, logger, nil)
+}
+
+// openOutputs is OpenOutputs with the outputs counting into m (nil: not counted).
+func openOutputs(cfg *config.Config, stdout io.Writer, logger *slog.Logger, m *devo.Metrics) ([]devo.Output, error) {
 	var outs []devo.Output
 	for _, name := range cfg.EnabledOutputs() {
 		o, err := devo.NewOutput(name, cfg.Outputs[name], devo.Options{
 			Logger:      logger,
 			Stdout:      stdout,
 			StatsPeriod: time.Duration(cfg.Shipper.SenderStatsPeriodInSeconds) * time.Second,
+			Metrics:     m,
 		})
 		if err != nil {
 			for _, o := range outs {

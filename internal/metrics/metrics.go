@@ -30,6 +30,11 @@ import (
 // exports the same, fleet-wide figures, whichever roles it runs; a scrape that cannot read them
 // fails instead of exporting stale values.
 type Collector struct {
+	// ApplianceOffset, when set, says how far an input's appliance clock is ahead of the local
+	// one (ok false: not known yet). Lag is measured on the appliance's clock when it is known,
+	// since the windows are the appliance's times; nil uses the local clock.
+	ApplianceOffset func(input string) (offset time.Duration, ok bool)
+
 	src status.KVSource
 	cfg *config.Config
 	now func() time.Time
@@ -52,7 +57,7 @@ func NewCollector(src status.KVSource, cfg *config.Config, now func() time.Time)
 		delivered:    d("lane_delivered_slots", "Sequence number of the last slot the shipper delivered.", lane...),
 		backlog:      d("lane_backlog_slots", "Slots planned but not yet delivered.", lane...),
 		pending:      d("lane_pending_publish_slots", "Slots reserved by the coordinator and not yet confirmed published.", lane...),
-		lag:          d("lane_lag_seconds", "Time between now and the end of the last delivered window (or period).", lane...),
+		lag:          d("lane_lag_seconds", "Time between now on the appliance's clock and the end of the last delivered window (or period); never negative.", lane...),
 		events:       d("lane_events_delivered_total", "Events delivered to every output.", lane...),
 		dups:         d("lane_duplicates_dropped_total", "Events dropped because their key was already delivered.", lane...),
 		failedPassed: d("lane_failed_slots_passed_total", "Slots that failed for good and were passed over.", lane...),
@@ -99,7 +104,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.backlog, float64(l.Backlog))
 		gauge(c.pending, float64(l.Pending))
 		if !l.DeliveredUntil.IsZero() {
-			gauge(c.lag, st.Now.Sub(l.DeliveredUntil).Seconds())
+			gauge(c.lag, c.lagOf(l.Input, st.Now, l.DeliveredUntil).Seconds())
 		}
 		counter(c.events, l.Events)
 		counter(c.dups, l.Duplicates)
@@ -113,6 +118,18 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.leader, prometheus.GaugeValue, 1, "coordinator", st.Coordinator)
 	}
 	ch <- prometheus.MustNewConstMetric(c.work, prometheus.GaugeValue, float64(len(st.Workers)))
+}
+
+// lagOf is how far behind the appliance's now (now shifted by its clock offset, when known) the
+// delivered time until is. It is never negative: a snapshot lane's delivered period ends after
+// its poll time, and a window cannot be delivered before it ends; either is no lag.
+func (c *Collector) lagOf(input string, now, until time.Time) time.Duration {
+	if c.ApplianceOffset != nil {
+		if off, ok := c.ApplianceOffset(input); ok {
+			now = now.Add(off)
+		}
+	}
+	return max(now.Sub(until), 0)
 }
 
 // NewRegistry returns a registry of its own (not the global one) holding this process's Go
