@@ -239,6 +239,10 @@ func (o *output) logStats(always bool) {
 	if !always && recent == 0 {
 		return
 	}
+	// Devo's collector logs its sender pool before the totals. An output here is one sender
+	// that the shipper calls synchronously, batch after batch: there is no queue in front of it.
+	o.logger.Info("Number of available senders: 1")
+	o.logger.Info("sender manager internal queue size: 0")
 	o.logger.Info(fmt.Sprintf("Standard - Total number of messages sent: %d, messages sent since %q: %d (elapsed %.3f seconds)",
 		total, since.UTC().Format(statsTimeLayout), recent, busy.Seconds()))
 }
