@@ -96,6 +96,9 @@ type Options struct {
 	Clock clockwork.Clock
 	// Registerer, when set, gets the worker's metrics (dtfleet_worker_*); nil registers none.
 	Registerer prometheus.Registerer
+	// DarktraceMetrics, when set, observes the requests of the clients the worker builds (not
+	// of Fetchers given); the caller registers it.
+	DarktraceMetrics *darktrace.Metrics
 	// ID names this worker in heartbeats and markers (default "worker-" and a random UUID).
 	ID string
 	// Fetchers per input name; nil builds darktrace clients from the config, limited fleet-wide.
@@ -194,6 +197,7 @@ func New(ep Endpoints, cfg *config.Config, opts Options) (*Worker, error) {
 			in := cfg.Inputs[name]
 			dc := darktrace.ConfigFromInput(in)
 			dc.Logger = logger.With("input", name)
+			dc.Metrics, dc.Input = opts.DarktraceMetrics, name
 			dc.Limiter = NewFleetLimiter(ep.Rate, name, in.RequestsPerSecond, opts.Clock)
 			c, err := darktrace.New(dc)
 			if err != nil {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dtfleet/dtfleet/internal/logging"
 )
 
 // exitError carries a process exit status through cobra without printing twice.
@@ -85,17 +87,5 @@ func newRootCmd() *cobra.Command {
 // logger builds the process logger from the global flags; logs go to stderr so that commands
 // that print data (fetch, console output) keep stdout clean.
 func (g *globalFlags) logger() (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return nil, fmt.Errorf("parsing --log-level %q: %w", g.logLevel, err)
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch g.logFormat {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	default:
-		return nil, fmt.Errorf("--log-format must be text or json, not %q", g.logFormat)
-	}
+	return logging.New(os.Stderr, g.logLevel, g.logFormat)
 }

@@ -46,6 +46,7 @@ type Config struct {
 	Workers     Workers           `yaml:"workers"`
 	Coordinator Coordinator       `yaml:"coordinator"`
 	Shipper     Shipper           `yaml:"shipper"`
+	Metrics     Metrics           `yaml:"metrics"`
 	Outputs     map[string]Output `yaml:"outputs"`
 	Inputs      map[string]Input  `yaml:"inputs"`
 
@@ -120,6 +121,13 @@ type Shipper struct {
 	DedupeTTLInHours           int `yaml:"dedupe_ttl_in_hours"`
 	SenderStatsPeriodInSeconds int `yaml:"sender_stats_period_in_seconds"`
 	LeaseTTLInSeconds          int `yaml:"lease_ttl_in_seconds"`
+}
+
+// Metrics says where a process serves its Prometheus metrics and health endpoints.
+type Metrics struct {
+	// Listen is the host:port of /metrics, /healthz and /readyz; "" serves none. The
+	// --metrics-listen flag overrides it.
+	Listen string `yaml:"listen"`
 }
 
 // Output is one delivery target. Type is one of devo_platform, relay, http, console, file.

@@ -64,6 +64,7 @@ func TestFullConfig(t *testing.T) {
 		{"globals.id", cfg.Globals.ID, "fleet-1"},
 		{"nats.url", cfg.NATS.URLs(), []string{"nats://n1:4222", "nats://n2:4222", "nats://n3:4222"}},
 		{"nats.replicas", cfg.NATS.Replicas, 3},
+		{"metrics.listen", cfg.Metrics.Listen, "0.0.0.0:9464"},
 		{"nats.store_dir", cfg.NATS.StoreDir, "/etc/dtfleet/data"},
 		{"nats.creds_file", cfg.NATS.CredsFile, "/etc/dtfleet/secrets/fleet.creds"},
 		{"outputs", cfg.EnabledOutputs(), []string{"console_1", "devo_1", "file_1", "relay_1"}},

@@ -101,6 +101,7 @@ func (w *walker) config(root *yaml.Node) *Config {
 		"workers":     func(e entry) { w.section(e, func(n *yaml.Node) { w.workers(n, e.path, &cfg.Workers) }) },
 		"coordinator": func(e entry) { w.section(e, func(n *yaml.Node) { w.coordinator(n, e.path, &cfg.Coordinator) }) },
 		"shipper":     func(e entry) { w.section(e, func(n *yaml.Node) { w.shipper(n, e.path, &cfg.Shipper) }) },
+		"metrics":     func(e entry) { w.section(e, func(n *yaml.Node) { w.metrics(n, e.path, &cfg.Metrics) }) },
 		"outputs":     func(e entry) { outputsNode = e.value },
 		"inputs":      func(e entry) { inputsNode = e.value },
 	}, nil)
@@ -296,6 +297,35 @@ func (w *walker) shipper(n *yaml.Node, path string, c *Shipper) {
 		"sender_stats_period_in_seconds": func(e entry) { w.intIn(e, &c.SenderStatsPeriodInSeconds, 1, 86400, "a number of seconds") },
 		"lease_ttl_in_seconds":           func(e entry) { w.intIn(e, &c.LeaseTTLInSeconds, 1, 3600, "a number of seconds") },
 	}, nil)
+}
+
+func (w *walker) metrics(n *yaml.Node, path string, c *Metrics) {
+	w.object(n, path, map[string]handler{
+		"listen": func(e entry) {
+			var l string
+			if w.text(e, &l, "host:port") != valid {
+				return
+			}
+			if err := CheckMetricsListen(l); err != nil {
+				w.add(cfgErr(e.path, "%v", err), deref(e.value))
+				return
+			}
+			c.Listen = l
+		},
+	}, nil)
+}
+
+// CheckMetricsListen checks a metrics listen address (metrics.listen, --metrics-listen): host:port
+// with a port from 0 to 65535; the host may be empty (every interface).
+func CheckMetricsListen(l string) error {
+	_, port, err := net.SplitHostPort(l)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port; expected for example 127.0.0.1:9464", l)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not 0 to 65535 (0 picks a free port)", port)
+	}
+	return nil
 }
 
 // checkNATSURLs checks a comma-separated list of NATS server URLs. Values are not echoed: a URL

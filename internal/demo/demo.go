@@ -20,10 +20,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
-
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/internal/fleet"
+	"github.com/dtfleet/dtfleet/internal/progress"
 	"github.com/dtfleet/dtfleet/proto"
 	"github.com/dtfleet/dtfleet/shipper/devo/devotest"
 	"github.com/dtfleet/dtfleet/worker/darktrace/darktracetest"
@@ -142,19 +141,23 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, stdout, stderr io.
 		}
 		windowed += int(end.Sub(start) / ln.Svc.Window)
 	}
-	var bar *progressbar.ProgressBar
+	// A bar on a terminal, plain periodic lines otherwise (no carriage returns in logs).
+	var bar *progress.Reporter
 	if !o.Quiet {
-		bar = progressbar.NewOptions(windowed, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("slots delivered"),
-			progressbar.OptionShowCount(), progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+		bar = progress.New(stderr, windowed, progress.Options{Terminal: progress.IsTerminal(stderr), Label: "slots delivered"})
+		pctx, stopBar := context.WithCancel(ctx)
+		barDone := make(chan struct{})
+		go func() { defer close(barDone); _ = bar.Run(pctx) }()
+		defer func() { stopBar(); <-barDone }()
 	}
 	var slots atomic.Int64
 	t0 := time.Now()
 	f, err := fleet.Start(ctx, fleet.Fleet{Config: cfg, Roles: fleet.AllRoles, Deps: fleet.Dependencies{Logger: logger},
 		Overrides: fleet.Overrides{Listen: "none", Tick: 100 * time.Millisecond},
-		Hooks: fleet.Hooks{OnDelivered: func(proto.Done, int) {
+		Hooks: fleet.Hooks{OnDelivered: func(_ proto.Done, delivered int) {
 			slots.Add(1)
 			if bar != nil {
-				_ = bar.Add(1)
+				bar.Add(1, delivered)
 			}
 		}}})
 	if err != nil {
@@ -170,7 +173,7 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, stdout, stderr io.
 		return nil, fmt.Errorf("the demo did not catch up: %w", err)
 	}
 	if bar != nil {
-		_ = bar.Finish()
+		bar.Finish()
 	}
 	elapsed := time.Since(t0)
 

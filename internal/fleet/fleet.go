@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -23,11 +24,13 @@ import (
 	"github.com/dtfleet/dtfleet/coordinator"
 	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/logging"
 	"github.com/dtfleet/dtfleet/internal/metrics"
 	"github.com/dtfleet/dtfleet/proto"
 	"github.com/dtfleet/dtfleet/shipper"
 	"github.com/dtfleet/dtfleet/shipper/devo"
 	"github.com/dtfleet/dtfleet/worker"
+	"github.com/dtfleet/dtfleet/worker/darktrace"
 )
 
 // Roles says which fleet roles a process runs.
@@ -102,9 +105,12 @@ func (f *Fleet) Run(ctx context.Context) error {
 	// The outputs are opened first: a bad certificate, key or chain file stops the process with
 	// an error naming it before any role starts, so nothing is planned, fetched or delivered.
 	outs := f.Deps.Outputs
+	// The roles' own Darktrace and Devo metrics count from the start; metricsServer registers
+	// them when metrics are served.
+	dm, om := darktrace.NewMetrics(), devo.NewMetrics()
 	if f.Roles.Shipper && outs == nil {
 		var err error
-		if outs, err = OpenOutputs(f.Config, f.Deps.Stdout, logger); err != nil {
+		if outs, err = openOutputs(f.Config, f.Deps.Stdout, logger, om); err != nil {
 			return err
 		}
 		defer func() {
@@ -126,19 +132,25 @@ func (f *Fleet) Run(ctx context.Context) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	var reg prometheus.Registerer // the roles' metrics; nil (no metrics listener) registers none
-	if f.Overrides.MetricsListen != "" {
-		srv, r, unregister, err := f.metricsServer(b)
+	var started atomic.Bool       // the roles are built and running: half of readiness
+	if listen := f.metricsListen(); listen != "" {
+		srv, r, unregister, err := f.metricsServer(b, listen, dm, om)
 		if err != nil {
 			return err
 		}
 		defer unregister()
 		reg = r
+		srv.Readiness = func() error { return readiness(b, started.Load()) }
 		g.Go(func() error { return srv.Run(gctx) })
 	}
-	if err = f.startRoles(gctx, g, b, outs, reg); err != nil {
+	// The Devo collector's [GC] memory line, every 5 minutes on the real clock (a test's fake
+	// clock would count its ticker among the waiters it expects).
+	g.Go(func() error { return (&logging.GC{Logger: logger}).Run(gctx) })
+	if err = f.startRoles(gctx, g, b, outs, reg, dm); err != nil {
 		// Stop the roles already started and wait for them before the bus closes.
 		_ = g.Wait()
 	} else {
+		started.Store(true)
 		err = g.Wait()
 	}
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
@@ -153,7 +165,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 // place the roles' constructors are called (port constructor changes here). On error it also
 // hands the error to g, which cancels ctx so that the roles already started stop; the caller
 // then waits for g.
-func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, outs []devo.Output, reg prometheus.Registerer) error {
+func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, outs []devo.Output, reg prometheus.Registerer, dm *darktrace.Metrics) error {
 	logger, o, clock := f.logger(), f.Overrides, f.Deps.Clock
 	fail := func(err error) error {
 		g.Go(func() error { return err }) // cancels ctx, so the roles started stop
@@ -164,7 +176,7 @@ func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, o
 		if err != nil {
 			return fail(err)
 		}
-		w, err := worker.New(ep, f.Config, worker.Options{Logger: logger, Clock: clock, Fetchers: f.Deps.Fetchers, ID: o.ID, Registerer: reg})
+		w, err := worker.New(ep, f.Config, worker.Options{Logger: logger, Clock: clock, Fetchers: f.Deps.Fetchers, ID: o.ID, Registerer: reg, DarktraceMetrics: dm})
 		if err != nil {
 			return fail(err)
 		}
@@ -200,9 +212,32 @@ func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, o
 	return nil
 }
 
-// metricsServer registers the fleet collector and returns the server, the registerer the roles'
-// metrics go to, and the collector's unregistering.
-func (f *Fleet) metricsServer(b *bus.Bus) (*metrics.Server, prometheus.Registerer, func(), error) {
+// metricsListen is where this process serves its metrics: --metrics-listen, else metrics.listen,
+// else "" (none).
+func (f *Fleet) metricsListen() string {
+	if f.Overrides.MetricsListen != "" {
+		return f.Overrides.MetricsListen
+	}
+	return f.Config.Metrics.Listen
+}
+
+// readiness is /readyz's verdict: the process is connected to NATS and its roles started. It
+// does not ask for leadership: a standby coordinator or shipper is ready to take over, and
+// taking it out of a Service would only hide it.
+func readiness(b *bus.Bus, started bool) error {
+	if !b.NC.IsConnected() {
+		return fmt.Errorf("not connected to NATS (%s)", b.NC.Status())
+	}
+	if !started {
+		return errors.New("the roles have not started yet")
+	}
+	return nil
+}
+
+// metricsServer registers the fleet collectors (the fleet's state, the workers' consumer, the
+// Darktrace requests dm and the Devo outputs om of this process) and returns the server on
+// listen, the registerer the roles' metrics go to, and the collectors' unregistering.
+func (f *Fleet) metricsServer(b *bus.Bus, listen string, dm *darktrace.Metrics, om *devo.Metrics) (*metrics.Server, prometheus.Registerer, func(), error) {
 	reg, gat := f.Deps.Registerer, f.Deps.Gatherer
 	if reg == nil || gat == nil {
 		r := metrics.NewRegistry()
@@ -213,11 +248,21 @@ func (f *Fleet) metricsServer(b *bus.Bus) (*metrics.Server, prometheus.Registere
 		now = f.Deps.Clock.Now
 	}
 	c := metrics.NewCollector(b, f.Config, now)
-	if err := reg.Register(c); err != nil {
-		return nil, nil, nil, fmt.Errorf("registering the fleet metrics: %w", err)
+	c.ApplianceOffset = dm.ApplianceOffset
+	cs := []prometheus.Collector{c, metrics.NewConsumerCollector(b.JS, [2]string{proto.StreamWork, proto.ConsumerWorkers}), dm, om}
+	unregister := func() {
+		for _, c := range cs {
+			reg.Unregister(c)
+		}
 	}
-	srv := &metrics.Server{Addr: f.Overrides.MetricsListen, Gatherer: gat, Logger: f.logger(), Ready: f.Hooks.OnMetrics}
-	return srv, reg, func() { reg.Unregister(c) }, nil
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			unregister()
+			return nil, nil, nil, fmt.Errorf("registering the fleet metrics: %w", err)
+		}
+	}
+	srv := &metrics.Server{Addr: listen, Gatherer: gat, Logger: f.logger(), Ready: f.Hooks.OnMetrics}
+	return srv, reg, unregister, nil
 }
 
 func (f *Fleet) logger() *slog.Logger {
@@ -287,12 +332,18 @@ func workerEndpoints(ctx context.Context, b *bus.Bus) (worker.Endpoints, error) 
 // OpenOutputs opens every enabled output of cfg. An output that cannot be opened (a certificate
 // that does not match its key, say) closes the ones already open and fails.
 func OpenOutputs(cfg *config.Config, stdout io.Writer, logger *slog.Logger) ([]devo.Output, error) {
+	return openOutputs(cfg, stdout, logger, nil)
+}
+
+// openOutputs is OpenOutputs with the outputs counting into m (nil: not counted).
+func openOutputs(cfg *config.Config, stdout io.Writer, logger *slog.Logger, m *devo.Metrics) ([]devo.Output, error) {
 	var outs []devo.Output
 	for _, name := range cfg.EnabledOutputs() {
 		o, err := devo.NewOutput(name, cfg.Outputs[name], devo.Options{
 			Logger:      logger,
 			Stdout:      stdout,
 			StatsPeriod: time.Duration(cfg.Shipper.SenderStatsPeriodInSeconds) * time.Second,
+			Metrics:     m,
 		})
 		if err != nil {
 			for _, o := range outs {

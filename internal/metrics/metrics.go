@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,6 +30,11 @@ import (
 // exports the same, fleet-wide figures, whichever roles it runs; a scrape that cannot read them
 // fails instead of exporting stale values.
 type Collector struct {
+	// ApplianceOffset, when set, says how far an input's appliance clock is ahead of the local
+	// one (ok false: not known yet). Lag is measured on the appliance's clock when it is known,
+	// since the windows are the appliance's times; nil uses the local clock.
+	ApplianceOffset func(input string) (offset time.Duration, ok bool)
+
 	src status.KVSource
 	cfg *config.Config
 	now func() time.Time
@@ -51,7 +57,7 @@ func NewCollector(src status.KVSource, cfg *config.Config, now func() time.Time)
 		delivered:    d("lane_delivered_slots", "Sequence number of the last slot the shipper delivered.", lane...),
 		backlog:      d("lane_backlog_slots", "Slots planned but not yet delivered.", lane...),
 		pending:      d("lane_pending_publish_slots", "Slots reserved by the coordinator and not yet confirmed published.", lane...),
-		lag:          d("lane_lag_seconds", "Time between now and the end of the last delivered window (or period).", lane...),
+		lag:          d("lane_lag_seconds", "Time between now on the appliance's clock and the end of the last delivered window (or period); never negative.", lane...),
 		events:       d("lane_events_delivered_total", "Events delivered to every output.", lane...),
 		dups:         d("lane_duplicates_dropped_total", "Events dropped because their key was already delivered.", lane...),
 		failedPassed: d("lane_failed_slots_passed_total", "Slots that failed for good and were passed over.", lane...),
@@ -98,7 +104,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.backlog, float64(l.Backlog))
 		gauge(c.pending, float64(l.Pending))
 		if !l.DeliveredUntil.IsZero() {
-			gauge(c.lag, st.Now.Sub(l.DeliveredUntil).Seconds())
+			gauge(c.lag, c.lagOf(l.Input, st.Now, l.DeliveredUntil).Seconds())
 		}
 		counter(c.events, l.Events)
 		counter(c.dups, l.Duplicates)
@@ -114,6 +120,18 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.work, prometheus.GaugeValue, float64(len(st.Workers)))
 }
 
+// lagOf is how far behind the appliance's now (now shifted by its clock offset, when known) the
+// delivered time until is. It is never negative: a snapshot lane's delivered period ends after
+// its poll time, and a window cannot be delivered before it ends; either is no lag.
+func (c *Collector) lagOf(input string, now, until time.Time) time.Duration {
+	if c.ApplianceOffset != nil {
+		if off, ok := c.ApplianceOffset(input); ok {
+			now = now.Add(off)
+		}
+	}
+	return max(now.Sub(until), 0)
+}
+
 // NewRegistry returns a registry of its own (not the global one) holding this process's Go
 // runtime and process metrics, the base every served registry starts from.
 func NewRegistry() *prometheus.Registry {
@@ -122,11 +140,17 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Server serves the metrics of Gatherer on /metrics at Addr.
+// Server serves the metrics of Gatherer on /metrics at Addr, and the process's health: /healthz
+// answers 200 while the process serves at all (liveness), /readyz answers 200 when Readiness
+// returns nil and 503 with its error otherwise (readiness).
 type Server struct {
 	Addr     string
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
+	// Readiness says whether the process can do its roles' work: nil when ready, or why not. It
+	// is called on every /readyz request and must be quick and safe for concurrent use; nil
+	// means always ready. Its error text is served, so it must name no secret.
+	Readiness func() error
 	// Ready, when set, receives the bound address once the listener is open (tests, ":0").
 	Ready func(addr string)
 }
@@ -144,6 +168,21 @@ func (m *Server) Run(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if m.Readiness != nil {
+			if err := m.Readiness(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = io.WriteString(w, "not ready: "+err.Error()+"\n")
+				return
+			}
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	logger.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	if m.Ready != nil {

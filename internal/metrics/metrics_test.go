@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,6 +139,55 @@ func TestServerStopsWithContext(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("GET /metrics: %d", resp.StatusCode)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("Run after cancel = %v", err)
+	}
+}
+
+// TestHealthAndReadiness: /healthz answers 200 whatever Readiness says; /readyz answers 503
+// with Readiness's reason while it returns an error, and 200 once it returns nil.
+func TestHealthAndReadiness(t *testing.T) {
+	reg := metrics.NewRegistry()
+	var ready atomic.Pointer[error]
+	notYet := errors.New("roles not started")
+	ready.Store(&notYet)
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- (&metrics.Server{Addr: "127.0.0.1:0", Gatherer: reg, Ready: func(a string) { addrc <- a },
+			Readiness: func() error { return *ready.Load() }}).Run(ctx)
+	}()
+	addr := <-addrc
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	tests := []struct {
+		ready      error
+		path       string
+		code       int
+		bodyPrefix string
+	}{
+		{notYet, "/healthz", http.StatusOK, "ok"},
+		{notYet, "/readyz", http.StatusServiceUnavailable, "not ready: roles not started"},
+		{nil, "/healthz", http.StatusOK, "ok"},
+		{nil, "/readyz", http.StatusOK, "ready"},
+	}
+	for _, tt := range tests {
+		ready.Store(&tt.ready)
+		code, body := get(tt.path)
+		if code != tt.code || !strings.HasPrefix(body, tt.bodyPrefix) {
+			t.Errorf("ready=%v GET %s = %d %q, want %d %q…", tt.ready, tt.path, code, body, tt.code, tt.bodyPrefix)
+		}
 	}
 	cancel()
 	if err := <-errc; err != nil {

@@ -59,6 +59,9 @@ type Options struct {
 	Now func() time.Time
 	// Timeout bounds each network step of a Send; default DefaultTimeout.
 	Timeout time.Duration
+	// Metrics, when set, counts what the output confirmed (shared by every output of a
+	// process); nil counts nothing.
+	Metrics *Metrics
 }
 
 // sender is what each output type implements; output adds naming, tag checks and statistics.
@@ -118,7 +121,8 @@ func NewOutput(name string, cfg config.Output, opts Options) (Output, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building output %s: %w", name, err)
 	}
-	return &output{name: name, s: s, now: opts.Now, period: opts.StatsPeriod, logger: logger}, nil
+	opts.Metrics.touch(name)
+	return &output{name: name, s: s, now: opts.Now, period: opts.StatsPeriod, logger: logger, metrics: opts.Metrics}, nil
 }
 
 // defaultHostname returns configured, or the machine's host name.
@@ -147,11 +151,14 @@ func hostnameOr(configured, fallback string) string {
 
 // output wraps a sender with its name, tag validation and sender statistics.
 type output struct {
-	name   string
-	s      sender
-	now    func() time.Time
-	period time.Duration
-	logger *slog.Logger
+	name    string
+	s       sender
+	now     func() time.Time
+	period  time.Duration
+	logger  *slog.Logger
+	metrics *Metrics
+
+	failing bool // the last Send failed: the next one is a reconnect (Send is never concurrent)
 
 	mu     sync.Mutex
 	total  int64         // messages delivered since the output was built
@@ -169,11 +176,18 @@ func (o *output) Send(ctx context.Context, b *Batch) error {
 	if err := ValidateTag(b.Tag); err != nil {
 		return fmt.Errorf("sending to output %s: %w", o.name, err)
 	}
+	if o.failing {
+		o.metrics.reconnect(o.name)
+	}
 	start := o.now()
 	if err := o.s.send(ctx, b); err != nil {
+		// A Send cut short by the caller's stop is no sign of trouble with Devo.
+		o.failing = ctx.Err() == nil
 		return fmt.Errorf("sending %d events of %s to output %s: %w", len(b.Events), b.Tag, o.name, err)
 	}
+	o.failing = false
 	elapsed := o.now().Sub(start)
+	o.metrics.confirmed(o.name, b, elapsed)
 	o.mu.Lock()
 	o.total += int64(len(b.Events))
 	o.recent += int64(len(b.Events))
@@ -225,6 +239,10 @@ func (o *output) logStats(always bool) {
 	if !always && recent == 0 {
 		return
 	}
+	// Devo's collector logs its sender pool before the totals. An output here is one sender
+	// that the shipper calls synchronously, batch after batch: there is no queue in front of it.
+	o.logger.Info("Number of available senders: 1")
+	o.logger.Info("sender manager internal queue size: 0")
 	o.logger.Info(fmt.Sprintf("Standard - Total number of messages sent: %d, messages sent since %q: %d (elapsed %.3f seconds)",
 		total, since.UTC().Format(statsTimeLayout), recent, busy.Seconds()))
 }

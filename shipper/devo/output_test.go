@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,8 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/shipper/devo/devotest"
@@ -770,6 +773,13 @@ func TestStatsLine(t *testing.T) {
 	if !strings.Contains(logs.text(), "Standard - Total number of messages sent: 3, messages sent since") {
 		t.Fatal("no later statistics line")
 	}
+	// The sender pool lines of Devo's collector come before each totals line.
+	text := logs.text()
+	for _, line := range []string{"Number of available senders: 1", "sender manager internal queue size: 0"} {
+		if i := strings.Index(text, line); i < 0 || i > strings.Index(text, "Standard - Total") {
+			t.Errorf("no %q before the first totals line in:\n%s", line, text)
+		}
+	}
 }
 
 // expBackoff is an exponential policy from initial to maxWait (initial when zero), for tests
@@ -1042,5 +1052,59 @@ func BenchmarkRelaySend(b *testing.B) {
 		if err := out.Send(context.Background(), batch); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestOutputMetrics: a confirmed batch counts its lines, message bytes, one batch and one
+// confirm observation; a failed Send counts none of them, and each Send after a failed one counts
+// a reconnect.
+func TestOutputMetrics(t *testing.T) {
+	t.Parallel()
+	m := NewMetrics()
+	out := newOut(t, "file_1", config.Output{Type: config.OutputFile, Config: config.OutputConfig{Path: filepath.Join(t.TempDir(), "devo.log")}},
+		Options{Metrics: m})
+	b := makeBatch(testTag, "metrics", 5, 40)
+	var msgBytes int
+	for _, e := range b.Events {
+		msgBytes += len(e.Msg)
+	}
+	if err := out.Send(testCtx(t), b); err != nil {
+		t.Fatal(err)
+	}
+	// A relay whose port refuses connections.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	ln.Close()
+	p, _ := strconv.Atoi(port)
+	down := newOut(t, "relay_1", config.Output{Type: config.OutputRelay, Config: config.OutputConfig{Address: host, Port: p, Hostname: "h"}},
+		Options{Metrics: m, Timeout: 2 * time.Second})
+	for range 3 {
+		if err := down.Send(testCtx(t), b); err == nil {
+			t.Fatal("Send to a refusing relay succeeded")
+		}
+	}
+	tests := []struct {
+		name string
+		c    prometheus.Collector
+		want float64
+	}{
+		{"file lines", m.lines.WithLabelValues("file_1"), 5},
+		{"file bytes", m.bytes.WithLabelValues("file_1"), float64(msgBytes)},
+		{"file batches", m.batches.WithLabelValues("file_1"), 1},
+		{"file reconnects", m.reconnects.WithLabelValues("file_1"), 0},
+		{"relay lines", m.lines.WithLabelValues("relay_1"), 0},
+		{"relay batches", m.batches.WithLabelValues("relay_1"), 0},
+		{"relay reconnects", m.reconnects.WithLabelValues("relay_1"), 2},
+	}
+	for _, tt := range tests {
+		if got := testutil.ToFloat64(tt.c); got != tt.want {
+			t.Errorf("%s = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if n := testutil.CollectAndCount(m, "dtfleet_devo_confirm_duration_seconds"); n != 1 {
+		t.Errorf("confirm duration series = %d, want 1 (the file output's)", n)
 	}
 }

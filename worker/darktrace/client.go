@@ -74,6 +74,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock used for DTAPI-Date and Retry-After dates; nil means time.Now.
 	Now func() time.Time
+	// Metrics, when set, observes every request under the label Input (the input's name).
+	Metrics *Metrics
+	Input   string
 }
 
 // ConfigFromInput returns the Config for one configured appliance: its base URL, tokens and TLS
@@ -104,6 +107,8 @@ type Client struct {
 	limiter   Limiter
 	logger    *slog.Logger
 	now       func() time.Time
+	metrics   *Metrics
+	input     string
 }
 
 // New validates cfg and returns a Client. It reads CAFile and the client certificate, if set, and logs a warning when
@@ -208,6 +213,8 @@ func New(cfg Config) (*Client, error) {
 		limiter: limiter,
 		logger:  logger,
 		now:     now,
+		metrics: cfg.Metrics,
+		input:   cfg.Input,
 	}, nil
 }
 
@@ -386,7 +393,7 @@ const maxErrorBody = 64 << 10
 // do sends one signed GET of path?query, counts body bytes into n and hands a 200 JSON body to
 // consume. isCallerErr recognises errors that come from the caller's callback, which are
 // returned wrapped but unclassified.
-func (c *Client) do(ctx context.Context, path, query string, n *int64, consume func(io.Reader) error, isCallerErr func(error) bool) error {
+func (c *Client) do(ctx context.Context, path, query string, n *int64, consume func(io.Reader) error, isCallerErr func(error) bool) (reqErr error) {
 	endpoint := path
 	if err := c.limiter.Wait(ctx); err != nil {
 		return newError(KindCanceled, endpoint, 0, "waiting for the rate limiter", err)
@@ -416,7 +423,9 @@ func (c *Client) do(ctx context.Context, path, query string, n *int64, consume f
 	hreq.Header.Set("Accept", "application/json")
 	hreq.Header.Set("User-Agent", "dtfleet")
 
+	start := c.now()
 	resp, err := c.hc.Do(hreq)
+	defer func() { c.metrics.observe(c.input, endpoint, resp, reqErr, c.now().Sub(start), c.now()) }()
 	if err != nil {
 		return c.transportError(parent, ctx, endpoint, err)
 	}
