@@ -22,7 +22,7 @@ cheap signed request to the appliance (GET /summarystatistics?responsedata=subne
 line per input: "Tokens have been validated successfully." or the classified error
 (PullError(300) for HTTP errors such as a refused signature, a clock more than 30 minutes off or a
 missing permission; PullError(301) for the others, such as TLS or connection failures). It exits 1
-if any input fails.`,
+if any input fails, 2 if the configuration is invalid.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := g.logger()
@@ -31,7 +31,7 @@ if any input fails.`,
 			}
 			cfg, err := cf.load()
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return err
 			}
 			names := cfg.EnabledInputs()
 			if input != "" {

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/fleet"
 )
 
 // configFlags are the configuration flags every command that reads the configuration shares:
@@ -34,10 +35,11 @@ func (f *configFlags) load() (*config.Config, error) {
 
 // loadConfig reads and validates the configuration file at path, with the definitions file defs
 // ("" for the embedded definitions). On invalid input the error lists every problem, one per
-// line, under a first line naming the file; it wraps the config.Errors.
+// line, under a first line naming the file; it wraps the config.Errors. Every error is a
+// *fleet.ConfigError, so the process exits with status 2.
 func loadConfig(cmd *cobra.Command, path, defs string) (*config.Config, error) {
 	if path == "" {
-		return nil, fmt.Errorf("%s: no configuration file; pass -c FILE", cmd.CommandPath())
+		return nil, &fleet.ConfigError{Err: fmt.Errorf("%s: no configuration file; pass -c FILE", cmd.CommandPath())}
 	}
 	cfg, err := config.Load(path, config.LoadOptions{DefinitionsPath: defs})
 	if err != nil {
@@ -47,9 +49,9 @@ func loadConfig(cmd *cobra.Command, path, defs string) (*config.Config, error) {
 			if len(es) == 1 {
 				noun = "problem"
 			}
-			return nil, fmt.Errorf("invalid configuration %s (%d %s):\n%w", path, len(es), noun, err)
+			err = fmt.Errorf("invalid configuration %s (%d %s):\n%w", path, len(es), noun, err)
 		}
-		return nil, err
+		return nil, &fleet.ConfigError{Err: err}
 	}
 	return cfg, nil
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dtfleet/dtfleet/internal/fleet"
 )
 
 // exitError carries a process exit status through cobra without printing twice.
@@ -34,7 +36,8 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-// run executes the CLI and returns the process exit status.
+// run executes the CLI and returns the process exit status: an *exitError's code, else
+// fleet.ExitCode (2 for a configuration error, 3 for an authentication failure, 1 otherwise).
 func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -49,7 +52,7 @@ func run(args []string) int {
 			return ee.code
 		}
 		fmt.Fprintln(os.Stderr, "dtfleet:", err)
-		return 1
+		return fleet.ExitCode(err)
 	}
 	return 0
 }

@@ -168,7 +168,7 @@ func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, o
 		if err != nil {
 			return fail(err)
 		}
-		if err := w.CheckInputs(ctx); err != nil {
+		if err := checkInputs(ctx, w, clock, logger); err != nil {
 			return fail(err)
 		}
 		g.Go(func() error { return w.Run(ctx) })
