@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/internal/fleet"
 )
@@ -54,4 +55,23 @@ func loadConfig(cmd *cobra.Command, path, defs string) (*config.Config, error) {
 		return nil, &fleet.ConfigError{Err: err}
 	}
 	return cfg, nil
+}
+
+// withBus runs fn with the configuration of cf and a client connection to its bus
+// (fleet.ConnectClient), closed when fn returns: the frame of status, replay and failed.
+func withBus(cmd *cobra.Command, g *globalFlags, cf *configFlags, fn func(*config.Config, *bus.Bus) error) error {
+	logger, err := g.logger()
+	if err != nil {
+		return err
+	}
+	cfg, err := cf.load()
+	if err != nil {
+		return err
+	}
+	b, err := fleet.ConnectClient(cmd.Context(), cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	return fn(cfg, b)
 }

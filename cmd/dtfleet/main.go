@@ -74,6 +74,7 @@ func newRootCmd() *cobra.Command {
 		newDefinitionsCmd(g),
 		newDemoCmd(g),
 		newDevoSinkCmd(g),
+		newFailedCmd(g),
 		newFetchCmd(g),
 		newReplayCmd(g),
 		newRunCmd(g),

@@ -7,7 +7,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dtfleet/dtfleet/coordinator"
-	"github.com/dtfleet/dtfleet/internal/fleet"
+	"github.com/dtfleet/dtfleet/internal/bus"
+	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/internal/inspect"
 )
 
@@ -24,17 +25,10 @@ func newReplayCmd(g *globalFlags) *cobra.Command {
 		Long: `replay republishes the slots covering [--from, --to) of one service as new work at the end of
 the lane, so they are fetched again and delivered in order. Events already delivered are dropped
 by dedupe unless --force is given; a replay that delivers a failed slot's window clears its
-failure record. Times are RFC 3339 (2024-05-01T00:00:00Z).`,
+failure record. Times are RFC 3339 (2024-05-01T00:00:00Z), with milliseconds where a slot has
+them (2024-05-01T00:00:00.250Z): dtfleet failed list prints each failed slot's exact command.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger, err := g.logger()
-			if err != nil {
-				return err
-			}
-			cfg, err := cf.load()
-			if err != nil {
-				return err
-			}
 			from, err := time.Parse(time.RFC3339, fromFlag)
 			if err != nil {
 				return fmt.Errorf("--from %q is not an RFC 3339 time: %w", fromFlag, err)
@@ -43,22 +37,20 @@ failure record. Times are RFC 3339 (2024-05-01T00:00:00Z).`,
 			if err != nil {
 				return fmt.Errorf("--to %q is not an RFC 3339 time: %w", toFlag, err)
 			}
-			ln, err := inspect.FindLane(cfg, input, service)
-			if err != nil {
-				return err
-			}
-			b, err := fleet.ConnectClient(cmd.Context(), cfg, logger)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			items, err := coordinator.Replay(cmd.Context(), b, b.JS, ln, from, to, coordinator.ReplayOptions{Force: force, Logger: logger})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "republished %d slots of %s.%s (seq %d-%d), force=%v\n",
-				len(items), ln.Input, ln.Service, items[0].Seq, items[len(items)-1].Seq, force)
-			return nil
+			return withBus(cmd, g, cf, func(cfg *config.Config, b *bus.Bus) error {
+				lg, _ := g.logger() // withBus checked the flags
+				ln, err := inspect.FindLane(cfg, input, service)
+				if err != nil {
+					return err
+				}
+				items, err := coordinator.Replay(cmd.Context(), b, b.JS, ln, from, to, coordinator.ReplayOptions{Force: force, Logger: lg})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "republished %d slots of %s.%s (seq %d-%d), force=%v\n",
+					len(items), ln.Input, ln.Service, items[0].Seq, items[len(items)-1].Seq, force)
+				return nil
+			})
 		},
 	}
 	cf = addConfigFlags(cmd)

@@ -6,6 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dtfleet/dtfleet/internal/bus"
+	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/internal/fleet"
 	"github.com/dtfleet/dtfleet/internal/metrics"
 	"github.com/dtfleet/dtfleet/internal/status"
@@ -71,30 +73,19 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 		Short: "Show per input and service: planned and delivered cursors, lag, backlog, failed slots, leaders, workers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger, err := g.logger()
-			if err != nil {
-				return err
-			}
-			cfg, err := cf.load()
-			if err != nil {
-				return err
-			}
-			b, err := fleet.ConnectClient(cmd.Context(), cfg, logger)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			st, err := status.Read(cmd.Context(), b, cfg, time.Now())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
-			}
-			status.Print(cmd.OutOrStdout(), st)
-			return nil
+			return withBus(cmd, g, cf, func(cfg *config.Config, b *bus.Bus) error {
+				st, err := status.Read(cmd.Context(), b, cfg, time.Now())
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					return enc.Encode(st)
+				}
+				status.Print(cmd.OutOrStdout(), st)
+				return nil
+			})
 		},
 	}
 	cf = addConfigFlags(cmd)

@@ -19,9 +19,7 @@ func Print(w io.Writer, st *Status) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(w, "\nfailed slots (replay them with dtfleet replay once the cause is fixed): %d\n", len(st.Failed))
-	for _, f := range st.Failed {
-		fmt.Fprintf(w, "  %s.%s seq %d %s - %s: %s\n", f.Input, f.Service, f.Seq, f.From.Format(time.RFC3339), f.To.Format(time.RFC3339), firstLine(f.Error))
-	}
+	PrintFailed(w, st.Failed)
 	fmt.Fprintf(w, "\nworkers seen: %d\n", len(st.Workers))
 	for _, wk := range st.Workers {
 		fmt.Fprintf(w, "  %s (host %s pid %d): %d slots done, %d in flight, last seen %s\n", wk.ID, wk.Host, wk.PID, wk.Slots, wk.InFlight, wk.Seen.Format(time.RFC3339))

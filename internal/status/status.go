@@ -56,6 +56,11 @@ type FailedSlot struct {
 	To      time.Time `json:"to"`
 	Error   string    `json:"error"`
 	At      time.Time `json:"at"`
+	// Key is the record's key in proto.BucketFailed, for `dtfleet failed clear KEY`.
+	Key string `json:"key"`
+	// Replay is the command (without -c) that replays the window to the millisecond and so
+	// clears the record once the replayed slot is delivered.
+	Replay string `json:"replay"`
 }
 
 // Worker is a worker's last heartbeat.
@@ -127,8 +132,7 @@ func Read(ctx context.Context, src KVSource, cfg *config.Config, now time.Time) 
 		return nil, err
 	}
 	for _, f := range failed {
-		st.Failed = append(st.Failed, FailedSlot{Input: f.Input, Service: f.Service, Seq: f.Seq,
-			From: time.UnixMilli(f.Start).UTC(), To: time.UnixMilli(f.End).UTC(), Error: f.Error, At: time.UnixMilli(f.At).UTC()})
+		st.Failed = append(st.Failed, failedSlot(f))
 	}
 	sort.Slice(st.Failed, func(i, j int) bool { return st.Failed[i].From.Before(st.Failed[j].From) })
 	beats, err := listAll[proto.Heartbeat](ctx, kv[proto.BucketWorkers], proto.BucketWorkers)

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/fleet"
+	"github.com/dtfleet/dtfleet/internal/fleet/fleettest"
+	"github.com/dtfleet/dtfleet/internal/status"
+	"github.com/dtfleet/dtfleet/proto"
+)
+
+// TestFailedReplayCommandClears puts a failure record whose window has milliseconds (as a slot
+// planned from look_back_in_minutes has) next to a running fleet, takes the replay command that
+// `failed list` prints for it, runs it, and checks that the delivered replay clears the record;
+// then checks `failed clear` on a second record.
+func TestFailedReplayCommandClears(t *testing.T) {
+	env := fleettest.NewEnv(t, 1)
+	addr := freeAddr(t)
+	env.File.NATS.Listen = addr
+	env.Reload(t)
+	cfgPath := filepath.Join(env.Dir, "config.yaml")
+	f := fleettest.Start(t, fleet.Fleet{Config: env.Config, Overrides: fleet.Overrides{Listen: addr}})
+	fleettest.WaitCaughtUp(t, f.Bus, env.Config, env.End, 3*time.Minute)
+	kv, err := f.Bus.KV(t.Context(), proto.BucketFailed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(service string, start, end int64) {
+		rec := proto.Failure{V: proto.SchemaVersion, Input: "darktrace", Service: service, Seq: 1, Start: start, End: end,
+			Error: "PullError(300): INPUT ERROR", At: time.Now().UnixMilli()}
+		data, err := proto.Encode(&rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(t.Context(), proto.FailedKey(rec.Input, service, start, end), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := env.Start.Add(3*time.Hour + 1234*time.Millisecond).UnixMilli()
+	put(config.ServiceModelBreaches, start, start+20*60*1000+5)
+	put(config.ServiceAntigena, start, start+1000)
+
+	out, _, err := executeDT(t, "failed", "list", "-c", cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var replay string
+	for l := range strings.Lines(out) {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "dtfleet replay") && strings.Contains(l, config.ServiceModelBreaches) {
+			replay = l
+		}
+	}
+	if !strings.Contains(replay, "--from "+proto.FormatMSExact(start)) || !strings.Contains(replay, ".234Z") {
+		t.Fatalf("failed list prints no exact replay command for the record:\n%s", out)
+	}
+	args := append(strings.Fields(replay)[1:], "-c", cfgPath)
+	if out, _, err := executeDT(t, args...); err != nil || !strings.Contains(out, "republished 1 slots") {
+		t.Fatalf("%s: %v, %q", replay, err, out)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := f.WaitFor(ctx, func(st *status.Status) bool {
+		return len(st.Failed) == 1 && st.Failed[0].Service == config.ServiceAntigena
+	}); err != nil {
+		t.Fatalf("the replay did not clear the modelbreaches record: %v", err)
+	}
+
+	if _, _, err := executeDT(t, "failed", "clear", "-c", cfgPath); err == nil {
+		t.Error("failed clear without a selector cleared something")
+	}
+	out, _, err = executeDT(t, "failed", "clear", "-c", cfgPath, "--service", config.ServiceAntigena)
+	if err != nil || !strings.Contains(out, "cleared 1 failure record(s)") {
+		t.Fatalf("failed clear: %v, %q", err, out)
+	}
+	if fs, err := status.ListFailed(t.Context(), f.Bus); err != nil || len(fs) != 0 {
+		t.Fatalf("after failed clear: %+v, %v", fs, err)
+	}
+}
