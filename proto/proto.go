@@ -265,6 +265,9 @@ type Lease struct {
 	Holder   string `msgpack:"h"`
 	Acquired int64  `msgpack:"acq"`
 	Renewed  int64  `msgpack:"ren"`
+	// Host and PID say where the holder runs, for `dtfleet status` (empty from older builds).
+	Host string `msgpack:"host,omitempty"`
+	PID  int    `msgpack:"pid,omitempty"`
 }
 
 // Versioned is implemented by every message, so Decode can check the schema version.

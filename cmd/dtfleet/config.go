@@ -9,6 +9,7 @@ import (
 	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/internal/fleet"
+	"github.com/dtfleet/dtfleet/internal/status"
 )
 
 // configFlags are the configuration flags every command that reads the configuration shares:
@@ -17,6 +18,9 @@ type configFlags struct {
 	cmd         *cobra.Command
 	path        string
 	definitions string
+	// busOnly marks a command that reads only the bus (status, failed, replay): unset ${ENV}
+	// variables, the Darktrace tokens' usually, get a placeholder instead of failing.
+	busOnly bool
 }
 
 // addConfigFlags registers -c/--config (required) and --definitions on cmd and returns their
@@ -31,6 +35,9 @@ func addConfigFlags(cmd *cobra.Command) *configFlags {
 
 // load reads and validates the configuration named by the flags.
 func (f *configFlags) load() (*config.Config, error) {
+	if f.busOnly {
+		return loadConfigEnv(f.cmd, f.path, f.definitions, status.EnvOrPlaceholder)
+	}
 	return loadConfig(f.cmd, f.path, f.definitions)
 }
 
@@ -39,10 +46,15 @@ func (f *configFlags) load() (*config.Config, error) {
 // line, under a first line naming the file; it wraps the config.Errors. Every error is a
 // *fleet.ConfigError, so the process exits with status 2.
 func loadConfig(cmd *cobra.Command, path, defs string) (*config.Config, error) {
+	return loadConfigEnv(cmd, path, defs, nil)
+}
+
+// loadConfigEnv is loadConfig resolving ${NAME} with lookup (nil: os.LookupEnv).
+func loadConfigEnv(cmd *cobra.Command, path, defs string, lookup func(string) (string, bool)) (*config.Config, error) {
 	if path == "" {
 		return nil, &fleet.ConfigError{Err: fmt.Errorf("%s: no configuration file; pass -c FILE", cmd.CommandPath())}
 	}
-	cfg, err := config.Load(path, config.LoadOptions{DefinitionsPath: defs})
+	cfg, err := config.Load(path, config.LoadOptions{DefinitionsPath: defs, LookupEnv: lookup})
 	if err != nil {
 		var es config.Errors
 		if errors.As(err, &es) {
@@ -58,12 +70,14 @@ func loadConfig(cmd *cobra.Command, path, defs string) (*config.Config, error) {
 }
 
 // withBus runs fn with the configuration of cf and a client connection to its bus
-// (fleet.ConnectClient), closed when fn returns: the frame of status, replay and failed.
+// (fleet.ConnectClient), closed when fn returns: the frame of status, replay and failed, which
+// need no Darktrace secret (configFlags.busOnly).
 func withBus(cmd *cobra.Command, g *globalFlags, cf *configFlags, fn func(*config.Config, *bus.Bus) error) error {
 	logger, err := g.logger()
 	if err != nil {
 		return err
 	}
+	cf.busOnly = true
 	cfg, err := cf.load()
 	if err != nil {
 		return err

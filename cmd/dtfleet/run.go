@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -65,20 +67,28 @@ func newRoleCmds(g *globalFlags) []*cobra.Command {
 
 func newStatusCmd(g *globalFlags) *cobra.Command {
 	var (
-		cf     *configFlags
-		asJSON bool
+		cf            *configFlags
+		asJSON, check bool
+		maxLag        time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show per input and service: planned and delivered cursors, lag, backlog, failed slots, leaders, workers",
-		Args:  cobra.NoArgs,
+		Long: `status reads the fleet's checkpoints, leases, failure records and heartbeats from NATS (or from
+the embedded store when no dtfleet run holds it). It needs no Darktrace token: unset ${ENV}
+variables in the configuration get a placeholder. With --check it prints one line per finding
+and exits 0 healthy, 1 lagging (a lane more than --max-lag behind, or no coordinator leader),
+2 failed slots awaiting a replay, 3 NATS or the store unreachable.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withBus(cmd, g, cf, func(cfg *config.Config, b *bus.Bus) error {
+			err := withBus(cmd, g, cf, func(cfg *config.Config, b *bus.Bus) error {
 				st, err := status.Read(cmd.Context(), b, cfg, time.Now())
-				if err != nil {
-					return err
-				}
-				if asJSON {
+				switch {
+				case err != nil:
+					return &exitError{code: status.CheckUnreachable, err: err}
+				case check:
+					return checkExit(cmd, st, maxLag)
+				case asJSON:
 					enc := json.NewEncoder(cmd.OutOrStdout())
 					enc.SetIndent("", "  ")
 					return enc.Encode(st)
@@ -86,9 +96,29 @@ func newStatusCmd(g *globalFlags) *cobra.Command {
 				status.Print(cmd.OutOrStdout(), st)
 				return nil
 			})
+			var ee *exitError
+			if check && err != nil && !errors.As(err, &ee) && fleet.ExitCode(err) != fleet.ExitConfig {
+				return &exitError{code: status.CheckUnreachable, err: err}
+			}
+			return err
 		},
 	}
 	cf = addConfigFlags(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&check, "check", false, "exit 0 healthy, 1 lagging, 2 failed slots, 3 unreachable")
+	cmd.Flags().DurationVar(&maxLag, "max-lag", time.Hour, "with --check, a lane delivered less recently than this is lagging")
 	return cmd
+}
+
+// checkExit prints status.Check's findings and returns its grade as the exit status.
+func checkExit(cmd *cobra.Command, st *status.Status, maxLag time.Duration) error {
+	code, reasons := status.Check(st, maxLag)
+	for _, r := range reasons {
+		fmt.Fprintln(cmd.OutOrStdout(), r)
+	}
+	if code == status.CheckHealthy {
+		fmt.Fprintln(cmd.OutOrStdout(), "OK")
+		return nil
+	}
+	return &exitError{code: code, err: errors.New("")}
 }
