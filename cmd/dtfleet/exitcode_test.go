@@ -81,3 +81,23 @@ inputs:
 		})
 	}
 }
+
+// TestVersionCommand runs the binary built with -ldflags like a release and checks that
+// `dtfleet version` prints what they set.
+func TestVersionCommand(t *testing.T) {
+	t.Parallel()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to build with -ldflags")
+	}
+	bin := filepath.Join(t.TempDir(), "dtfleet")
+	const pkg = "github.com/dtfleet/dtfleet/internal/buildinfo"
+	ld := "-X " + pkg + ".version=9.8.7 -X " + pkg + ".commit=cafe123 -X " + pkg + ".date=2026-01-02T03:04:05Z"
+	if out, err := exec.Command(goBin, "build", "-ldflags", ld, "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "dtfleet 9.8.7 (commit cafe123, built 2026-01-02T03:04:05Z, go1.") {
+		t.Fatalf("dtfleet version: %v, %q", err, out)
+	}
+}

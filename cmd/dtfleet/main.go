@@ -81,6 +81,7 @@ func newRootCmd() *cobra.Command {
 		newSimulateCmd(g),
 		newStatusCmd(g),
 		newValidateCmd(g),
+		newVersionCmd(),
 	)
 	root.AddCommand(newRoleCmds(g)...) // coordinator, worker, shipper
 	return root

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dtfleet/dtfleet/internal/buildinfo"
 	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/internal/fleet"
@@ -45,6 +46,8 @@ func newRoleCmd(g *globalFlags, name, short string, r fleet.Roles) *cobra.Comman
 			if r != fleet.AllRoles {
 				logger = logger.With("process", name)
 			}
+			bi := buildinfo.Read()
+			logger.Info(bi.StartupLine(), "version", bi.Version, "commit", bi.Commit, "os", bi.OS)
 			reg := metrics.NewRegistry()
 			f := fleet.Fleet{Config: cfg, Roles: r, Deps: fleet.Dependencies{Logger: logger, Registerer: reg, Gatherer: reg},
 				Overrides: fleet.Overrides{MetricsListen: metricsListen}}
@@ -121,4 +124,20 @@ func checkExit(cmd *cobra.Command, st *status.Status, maxLag time.Duration) erro
 		return nil
 	}
 	return &exitError{code: code, err: errors.New("")}
+}
+
+func newVersionCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use: "version", Short: "Print the version, commit, build date, Go version and OS of this binary", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(buildinfo.Read())
+			}
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), buildinfo.Read())
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }

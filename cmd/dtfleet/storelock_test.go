@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -44,6 +45,9 @@ func TestStatusNeverOpensAHeldStore(t *testing.T) {
 
 	run := startProc(t, env.dir, "run", "run", "-c", runCfg)
 	run.waitLog(t, "embedded NATS ready", nil)
+	if log := readFile(t, run.log); !strings.Contains(log, `"msg":"dtfleet version: `) || !strings.Contains(log, ", OS: "+runtime.GOOS+"/"+runtime.GOARCH) {
+		t.Errorf("run logged no start-up line with version, build and OS:\n%s", log)
+	}
 
 	for _, tc := range []struct {
 		name, want string
