@@ -67,6 +67,7 @@ func Connect(ctx context.Context, cfg config.NATS, opts Options) (*Bus, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500 * time.Millisecond),
 	}
+	nopts = append(nopts, connHandlers(logger)...)
 	addr := cfg.URL
 	if addr == "" {
 		lock, srv, err := startEmbedded(cfg, opts.ListenOverride, logger)
@@ -151,6 +152,7 @@ func startEmbedded(cfg config.NATS, listenOverride string, logger *slog.Logger) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting embedded NATS: %w", err)
 	}
+	srv.SetLoggerV2(serverLogger{logger}, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
