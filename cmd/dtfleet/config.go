@@ -6,9 +6,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/internal/fleet"
+	"github.com/dtfleet/dtfleet/internal/ops"
 	"github.com/dtfleet/dtfleet/internal/status"
 )
 
@@ -69,10 +69,9 @@ func loadConfigEnv(cmd *cobra.Command, path, defs string, lookup func(string) (s
 	return cfg, nil
 }
 
-// withBus runs fn with the configuration of cf and a client connection to its bus
-// (fleet.ConnectClient), closed when fn returns: the frame of status, replay and failed, which
-// need no Darktrace secret (configFlags.busOnly).
-func withBus(cmd *cobra.Command, g *globalFlags, cf *configFlags, fn func(*config.Config, *bus.Bus) error) error {
+// runOps runs fn with cf's configuration, for a command that only reads or changes the bus
+// (status, failed, replay): such a command needs no Darktrace secret (configFlags.busOnly).
+func runOps(cmd *cobra.Command, g *globalFlags, cf *configFlags, fn func(ops.Env) error) error {
 	logger, err := g.logger()
 	if err != nil {
 		return err
@@ -82,10 +81,5 @@ func withBus(cmd *cobra.Command, g *globalFlags, cf *configFlags, fn func(*confi
 	if err != nil {
 		return err
 	}
-	b, err := fleet.ConnectClient(cmd.Context(), cfg, logger)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	return fn(cfg, b)
+	return fn(ops.Env{Config: cfg, Logger: logger, Out: cmd.OutOrStdout()})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,18 +10,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dtfleet/dtfleet/internal/buildinfo"
-	"github.com/dtfleet/dtfleet/internal/bus"
-	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/internal/fleet"
 	"github.com/dtfleet/dtfleet/internal/metrics"
-	"github.com/dtfleet/dtfleet/internal/status"
+	"github.com/dtfleet/dtfleet/internal/ops"
 )
 
 func newRunCmd(g *globalFlags) *cobra.Command {
 	cmd := newRoleCmd(g, "run", "Run the whole fleet in one process (embedded NATS unless nats.url is set)", fleet.AllRoles)
-	cmd.Long = `run starts every role — coordinator, workers and shipper — in one process. With no nats.url
-it starts an embedded NATS server with JetStream on nats.store_dir, listening on nats.listen so that
-more workers (dtfleet worker) or a status query (dtfleet status) can join from this host.`
+	cmd.Long = help("run")
 	return cmd
 }
 
@@ -70,60 +67,29 @@ func newRoleCmds(g *globalFlags) []*cobra.Command {
 
 func newStatusCmd(g *globalFlags) *cobra.Command {
 	var (
-		cf            *configFlags
-		asJSON, check bool
-		maxLag        time.Duration
+		cf *configFlags
+		o  ops.StatusOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show per input and service: planned and delivered cursors, lag, backlog, failed slots, leaders, workers",
-		Long: `status reads the fleet's checkpoints, leases, failure records and heartbeats from NATS (or from
-the embedded store when no dtfleet run holds it). It needs no Darktrace token: unset ${ENV}
-variables in the configuration get a placeholder. With --check it prints one line per finding
-and exits 0 healthy, 1 lagging (a lane more than --max-lag behind, or no coordinator leader),
-2 failed slots awaiting a replay, 3 NATS or the store unreachable.`,
-		Args: cobra.NoArgs,
+		Long:  help("status"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			err := withBus(cmd, g, cf, func(cfg *config.Config, b *bus.Bus) error {
-				st, err := status.Read(cmd.Context(), b, cfg, time.Now())
-				switch {
-				case err != nil:
-					return &exitError{code: status.CheckUnreachable, err: err}
-				case check:
-					return checkExit(cmd, st, maxLag)
-				case asJSON:
-					enc := json.NewEncoder(cmd.OutOrStdout())
-					enc.SetIndent("", "  ")
-					return enc.Encode(st)
+			return runOps(cmd, g, cf, func(e ops.Env) error {
+				code, err := ops.Status(cmd.Context(), e, o)
+				if code != 0 {
+					return &exitError{code: code, err: cmp.Or(err, errors.New(""))}
 				}
-				status.Print(cmd.OutOrStdout(), st)
-				return nil
+				return err
 			})
-			var ee *exitError
-			if check && err != nil && !errors.As(err, &ee) && fleet.ExitCode(err) != fleet.ExitConfig {
-				return &exitError{code: status.CheckUnreachable, err: err}
-			}
-			return err
 		},
 	}
 	cf = addConfigFlags(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().BoolVar(&check, "check", false, "exit 0 healthy, 1 lagging, 2 failed slots, 3 unreachable")
-	cmd.Flags().DurationVar(&maxLag, "max-lag", time.Hour, "with --check, a lane delivered less recently than this is lagging")
+	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&o.Check, "check", false, "exit 0 healthy, 1 lagging, 2 failed slots, 3 unreachable")
+	cmd.Flags().DurationVar(&o.MaxLag, "max-lag", time.Hour, "with --check, a lane delivered less recently than this is lagging")
 	return cmd
-}
-
-// checkExit prints status.Check's findings and returns its grade as the exit status.
-func checkExit(cmd *cobra.Command, st *status.Status, maxLag time.Duration) error {
-	code, reasons := status.Check(st, maxLag)
-	for _, r := range reasons {
-		fmt.Fprintln(cmd.OutOrStdout(), r)
-	}
-	if code == status.CheckHealthy {
-		fmt.Fprintln(cmd.OutOrStdout(), "OK")
-		return nil
-	}
-	return &exitError{code: code, err: errors.New("")}
 }
 
 func newVersionCmd() *cobra.Command {

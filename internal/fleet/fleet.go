@@ -4,7 +4,7 @@
 // fleet in the background and reads its progress, for the demo, the bench and the tests.
 //
 // It may import the roles, internal/bus, internal/config, internal/metrics and internal/status.
-// Nothing but main packages, internal/demo, internal/bench and tests may import it.
+// Nothing but main packages, internal/demo, internal/bench, internal/ops and tests may import it.
 package fleet
 
 import (
