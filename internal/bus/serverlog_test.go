@@ -31,14 +31,18 @@ func (b *logBuf) has(s string) bool {
 	return strings.Contains(b.buf.String(), s)
 }
 
+func (b *logBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 func (b *logBuf) waitFor(t *testing.T, s string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !b.has(s) {
 		if time.Now().After(deadline) {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			t.Fatalf("no log line with %q within 30s; log:\n%s", s, b.buf.String())
+			t.Fatalf("no log line with %q within 30s; log:\n%s", s, b.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -63,7 +67,7 @@ func TestConnectionEventsAndServerLogsReachTheLog(t *testing.T) {
 	}
 	if !srvLog.has(`"component":"nats-server"`) || !srvLog.has("Server is ready") {
 		srv.Close()
-		t.Fatalf("the embedded server's own log lines did not reach slog:\n%s", srvLog.buf.String())
+		t.Fatalf("the embedded server's own log lines did not reach slog:\n%s", srvLog.String())
 	}
 	cli, err := bus.Connect(t.Context(), config.NATS{URL: "nats://" + addr}, bus.Options{Logger: slog.New(slog.NewJSONHandler(&cliLog, nil))})
 	if err != nil {
