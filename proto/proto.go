@@ -61,6 +61,20 @@ const (
 // matched across roles and pasted into `dtfleet replay --from/--to`.
 func FormatMS(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }
 
+// FormatMSExact formats epoch milliseconds as RFC 3339 in UTC with exactly three fractional
+// digits, so that parsing it gives back ms: the form of the times in a replay command, which must
+// name a failed slot's window to the millisecond for the replay to clear its record.
+func FormatMSExact(ms int64) string {
+	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// ReplayCommand is the command line that replays the window [start, end) of a lane exactly: the
+// replayed slot has the same bounds as a failed slot of that window, so delivering it clears the
+// slot's failure record (FailedKey). It lacks the -c flag, which the operator adds.
+func ReplayCommand(input, service string, start, end int64) string {
+	return fmt.Sprintf("dtfleet replay --input %s --service %s --from %s --to %s", input, service, FormatMSExact(start), FormatMSExact(end))
+}
+
 // LaneKey is the KV key of a lane's checkpoints.
 func LaneKey(input, service string) string { return input + "." + service }
 
@@ -251,6 +265,9 @@ type Lease struct {
 	Holder   string `msgpack:"h"`
 	Acquired int64  `msgpack:"acq"`
 	Renewed  int64  `msgpack:"ren"`
+	// Host and PID say where the holder runs, for `dtfleet status` (empty from older builds).
+	Host string `msgpack:"host,omitempty"`
+	PID  int    `msgpack:"pid,omitempty"`
 }
 
 // Versioned is implemented by every message, so Decode can check the schema version.

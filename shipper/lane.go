@@ -446,8 +446,8 @@ func (r *laneRunner) finish(ctx context.Context, units []*unit) {
 		}
 		d := u.done
 		if d.Failed {
-			r.logger.Error(fmt.Sprintf("Time slot >> %s - %s failed for good and was passed over; it is recorded and can be replayed with: dtfleet replay --input %s --service %s --from %s --to %s",
-				slotTime(d.Start), slotTime(d.End), d.Input, d.Service, proto.FormatMS(d.Start), proto.FormatMS(d.End)), "seq", d.Seq, "err", d.Error)
+			r.logger.Error(fmt.Sprintf("Time slot >> %s - %s failed for good and was passed over; it is recorded and can be replayed with: %s",
+				slotTime(d.Start), slotTime(d.End), proto.ReplayCommand(d.Input, d.Service, d.Start, d.End)), "seq", d.Seq, "err", d.Error)
 		} else {
 			r.logger.Info(fmt.Sprintf("Number of events received for time slot >> %s - %s is: %d", slotTime(d.Start), slotTime(d.End), d.Events),
 				"seq", d.Seq, "delivered", u.delivered, "duplicates", u.dups)

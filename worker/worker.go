@@ -439,9 +439,11 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 }
 
 // CheckInputs validates every input's tokens with a cheap call, as the setup step of Devo's
-// collector does. A terminal failure (wrong token pair, clock skew, missing permission) is
-// returned, since every slot would fail the same way; a retryable one (appliance unreachable) is
-// logged and the worker starts anyway, retrying its slots with backoff.
+// collector does. A terminal failure (missing permission, rejected token) is returned, since
+// every slot would fail the same way; so is a refused signature or a clock off (Transient: the
+// caller retries the check for a short while before it gives up, since the tokens may have been
+// rotated on the appliance a moment ago). A retryable one (appliance unreachable) is logged and
+// the worker starts anyway, retrying its slots with backoff.
 func (w *Worker) CheckInputs(ctx context.Context) error {
 	for name, f := range w.fetchers {
 		c, ok := f.(interface{ Check(context.Context) error })
@@ -452,7 +454,7 @@ func (w *Worker) CheckInputs(ctx context.Context) error {
 		var dtErr *darktrace.Error
 		switch {
 		case err == nil:
-		case errors.As(err, &dtErr) && dtErr.Class == darktrace.Terminal:
+		case errors.As(err, &dtErr) && (dtErr.Class == darktrace.Terminal || dtErr.Kind == darktrace.KindSignature || dtErr.Kind == darktrace.KindDate):
 			return fmt.Errorf("checking the tokens of input %s: %w", name, err)
 		default:
 			w.logger.Warn("the token check could not reach the appliance; starting anyway", "input", name, "err", err)

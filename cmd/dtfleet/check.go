@@ -17,13 +17,8 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Validate each enabled input's Darktrace tokens with one signed request",
-		Long: `check loads the configuration and, for each enabled input (or only --input NAME), sends one
-cheap signed request to the appliance (GET /summarystatistics?responsedata=subnets). It prints one
-line per input: "Tokens have been validated successfully." or the classified error
-(PullError(300) for HTTP errors such as a refused signature, a clock more than 30 minutes off or a
-missing permission; PullError(301) for the others, such as TLS or connection failures). It exits 1
-if any input fails.`,
-		Args: cobra.NoArgs,
+		Long:  help("check"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := g.logger()
 			if err != nil {
@@ -31,7 +26,7 @@ if any input fails.`,
 			}
 			cfg, err := cf.load()
 			if err != nil {
-				return &exitError{code: 1, err: err}
+				return err
 			}
 			names := cfg.EnabledInputs()
 			if input != "" {

@@ -11,13 +11,8 @@ func newDevoSinkCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "devo-sink",
 		Short: "Run a fake Devo receiver that writes what it receives to one file per tag",
-		Long: `devo-sink receives events the way Devo does and appends each event's message, one per line,
-to DIR/<tag>.log. --listen is a syslog listener (TLS with client certificates from --ca with --tls,
-plain TCP otherwise); --relay-listen adds a plain TCP listener like the on-premise relay and
---http-listen Devo's HTTP ingestion endpoint (/event/... and /stream/...). Each syslog frame may be
-an LF-terminated line, an octet-counted frame or a gzip member. It prints one line per listener,
-"<kind> <address>", then runs until interrupted.`,
-		Args: cobra.NoArgs,
+		Long:  help("devo-sink"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := g.logger()
 			if err != nil {

@@ -17,18 +17,8 @@ func newFetchCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fetch",
 		Short: "Fetch one window of one service from the appliance and print its raw events",
-		Long: `fetch sends the request a worker would send for one slot [--from, --to) of --service (RFC 3339
-times; ignored for the snapshot services status and summarystatistics), with the service's
-endpoint and look-back from the configuration, and prints each event of the response as one compact
-JSON line on stdout, unprocessed (no flattening, no de-duplication), in response order. A summary
-line goes to stderr. There is no retry: a failure prints its classified error and exits 1, and
-the events printed before it are incomplete.
-
-With --process the events go through the worker's processing instead: status is flattened (when
-the service's flatten is on), obfuscation is applied, the events are sorted by event time and
-each line is {"key": <dedupe key>, "time": <epoch ms>, "event": <event>}; they print once the
-whole response has been read.`,
-		Args: cobra.NoArgs,
+		Long:  help("fetch"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := g.logger()
 			if err != nil {

@@ -18,15 +18,8 @@ func newDemoCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Backfill a week from a fake Darktrace appliance into Devo lines, with no config and no Darktrace",
-		Long: `demo starts the fake Darktrace appliance with a week of data, writes a config for it
-(DIR/config.yaml), runs the whole fleet with an embedded NATS server (DIR/data, started afresh),
-shows progress, stops when caught up, and prints what was delivered per Devo tag, checked against
-the appliance's ground truth.
-
---output file (default) writes Devo lines to DIR/devo.log. --output devo-tls sends them over
-mutual TLS to a fake Devo receiver (certificates made at run time in DIR/certs), which writes what
-it received to DIR/devo-received/<tag>.log.`,
-		Args: cobra.NoArgs,
+		Long:  help("demo"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Root().PersistentFlags().Changed("log-level") {
 				g.logLevel = "warn" // the progress bar and the summary tell the story
@@ -63,27 +56,8 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure the fleet in-process against the fake appliance and the fake Devo over TLS",
-		Long: `bench runs the whole fleet in this process — embedded NATS with file storage in a temporary
-directory and the real sync policy (fsync before every acknowledgement) — against the fake Darktrace
-appliance and the fake Devo receiver over mutual TLS, and reports what it measured:
-
-  backfill    wall time of --slots slots at --latency with --concurrency requests in flight, next
-              to the sequential baseline (one request at a time, as Devo's collector works) on the
-              first --baseline-slots of the same slots; the baseline's time is extrapolated to all
-              slots when it ran on fewer, and the output says so.
-  throughput  events/s and MB/s of event JSON from the first appliance request to the last line
-              received by the fake Devo, and CPU seconds per million events (getrusage of this
-              process, which also runs the fake appliance and the fake Devo, plus its workers).
-  freshness   p50/p99 from an event becoming visible in the live fake appliance to its line
-              arriving at the fake Devo, with a request period of --period.
-  memory      peak RSS (VmHWM, reset per run) and peak heap (runtime/metrics) of a --memory-mb
-              backfill.
-  scale       a latency-bound backfill with one worker process, then two (the second a
-              'dtfleet worker' OS process of this binary), and a check that requests_per_second
-              holds fleet-wide with two processes.
-
-Every figure is measured; none is computed from the knobs. Timings vary with the machine's load.`,
-		Args: cobra.NoArgs,
+		Long:  help("bench"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Root().PersistentFlags().Changed("log-level") {
 				g.logLevel = "error"

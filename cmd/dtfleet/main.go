@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dtfleet/dtfleet/internal/fleet"
 	"github.com/dtfleet/dtfleet/internal/logging"
 )
 
@@ -36,7 +37,8 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-// run executes the CLI and returns the process exit status.
+// run executes the CLI and returns the process exit status: an *exitError's code, else
+// fleet.ExitCode (2 for a configuration error, 3 for an authentication failure, 1 otherwise).
 func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -51,7 +53,7 @@ func run(args []string) int {
 			return ee.code
 		}
 		fmt.Fprintln(os.Stderr, "dtfleet:", err)
-		return 1
+		return fleet.ExitCode(err)
 	}
 	return 0
 }
@@ -73,12 +75,14 @@ func newRootCmd() *cobra.Command {
 		newDefinitionsCmd(g),
 		newDemoCmd(g),
 		newDevoSinkCmd(g),
+		newFailedCmd(g),
 		newFetchCmd(g),
 		newReplayCmd(g),
 		newRunCmd(g),
 		newSimulateCmd(g),
 		newStatusCmd(g),
 		newValidateCmd(g),
+		newVersionCmd(),
 	)
 	root.AddCommand(newRoleCmds(g)...) // coordinator, worker, shipper
 	return root

@@ -1,21 +1,23 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/dtfleet/dtfleet/internal/buildinfo"
 	"github.com/dtfleet/dtfleet/internal/fleet"
 	"github.com/dtfleet/dtfleet/internal/metrics"
-	"github.com/dtfleet/dtfleet/internal/status"
+	"github.com/dtfleet/dtfleet/internal/ops"
 )
 
 func newRunCmd(g *globalFlags) *cobra.Command {
 	cmd := newRoleCmd(g, "run", "Run the whole fleet in one process (embedded NATS unless nats.url is set)", fleet.AllRoles)
-	cmd.Long = `run starts every role — coordinator, workers and shipper — in one process. With no nats.url
-it starts an embedded NATS server with JetStream on nats.store_dir, listening on nats.listen so that
-more workers (dtfleet worker) or a status query (dtfleet status) can join from this host.`
+	cmd.Long = help("run")
 	return cmd
 }
 
@@ -41,6 +43,8 @@ func newRoleCmd(g *globalFlags, name, short string, r fleet.Roles) *cobra.Comman
 			if r != fleet.AllRoles {
 				logger = logger.With("process", name)
 			}
+			bi := buildinfo.Read()
+			logger.Info(bi.StartupLine(), "version", bi.Version, "commit", bi.Commit, "os", bi.OS)
 			reg := metrics.NewRegistry()
 			f := fleet.Fleet{Config: cfg, Roles: r, Deps: fleet.Dependencies{Logger: logger, Registerer: reg, Gatherer: reg},
 				Overrides: fleet.Overrides{MetricsListen: metricsListen}}
@@ -63,41 +67,43 @@ func newRoleCmds(g *globalFlags) []*cobra.Command {
 
 func newStatusCmd(g *globalFlags) *cobra.Command {
 	var (
-		cf     *configFlags
-		asJSON bool
+		cf *configFlags
+		o  ops.StatusOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show per input and service: planned and delivered cursors, lag, backlog, failed slots, leaders, workers",
+		Long:  help("status"),
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger, err := g.logger()
-			if err != nil {
+			return runOps(cmd, g, cf, func(e ops.Env) error {
+				code, err := ops.Status(cmd.Context(), e, o)
+				if code != 0 {
+					return &exitError{code: code, err: cmp.Or(err, errors.New(""))}
+				}
 				return err
-			}
-			cfg, err := cf.load()
-			if err != nil {
-				return err
-			}
-			b, err := fleet.ConnectClient(cmd.Context(), cfg, logger)
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			st, err := status.Read(cmd.Context(), b, cfg, time.Now())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
-			}
-			status.Print(cmd.OutOrStdout(), st)
-			return nil
+			})
 		},
 	}
 	cf = addConfigFlags(cmd)
+	cmd.Flags().BoolVar(&o.JSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&o.Check, "check", false, "exit 0 healthy, 1 lagging, 2 failed slots, 3 unreachable")
+	cmd.Flags().DurationVar(&o.MaxLag, "max-lag", time.Hour, "with --check, a lane delivered less recently than this is lagging")
+	return cmd
+}
+
+func newVersionCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use: "version", Short: "Print the version, commit, build date, Go version and OS of this binary", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(buildinfo.Read())
+			}
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), buildinfo.Read())
+			return err
+		},
+	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -14,7 +14,7 @@ func newSimulateCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "simulate",
 		Short: "Run a fake Darktrace appliance with generated data, for trials and load tests",
-		Long:  simulate.ApplianceHelp,
+		Long:  help("simulate"),
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := g.logger()

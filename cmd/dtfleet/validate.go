@@ -14,14 +14,8 @@ func newValidateCmd(_ *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "validate",
 		Short: "Check a configuration file and print every problem, or OK and what would run",
-		Long: `validate reads the configuration (and the definitions), expands ${ENV}, applies the defaults
-and checks every rule without opening any other file or connecting anywhere. On success it prints
-OK and a summary of the inputs, their services and the outputs, and exits 0. An input with a
-services mapping collects only the services listed there (each can also say enabled: false); an
-input without one collects all five with their defaults. Otherwise it
-prints every problem, one per line (InitVariablesError(ID): ... with the Devo collector's IDs, or
-ConfigError: <key path>: ...), and exits 1.`,
-		Args: cobra.NoArgs,
+		Long:  help("validate"),
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := cf.load()
 			if err != nil {

@@ -33,6 +33,7 @@ type Bus struct {
 	NC     *nats.Conn
 	JS     jetstream.JetStream
 	srv    *server.Server
+	lock   *os.File // the flock on the embedded server's store (LockFile), nil otherwise
 	logger *slog.Logger
 	// ClientURL is the URL other processes can use to reach this bus ("" when the embedded
 	// server does not listen).
@@ -68,13 +69,14 @@ func Connect(ctx context.Context, cfg config.NATS, opts Options) (*Bus, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500 * time.Millisecond),
 	}
+	nopts = append(nopts, connHandlers(logger)...)
 	addr := cfg.URL
 	if addr == "" {
-		srv, err := startEmbedded(cfg, opts.ListenOverride, logger)
+		lock, srv, err := startEmbedded(cfg, opts.ListenOverride, logger)
 		if err != nil {
 			return nil, err
 		}
-		b.srv = srv
+		b.srv, b.lock = srv, lock
 		b.Replicas = 1
 		if srv.Addr() != nil {
 			b.ClientURL = srv.ClientURL()
@@ -104,16 +106,26 @@ func Connect(ctx context.Context, cfg config.NATS, opts Options) (*Bus, error) {
 	return b, nil
 }
 
-func startEmbedded(cfg config.NATS, listenOverride string, logger *slog.Logger) (*server.Server, error) {
+// startEmbedded locks the store (a *StoreLockedError when another process holds it) and starts
+// the embedded server on it. The lock is released with the returned file, when the server stopped.
+func startEmbedded(cfg config.NATS, listenOverride string, logger *slog.Logger) (lock *os.File, srv *server.Server, err error) {
 	// Callers that build config.NATS by hand (tests, tools) get the file's defaults.
 	dir := cmp.Or(cfg.StoreDir, config.DefaultStoreDir)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("creating nats.store_dir %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("creating nats.store_dir %s: %w", dir, err)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("resolving nats.store_dir %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("resolving nats.store_dir %s: %w", dir, err)
 	}
+	if lock, err = lockStore(abs); err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil && lock != nil {
+			_ = lock.Close()
+		}
+	}()
 	sopts := &server.Options{
 		ServerName:         "dtfleet-embedded",
 		JetStream:          true,
@@ -130,26 +142,27 @@ func startEmbedded(cfg config.NATS, listenOverride string, logger *slog.Logger) 
 	default:
 		host, port, err := net.SplitHostPort(listen)
 		if err != nil {
-			return nil, fmt.Errorf("parsing nats.listen %q: %w", listen, err)
+			return nil, nil, fmt.Errorf("parsing nats.listen %q: %w", listen, err)
 		}
 		p, err := strconv.Atoi(port)
 		if err != nil {
-			return nil, fmt.Errorf("parsing nats.listen port %q: %w", port, err)
+			return nil, nil, fmt.Errorf("parsing nats.listen port %q: %w", port, err)
 		}
 		sopts.Host, sopts.Port = host, p
 	}
-	srv, err := server.NewServer(sopts)
+	srv, err = server.NewServer(sopts)
 	if err != nil {
-		return nil, fmt.Errorf("starting embedded NATS: %w", err)
+		return nil, nil, fmt.Errorf("starting embedded NATS: %w", err)
 	}
+	srv.SetLoggerV2(serverLogger{logger}, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		return nil, fmt.Errorf("starting embedded NATS on %s (store %s): not ready after 30s (is another dtfleet using the port or the store?)", listen, abs)
+		return nil, nil, fmt.Errorf("starting embedded NATS on %s (store %s): not ready after 30s (is another dtfleet using the port or the store?)", listen, abs)
 	}
 	logger.Info("embedded NATS started", "store_dir", abs, "listen", listen, "sync", "always")
-	return srv, nil
+	return lock, srv, nil
 }
 
 func authOptions(cfg config.NATS) ([]nats.Option, error) {
@@ -206,6 +219,10 @@ func (b *Bus) shutdownServer() {
 		b.srv.Shutdown()
 		b.srv.WaitForShutdown()
 		b.srv = nil
+	}
+	if b.lock != nil {
+		_ = b.lock.Close() // after the server stopped writing to the store
+		b.lock = nil
 	}
 }
 

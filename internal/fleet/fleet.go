@@ -4,10 +4,11 @@
 // fleet in the background and reads its progress, for the demo, the bench and the tests.
 //
 // It may import the roles, internal/bus, internal/config, internal/metrics and internal/status.
-// Nothing but main packages, internal/demo, internal/bench and tests may import it.
+// Nothing but main packages, internal/demo, internal/bench, internal/ops and tests may import it.
 package fleet
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -180,7 +181,7 @@ func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, o
 		if err != nil {
 			return fail(err)
 		}
-		if err := w.CheckInputs(ctx); err != nil {
+		if err := checkInputs(ctx, w, clock, logger); err != nil {
 			return fail(err)
 		}
 		g.Go(func() error { return w.Run(ctx) })
@@ -298,19 +299,34 @@ func Connect(ctx context.Context, cfg *config.Config, r Roles, listen string, lo
 	return b, nil
 }
 
-// ConnectClient connects a short-lived command (replay, status) to the bus: nats.url when set;
-// otherwise the embedded server of a running `dtfleet run` through its listener, or, when none is
-// running, the embedded store itself (without a listener).
+// ConnectClient connects a short-lived command (replay, status, failed) to the bus: nats.url
+// when set; otherwise the embedded server of a running `dtfleet run` through its listener, or,
+// when none is running, the embedded store itself (without a listener). It never opens a store
+// a running process holds (bus.LockFile): it refuses with a message that names the store and
+// what to do instead.
 func ConnectClient(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*bus.Bus, error) {
-	if cfg.NATS.URL != "" || cfg.NATS.Listen == "none" {
+	if cfg.NATS.URL != "" {
 		return Connect(ctx, cfg, AllRoles, "none", logger)
+	}
+	if cfg.NATS.Listen == config.ListenNone {
+		b, err := Connect(ctx, cfg, AllRoles, "none", logger)
+		var le *bus.StoreLockedError
+		if errors.As(err, &le) {
+			return nil, fmt.Errorf("%w; with nats.listen: none nothing else can reach it: stop that process first, or give it a listener (nats.listen: 127.0.0.1:4222) and run this command with the same configuration", err)
+		}
+		return b, err
 	}
 	b, err := Connect(ctx, cfg, Roles{}, "", logger)
 	if err == nil {
 		return b, nil
 	}
 	logger.Debug("no running fleet on the embedded listener; opening the store directly", "err", err)
-	return Connect(ctx, cfg, AllRoles, "none", logger)
+	b, lerr := Connect(ctx, cfg, AllRoles, "none", logger)
+	var le *bus.StoreLockedError
+	if errors.As(lerr, &le) {
+		return nil, fmt.Errorf("%w, and its listener (nats.listen %s) does not answer (%v): run this command with the configuration of the running process, or stop it first", lerr, cmp.Or(cfg.NATS.Listen, config.DefaultNATSListen), err)
+	}
+	return b, lerr
 }
 
 // workerEndpoints opens the parts of the bus a worker uses.

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -55,6 +56,8 @@ type Lease struct {
 	ttl    time.Duration
 	clock  clockwork.Clock
 	logger *slog.Logger
+	host   string // this process's host name and pid, written into the value for status
+	pid    int
 
 	mu      sync.Mutex
 	rev     uint64
@@ -62,7 +65,8 @@ type Lease struct {
 	held    bool
 }
 
-// New returns a lease on key in kv, held under the name holder. The bucket's TTL must be at least
+// New returns a lease on key in kv, held under the name holder; its value also carries this
+// process's host name and pid, so that status can say where the leader runs. The bucket's TTL must be at least
 // ttl: the holder renews every ttl/3 and stops acting as the leader after ttl/2 without a
 // confirmed renewal, so a key that outlives ttl only delays a standby, while one that expired
 // sooner could let two holders act at once (bus.SettingsFor sizes the bucket so).
@@ -70,7 +74,8 @@ func New(kv KV, key, holder string, ttl time.Duration, logger *slog.Logger, opts
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	l := &Lease{kv: kv, key: key, holder: holder, ttl: ttl, clock: clockwork.NewRealClock(), logger: logger}
+	host, _ := os.Hostname() // best effort: the lease works without it
+	l := &Lease{kv: kv, key: key, holder: holder, ttl: ttl, clock: clockwork.NewRealClock(), logger: logger, host: host, pid: os.Getpid()}
 	for _, o := range opts {
 		o(l)
 	}
@@ -79,7 +84,7 @@ func New(kv KV, key, holder string, ttl time.Duration, logger *slog.Logger, opts
 
 func (l *Lease) value() []byte {
 	now := l.clock.Now().UnixMilli()
-	b, _ := proto.Encode(&proto.Lease{V: proto.SchemaVersion, Holder: l.holder, Acquired: now, Renewed: now})
+	b, _ := proto.Encode(&proto.Lease{V: proto.SchemaVersion, Holder: l.holder, Acquired: now, Renewed: now, Host: l.host, PID: l.pid})
 	return b
 }
 

@@ -10,18 +10,16 @@ import (
 
 // Print writes st for people: a table of lanes, then the failed slots and the workers seen.
 func Print(w io.Writer, st *Status) {
-	fmt.Fprintf(w, "dtfleet status at %s\ncoordinator leader: %s\n\n", st.Now.Format(time.RFC3339), orNone(st.Coordinator))
+	fmt.Fprintf(w, "dtfleet status at %s\ncoordinator leader: %s\n\n", st.Now.Format(time.RFC3339), withHost(st.Coordinator, st.CoordinatorHost))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "INPUT\tSERVICE\tPLANNED\tPLANNED UNTIL\tDELIVERED\tDELIVERED UNTIL\tLAG\tBACKLOG\tEVENTS\tDUPS\tFAILED\tSHIPPER")
 	for _, l := range st.Lanes {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", l.Input, l.Service, l.PlannedSeq, fmtTime(l.PlannedUntil),
-			l.DeliveredSeq, fmtTime(l.DeliveredUntil), orNone(l.Lag), l.Backlog, l.Events, l.Duplicates, l.FailedPassed, orNone(l.Shipper))
+			l.DeliveredSeq, fmtTime(l.DeliveredUntil), orNone(l.Lag), l.Backlog, l.Events, l.Duplicates, l.FailedPassed, withHost(l.Shipper, l.ShipperHost))
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(w, "\nfailed slots (replay them with dtfleet replay once the cause is fixed): %d\n", len(st.Failed))
-	for _, f := range st.Failed {
-		fmt.Fprintf(w, "  %s.%s seq %d %s - %s: %s\n", f.Input, f.Service, f.Seq, f.From.Format(time.RFC3339), f.To.Format(time.RFC3339), firstLine(f.Error))
-	}
+	PrintFailed(w, st.Failed)
 	fmt.Fprintf(w, "\nworkers seen: %d\n", len(st.Workers))
 	for _, wk := range st.Workers {
 		fmt.Fprintf(w, "  %s (host %s pid %d): %d slots done, %d in flight, last seen %s\n", wk.ID, wk.Host, wk.PID, wk.Slots, wk.InFlight, wk.Seen.Format(time.RFC3339))
@@ -47,4 +45,12 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// withHost is a leader's name with where it runs, "-" for none.
+func withHost(holder, host string) string {
+	if host == "" {
+		return orNone(holder)
+	}
+	return holder + " (" + host + ")"
 }

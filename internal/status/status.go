@@ -43,6 +43,7 @@ type Lane struct {
 	FailedPassed   uint64    `json:"failed_slots_passed"`
 	Epoch          uint64    `json:"epoch"`
 	Shipper        string    `json:"shipper_leader,omitempty"`
+	ShipperHost    string    `json:"shipper_leader_host,omitempty"`
 	// Snapshot says the lane's service is a snapshot (one slot per period, no event-time window).
 	Snapshot bool `json:"-"`
 }
@@ -56,6 +57,11 @@ type FailedSlot struct {
 	To      time.Time `json:"to"`
 	Error   string    `json:"error"`
 	At      time.Time `json:"at"`
+	// Key is the record's key in proto.BucketFailed, for `dtfleet failed clear KEY`.
+	Key string `json:"key"`
+	// Replay is the command (without -c) that replays the window to the millisecond and so
+	// clears the record once the replayed slot is delivered.
+	Replay string `json:"replay"`
 }
 
 // Worker is a worker's last heartbeat.
@@ -70,11 +76,13 @@ type Worker struct {
 
 // Status is the whole fleet's state at Now.
 type Status struct {
-	Now         time.Time    `json:"now"`
-	Coordinator string       `json:"coordinator_leader,omitempty"`
-	Lanes       []Lane       `json:"lanes"`
-	Failed      []FailedSlot `json:"failed_slots"`
-	Workers     []Worker     `json:"workers"`
+	Now         time.Time `json:"now"`
+	Coordinator string    `json:"coordinator_leader,omitempty"`
+	// CoordinatorHost is where the coordinator leader runs ("host pid N"), when its lease says.
+	CoordinatorHost string       `json:"coordinator_leader_host,omitempty"`
+	Lanes           []Lane       `json:"lanes"`
+	Failed          []FailedSlot `json:"failed_slots"`
+	Workers         []Worker     `json:"workers"`
 }
 
 // CaughtUp reports whether every windowed lane delivered up to end and every snapshot lane
@@ -113,7 +121,7 @@ func Read(ctx context.Context, src KVSource, cfg *config.Config, now time.Time) 
 	if l, err := get[proto.Lease](ctx, kv[proto.BucketLeases], proto.LeaseCoordinator); err != nil {
 		return nil, err
 	} else if l != nil {
-		st.Coordinator = l.Holder
+		st.Coordinator, st.CoordinatorHost = l.Holder, leaseHost(l)
 	}
 	for _, ln := range cfg.Lanes() {
 		ls, err := readLane(ctx, kv, ln, now)
@@ -127,8 +135,7 @@ func Read(ctx context.Context, src KVSource, cfg *config.Config, now time.Time) 
 		return nil, err
 	}
 	for _, f := range failed {
-		st.Failed = append(st.Failed, FailedSlot{Input: f.Input, Service: f.Service, Seq: f.Seq,
-			From: time.UnixMilli(f.Start).UTC(), To: time.UnixMilli(f.End).UTC(), Error: f.Error, At: time.UnixMilli(f.At).UTC()})
+		st.Failed = append(st.Failed, failedSlot(f))
 	}
 	sort.Slice(st.Failed, func(i, j int) bool { return st.Failed[i].From.Before(st.Failed[j].From) })
 	beats, err := listAll[proto.Heartbeat](ctx, kv[proto.BucketWorkers], proto.BucketWorkers)
@@ -178,7 +185,7 @@ func readLane(ctx context.Context, kv map[string]jetstream.KeyValue, ln config.L
 		return ls, err
 	}
 	if l != nil {
-		ls.Shipper = l.Holder
+		ls.Shipper, ls.ShipperHost = l.Holder, leaseHost(l)
 	}
 	return ls, nil
 }
@@ -235,4 +242,13 @@ func listAll[T any, P interface {
 		}
 	}
 	return out, nil
+}
+
+// leaseHost says where a lease's holder runs: "host NAME pid N", or "" for a lease written by
+// an older build.
+func leaseHost(l *proto.Lease) string {
+	if l.Host == "" {
+		return ""
+	}
+	return fmt.Sprintf("host %s pid %d", l.Host, l.PID)
 }

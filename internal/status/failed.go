@@ -1,0 +1,68 @@
+package status
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/dtfleet/dtfleet/proto"
+)
+
+// failedSlot is the status view of a failure record.
+func failedSlot(f *proto.Failure) FailedSlot {
+	return FailedSlot{Input: f.Input, Service: f.Service, Seq: f.Seq,
+		From: time.UnixMilli(f.Start).UTC(), To: time.UnixMilli(f.End).UTC(), Error: f.Error, At: time.UnixMilli(f.At).UTC(),
+		Key: proto.FailedKey(f.Input, f.Service, f.Start, f.End), Replay: proto.ReplayCommand(f.Input, f.Service, f.Start, f.End)}
+}
+
+// ListFailed reads every failure record in proto.BucketFailed, oldest window first.
+func ListFailed(ctx context.Context, src KVSource) ([]FailedSlot, error) {
+	kv, err := src.KV(ctx, proto.BucketFailed)
+	if err != nil {
+		return nil, fmt.Errorf("opening bucket %s: %w", proto.BucketFailed, err)
+	}
+	recs, err := listAll[proto.Failure](ctx, kv, proto.BucketFailed)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]FailedSlot, 0, len(recs))
+	for _, f := range recs {
+		out = append(out, failedSlot(f))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].From.Before(out[j].From) })
+	return out, nil
+}
+
+// ClearFailed deletes the failure records match selects and returns them. Clearing a record
+// only silences its alert: the window's events stay missing until it is replayed.
+func ClearFailed(ctx context.Context, src KVSource, match func(FailedSlot) bool) ([]FailedSlot, error) {
+	all, err := ListFailed(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := src.KV(ctx, proto.BucketFailed)
+	if err != nil {
+		return nil, fmt.Errorf("opening bucket %s: %w", proto.BucketFailed, err)
+	}
+	var cleared []FailedSlot
+	for _, f := range all {
+		if !match(f) {
+			continue
+		}
+		if err := kv.Delete(ctx, f.Key); err != nil {
+			return cleared, fmt.Errorf("clearing failure record %s: %w", f.Key, err)
+		}
+		cleared = append(cleared, f)
+	}
+	return cleared, nil
+}
+
+// PrintFailed writes the failed slots for people, each with the command that replays it.
+func PrintFailed(w io.Writer, failed []FailedSlot) {
+	for _, f := range failed {
+		fmt.Fprintf(w, "%s  %s.%s seq %d %s - %s: %s\n    %s\n", f.Key, f.Input, f.Service, f.Seq,
+			proto.FormatMSExact(f.From.UnixMilli()), proto.FormatMSExact(f.To.UnixMilli()), firstLine(f.Error), f.Replay)
+	}
+}
