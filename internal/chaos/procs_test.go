@@ -185,6 +185,7 @@ type member struct {
 	dir    string
 	n      int // incarnations started
 	cur    *proc
+	all    []*proc // every incarnation, cur included
 	kills  int
 	exits  []string // unexpected exits: the error and the log's tail
 	t      *testing.T
@@ -194,6 +195,16 @@ type member struct {
 func (m *member) start() {
 	m.n++
 	m.cur = startProc(m.t, m.dir, fmt.Sprintf("%s.%d", m.name, m.n), m.bin, m.args...)
+	m.all = append(m.all, m.cur)
+}
+
+// logged counts the log lines of every incarnation that contain every one of parts.
+func (m *member) logged(parts ...string) int {
+	n := 0
+	for _, p := range m.all {
+		n += p.logged(parts...)
+	}
+	return n
 }
 
 // supervise restarts the member if its process exited, recording an exit the suite did not
