@@ -294,8 +294,12 @@ func (b *Bus) Provision(ctx context.Context, s Settings) error {
 		AllowDirect: true,
 	}}
 	for _, sc := range streams {
-		if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("provisioning stream %s: %w", sc.Name, err)
+		err := b.retryProvision(ctx, "stream "+sc.Name, func(ctx context.Context) error {
+			_, err := b.JS.CreateOrUpdateStream(ctx, sc)
+			return err
+		})
+		if err != nil {
+			return err
 		}
 	}
 	buckets := []jetstream.KeyValueConfig{
@@ -310,11 +314,80 @@ func (b *Bus) Provision(ctx context.Context, s Settings) error {
 	for _, kc := range buckets {
 		kc.Replicas = r
 		kc.Storage = jetstream.FileStorage
-		if _, err := b.JS.CreateOrUpdateKeyValue(ctx, kc); err != nil {
-			return fmt.Errorf("provisioning KV bucket %s: %w", kc.Bucket, err)
+		err := b.retryProvision(ctx, "KV bucket "+kc.Bucket, func(ctx context.Context) error {
+			_, err := b.JS.CreateOrUpdateKeyValue(ctx, kc)
+			return err
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// Provisioning retries. A fleet starts all at once (docker compose up, a Kubernetes rollout):
+// every process creates or updates the same streams and buckets while the cluster is still
+// electing its meta leader and placing replicas, so a request times out or is refused for a
+// while. Creating is idempotent, so each step is retried until it succeeds or ctx ends; only an
+// answer that no retry can change (the server refused the configuration) is returned at once.
+const (
+	provisionAttempt    = 10 * time.Second // one create-or-update request
+	provisionRetryFirst = 250 * time.Millisecond
+	provisionRetryMax   = 5 * time.Second
+)
+
+// retryProvision runs step (one create-or-update of what) with a deadline per attempt, retrying
+// transient failures with capped exponential backoff and a warning each time, until ctx ends.
+func (b *Bus) retryProvision(ctx context.Context, what string, step func(context.Context) error) error {
+	wait := provisionRetryFirst
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, provisionAttempt)
+		err := step(actx)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				b.logger.Info("provisioned after retries", "what", what, "attempts", attempt)
+			}
+			return nil
+		}
+		if ctx.Err() != nil || !transientProvisionError(err) {
+			return fmt.Errorf("provisioning %s: %w", what, err)
+		}
+		b.logger.Warn("provisioning failed; retrying (the cluster may still be starting)", "what", what,
+			"attempt", attempt, "retry_in", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("provisioning %s: %w (last error: %w)", what, ctx.Err(), err)
+		case <-t.C:
+		}
+		wait = min(2*wait, provisionRetryMax)
+	}
+}
+
+// errCodeReplicasNotSupported is the server's answer to replicas above 1 on a server that is not
+// clustered (JSStreamReplicasNotSupportedErr): nats.replicas names more servers than there are.
+const errCodeReplicasNotSupported jetstream.ErrorCode = 10074
+
+// transientProvisionError reports whether a create-or-update failure may clear by itself: a
+// timeout, no responders, a cluster without a leader or not enough servers up yet. An API error
+// about the configuration itself (a name in use with other settings, overlapping subjects) is
+// not.
+func transientProvisionError(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamNameInUse, jetstream.JSErrCodeStreamWrongLastSequence,
+			jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount,
+			errCodeReplicasNotSupported:
+			return false
+		}
+		// 503 (temporarily unavailable, no meta leader) and 500 (insufficient resources while
+		// peers join) are the cluster starting; 400s are the configuration.
+		return apiErr.Code >= 500 || apiErr.Code == 408
+	}
+	return true // timeouts, no responders, a connection that is re-establishing
 }
 
 // KV opens a provisioned bucket.

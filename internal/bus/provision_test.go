@@ -1,0 +1,93 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dtfleet/dtfleet/internal/bus"
+	"github.com/dtfleet/dtfleet/internal/bustest"
+)
+
+// startingCluster is a JetStream whose first create-or-update requests fail the way a cluster
+// that is still starting answers: a timeout, then "JetStream system temporarily unavailable".
+type startingCluster struct {
+	jetstream.JetStream
+	failures atomic.Int32 // requests still to fail
+	calls    atomic.Int32
+}
+
+func (s *startingCluster) fail() error {
+	s.calls.Add(1)
+	switch n := s.failures.Add(-1); {
+	case n < 0:
+		return nil
+	case n%2 == 0:
+		return context.DeadlineExceeded
+	default:
+		return &jetstream.APIError{Code: 503, Description: "JetStream system temporarily unavailable"}
+	}
+}
+
+func (s *startingCluster) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	if err := s.fail(); err != nil {
+		return nil, err
+	}
+	return s.JetStream.CreateOrUpdateStream(ctx, cfg)
+}
+
+func (s *startingCluster) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if err := s.fail(); err != nil {
+		return nil, err
+	}
+	return s.JetStream.CreateOrUpdateKeyValue(ctx, cfg)
+}
+
+// TestProvisionRetriesAStartingCluster: a fleet started all at once meets a cluster that times
+// out and answers 503 while it elects its leaders; provisioning rides that out instead of making
+// the process exit (issue 9, row 10).
+func TestProvisionRetriesAStartingCluster(t *testing.T) {
+	t.Parallel()
+	b := bustest.New(t)
+	js := &startingCluster{JetStream: b.JS}
+	js.failures.Store(4)
+	b.JS = js
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := b.Provision(ctx, bus.Settings{LeaseTTL: 10 * time.Second, DedupeTTL: time.Hour}); err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	if got := js.calls.Load(); got < 4+2+7 {
+		t.Fatalf("%d create-or-update calls; want the 4 failed ones retried and all 9 steps done", got)
+	}
+	for _, bucket := range []string{"dtf_plan", "dtf_leases", "dtf_rate"} {
+		if _, err := b.KV(ctx, bucket); err != nil {
+			t.Errorf("bucket %s after provisioning: %v", bucket, err)
+		}
+	}
+}
+
+// TestProvisionStopsOnAConfigurationError: an answer no retry can change is returned at once,
+// naming what was being provisioned.
+func TestProvisionStopsOnAConfigurationError(t *testing.T) {
+	t.Parallel()
+	b := bustest.New(t)
+	b.JS = refusing{b.JS}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	err := b.Provision(ctx, bus.Settings{LeaseTTL: 10 * time.Second, DedupeTTL: time.Hour})
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || ctx.Err() != nil {
+		t.Fatalf("Provision = %v; want the server's refusal at once", err)
+	}
+}
+
+type refusing struct{ jetstream.JetStream }
+
+func (refusing) CreateOrUpdateStream(context.Context, jetstream.StreamConfig) (jetstream.Stream, error) {
+	return nil, &jetstream.APIError{Code: 500, ErrorCode: 10074, Description: "replicas > 1 not supported in non-clustered mode"}
+}
