@@ -195,8 +195,10 @@ inputs:
 	s.cfg = cfg
 }
 
-// startRoles starts the role processes one at a time, the leaders first: six roles started at
-// once on a fresh cluster is issue 9's row 10, not what this suite measures.
+// startRoles starts every role process at once, as docker compose up or a Kubernetes rollout
+// does on a fresh cluster (issue 9, row 10: each used to exit while the cluster was still
+// placing the streams' replicas), then waits until a coordinator leads, a shipper leads every
+// lane and every worker started.
 func (s *suite) startRoles(dtfleet string) {
 	t := s.t
 	role := func(name, cmd string) *member {
@@ -204,27 +206,47 @@ func (s *suite) startRoles(dtfleet string) {
 		m.start()
 		return m
 	}
-	wait := func(m *member, what string, parts ...string) {
-		t.Helper()
-		if err := pollUntil(2*time.Minute, func() bool { return m.cur.logged(parts...) > 0 || m.cur.exited() }, nil); err != nil || m.cur.exited() {
-			t.Fatalf("%s did not %s (exit: %v):\n%s", m.cur.name, what, m.cur.err, m.cur.tail(3000))
+	s.coordinators = []*member{role("coordinator-a", "coordinator"), role("coordinator-b", "coordinator")}
+	s.workers = []*member{role("worker-a", "worker"), role("worker-b", "worker"), role("worker-c", "worker")}
+	s.shippers = []*member{role("shipper-a", "shipper"), role("shipper-b", "shipper")}
+	anyLogged := func(ms []*member, parts ...string) bool {
+		for _, m := range ms {
+			if m.cur.logged(parts...) > 0 {
+				return true
+			}
 		}
+		return false
 	}
-	c := role("coordinator-a", "coordinator")
-	wait(c, "lead", `"msg":"coordinator lease acquired; planning"`)
-	s.coordinators = append(s.coordinators, c)
-	sh := role("shipper-a", "shipper")
-	for _, ln := range s.cfg.Lanes() {
-		wait(sh, "lead "+ln.Service, `"msg":"shipper lease acquired; delivering"`, `"service":"`+ln.Service+`"`)
+	exited := func() *member {
+		for _, m := range slices.Concat(s.coordinators, s.workers, s.shippers) {
+			if m.cur.exited() {
+				return m
+			}
+		}
+		return nil
 	}
-	s.shippers = append(s.shippers, sh)
-	for _, name := range []string{"worker-a", "worker-b", "worker-c"} {
-		w := role(name, "worker")
-		wait(w, "start", `"msg":"worker started"`)
-		s.workers = append(s.workers, w)
+	ready := func() bool {
+		if exited() != nil || !anyLogged(s.coordinators, `"msg":"coordinator lease acquired; planning"`) {
+			return exited() != nil
+		}
+		for _, ln := range s.cfg.Lanes() {
+			if !anyLogged(s.shippers, `"msg":"shipper lease acquired; delivering"`, `"service":"`+ln.Service+`"`) {
+				return false
+			}
+		}
+		for _, w := range s.workers {
+			if w.cur.logged(`"msg":"worker started"`) == 0 {
+				return false
+			}
+		}
+		return true
 	}
-	s.coordinators = append(s.coordinators, role("coordinator-b", "coordinator"))
-	s.shippers = append(s.shippers, role("shipper-b", "shipper"))
+	if err := pollUntil(3*time.Minute, ready, nil); err != nil {
+		t.Fatalf("the fleet started at once did not come up: %v", err)
+	}
+	if m := exited(); m != nil {
+		t.Fatalf("%s exited while the fleet started at once (exit: %v):\n%s", m.cur.name, m.cur.err, m.cur.tail(3000))
+	}
 }
 
 func (s *suite) members() []*member {
