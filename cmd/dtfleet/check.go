@@ -18,7 +18,8 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 		Use:   "check",
 		Short: "Validate each enabled input's Darktrace tokens with one signed request",
 		Long: `check loads the configuration and, for each enabled input (or only --input NAME), sends one
-cheap signed request to the appliance (GET /summarystatistics?responsedata=subnets). It prints one
+cheap signed request to the appliance, of a service the input runs (status, else
+summarystatistics, else the last minute of a windowed service). It prints one
 line per input: "Tokens have been validated successfully." or the classified error
 (PullError(300) for HTTP errors such as a refused signature, a clock more than 30 minutes off or a
 missing permission; PullError(301) for the others, such as TLS or connection failures). It exits 1
@@ -52,7 +53,12 @@ if any input fails.`,
 				dc.Timeout = timeout
 				c, err := darktrace.New(dc)
 				if err == nil {
-					err = c.Check(cmd.Context())
+					// A call of a service the input runs anyway, never one that is off.
+					if req, ok := darktrace.CheckRequest(in, time.Now()); ok {
+						err = c.CheckWith(cmd.Context(), req)
+					} else {
+						err = c.Check(cmd.Context())
+					}
 					c.Close()
 				}
 				if err != nil {

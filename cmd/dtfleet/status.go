@@ -45,6 +45,10 @@ type failedSlot struct {
 	To      time.Time `json:"to"`
 	Error   string    `json:"error"`
 	At      time.Time `json:"at"`
+	// Retries counts the automatic retries that failed; NextRetry is when the next one is due
+	// (absent when failed slots are not retried automatically).
+	Retries   int        `json:"retries"`
+	NextRetry *time.Time `json:"next_retry,omitempty"`
 }
 
 type workerSeen struct {
@@ -181,8 +185,13 @@ func collectStatus(ctx context.Context, b *bus.Bus, cfg *config.Config, now time
 		if err != nil || f == nil {
 			continue
 		}
-		st.Failed = append(st.Failed, failedSlot{Input: f.Input, Service: f.Service, Seq: f.Seq,
-			From: time.UnixMilli(f.Start).UTC(), To: time.UnixMilli(f.End).UTC(), Error: f.Error, At: time.UnixMilli(f.At).UTC()})
+		fs := failedSlot{Input: f.Input, Service: f.Service, Seq: f.Seq, Retries: f.Retries,
+			From: time.UnixMilli(f.Start).UTC(), To: time.UnixMilli(f.End).UTC(), Error: f.Error, At: time.UnixMilli(f.At).UTC()}
+		if f.NextRetry > 0 {
+			next := time.UnixMilli(f.NextRetry).UTC()
+			fs.NextRetry = &next
+		}
+		st.Failed = append(st.Failed, fs)
 	}
 	sort.Slice(st.Failed, func(i, j int) bool { return st.Failed[i].From.Before(st.Failed[j].From) })
 	for _, k := range listKeys(ctx, kv[proto.BucketWorkers]) {
@@ -218,9 +227,13 @@ func printStatus(w io.Writer, st *fleetStatus) {
 			l.DeliveredSeq, fmtTime(l.DeliveredUntil), orNone(l.Lag), l.Backlog, l.Events, l.Duplicates, l.FailedPassed, orNone(l.Shipper))
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(w, "\nfailed slots (replay them with dtfleet replay once the cause is fixed): %d\n", len(st.Failed))
+	fmt.Fprintf(w, "\nfailed slots (retried automatically when a next retry is shown; dtfleet replay replays one now): %d\n", len(st.Failed))
 	for _, f := range st.Failed {
-		fmt.Fprintf(w, "  %s.%s seq %d %s - %s: %s\n", f.Input, f.Service, f.Seq, f.From.Format(time.RFC3339), f.To.Format(time.RFC3339), firstLine(f.Error))
+		next := "next retry: none (replay it once the cause is fixed)"
+		if f.NextRetry != nil {
+			next = fmt.Sprintf("next retry %s (retries so far %d)", f.NextRetry.Format(time.RFC3339), f.Retries)
+		}
+		fmt.Fprintf(w, "  %s.%s seq %d %s - %s: %s; %s\n", f.Input, f.Service, f.Seq, f.From.Format(time.RFC3339), f.To.Format(time.RFC3339), firstLine(f.Error), next)
 	}
 	fmt.Fprintf(w, "\nworkers seen: %d\n", len(st.Workers))
 	for _, wk := range st.Workers {

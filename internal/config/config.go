@@ -310,3 +310,16 @@ func (c Credentials) Format(f fmt.State, verb rune) { formatPlain(f, verb, plain
 func (o Obfuscation) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainObfuscation(o)) }
 
 func formatPlain(f fmt.State, verb rune, v any) { fmt.Fprintf(f, fmt.FormatString(f, verb), v) }
+
+// RetryDelay is how long after its failure a failed slot is replayed automatically for the
+// retry-th time (retry 0 is the first): retry_failed_base_in_seconds doubled per retry, at most
+// retry_failed_max_in_seconds.
+func (c Coordinator) RetryDelay(retry int) time.Duration {
+	base := time.Duration(max(c.RetryFailedBaseInSeconds, 1)) * time.Second
+	limit := time.Duration(max(c.RetryFailedMaxInSeconds, 1)) * time.Second
+	d := base
+	for i := 0; i < retry && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
