@@ -126,7 +126,9 @@ inputs:
 		y += fmt.Sprintf("  %s:\n    requests_per_second: 1000\n    credentials: {public_token: %s, private_token: %s, instance: %s}\n    services:\n",
 			a.name, darktracetest.DefaultPublicToken, darktracetest.DefaultPrivateToken, a.fake.URL)
 		for _, s := range a.services {
-			y += fmt.Sprintf("      %s: {start_time_in_utc_format: %q, request_period_in_seconds: 300}\n", s, t0.Format(time.RFC3339))
+			// A tag per input keeps the appliances' events apart in the recorder.
+			y += fmt.Sprintf("      %s: {start_time_in_utc_format: %q, request_period_in_seconds: 300, override_devo_tag: my.app.%s.%s}\n",
+				s, t0.Format(time.RFC3339), a.name, s)
 		}
 	}
 	cfg, err := config.Parse([]byte(y), config.LoadOptions{})
@@ -355,4 +357,68 @@ func lateBreaches(fake *darktracetest.Server, start, end time.Time) int {
 		}
 	}
 	return n
+}
+
+// TestDateErrorHealsAndTwoAppliancesKeepTheirLanes runs two appliances in one deployment (two
+// inputs, as an MSSP runs them). Appliance a answers "API DATE ERROR" to every request for 2
+// minutes in the middle of the run; with a transient bound of 1 minute some of its slots are
+// recorded as failed, and the coordinator's automatic retry heals them: in the end both
+// appliances' events are delivered exactly once, each in its own lanes, and no failed slot is
+// left. Without the automatic retry the failed slots stay failed and their events missing.
+func TestDateErrorHealsAndTwoAppliancesKeepTheirLanes(t *testing.T) {
+	clock := newScaledClock()
+	t0 := clock.Now().UTC().Truncate(time.Minute)
+	opts := func(seed int64) darktracetest.Options {
+		return darktracetest.Options{Seed: seed, Now: clock.Now, Start: t0.Add(-6 * time.Hour), End: t0.Add(12 * time.Hour),
+			EventSize: 600, EventsPerHour: map[string]float64{config.ServiceModelBreaches: 40, config.ServiceIncidentEvents: 20}}
+	}
+	fa, fb := darktracetest.NewServer(opts(21)), darktracetest.NewServer(opts(22))
+	t.Cleanup(fa.Close)
+	t.Cleanup(fb.Close)
+	services := []string{config.ServiceModelBreaches, config.ServiceIncidentEvents}
+	f := startLive(t, clock, t0, []appliance{{name: "a", fake: fa, services: services}, {name: "b", fake: fb, services: services}},
+		", transient_errors_for_in_minutes: 1", "")
+	// The fault starts half an hour into the run, on a live fleet.
+	deadline := time.Now().Add(time.Minute)
+	for f.deliveredEnd(t, "a", config.ServiceModelBreaches) < t0.Add(30*time.Minute).UnixMilli() {
+		if time.Now().After(deadline) {
+			t.Fatal("appliance a's breaches were not delivered up to t0+30m")
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition under a deadline
+	}
+	faultAt := clock.Now()
+	fa.AddFault(darktracetest.Fault{Kind: darktracetest.FaultDateError, For: 2 * time.Minute})
+	// Some slot of a fails for good and is recorded, with its next retry.
+	sawFailed := false
+	for deadline := time.Now().Add(time.Minute); !sawFailed; {
+		for _, rec := range f.failedSlots(t) {
+			if rec.Input != "a" || rec.NextRetry == 0 {
+				t.Fatalf("unexpected failure record %+v", rec)
+			}
+			sawFailed = true
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no slot of a was recorded as failed during the date error")
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition under a deadline
+	}
+	until := t0.Add(3 * time.Hour)
+	f.waitDelivered(t, until, 2*time.Minute)
+	for deadline := time.Now().Add(time.Minute); len(f.failedSlots(t)) > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("failed slots left after the date error cleared: %+v", f.failedSlots(t))
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition under a deadline
+	}
+	t.Logf("date error from %s for 2 minutes; healed", faultAt.Format(time.RFC3339))
+	for _, a := range []struct {
+		name string
+		fake *darktracetest.Server
+	}{{"a", fa}, {"b", fb}} {
+		for _, svc := range services {
+			tag := f.cfg.Inputs[a.name].Services[svc].Tag
+			n := checkTruth(t, f, a.fake, svc, tag, t0, t0.Add(2*time.Hour), t0.Add(2*time.Hour+30*time.Minute))
+			t.Logf("%s.%s: %d events due, each delivered once", a.name, svc, n)
+		}
+	}
 }
