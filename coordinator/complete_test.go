@@ -422,3 +422,102 @@ func TestDateErrorHealsAndTwoAppliancesKeepTheirLanes(t *testing.T) {
 		}
 	}
 }
+
+// TestPlansByApplianceClock: an appliance whose clock is an hour behind the collector's host
+// gets no window planned beyond its own now minus the safety lag, once the workers recorded its
+// offset (the token check at start-up already does). Planning by the host's clock would ask it
+// for an hour it has not lived yet.
+func TestPlansByApplianceClock(t *testing.T) {
+	t.Run("coordinator", func(t *testing.T) {
+		b := bustest.New(t)
+		cfg := testConfig(t, "2024-05-07T20:00:00Z", "")
+		host := time.Date(2024, 5, 8, 0, 0, 30, 0, time.UTC)
+		clk := newClock(host)
+		ctx := context.Background()
+		rate, err := b.KV(ctx, proto.BucketRate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := proto.Encode(&proto.ClockOffset{V: proto.SchemaVersion, OffsetMS: (-time.Hour).Milliseconds(), At: host.UnixMilli()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rate.Put(ctx, proto.ClockKey("darktrace"), data); err != nil {
+			t.Fatal(err)
+		}
+		c, err := coordinator.New(ctx, b, b.JS, cfg, coordinator.Options{Clock: clk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.PlanLane(ctx, lane(t, cfg)); err != nil {
+			t.Fatal(err)
+		}
+		items := workItems(t, b)
+		if len(items) == 0 {
+			t.Fatal("nothing planned")
+		}
+		applianceNow := host.Add(-time.Hour).UnixMilli() // safety lag 0 in testConfig
+		for _, it := range items {
+			if it.End > applianceNow {
+				t.Fatalf("slot %d ends at %s, after the appliance's now %s", it.Seq, proto.FormatMS(it.End), proto.FormatMS(applianceNow))
+			}
+		}
+		// A partial window is planned once a request period (60 s) has passed.
+		if last := items[len(items)-1].End; last < applianceNow-time.Minute.Milliseconds() {
+			t.Fatalf("planned up to %s, want up to the appliance's now %s", proto.FormatMS(last), proto.FormatMS(applianceNow))
+		}
+	})
+	t.Run("fleet", func(t *testing.T) {
+		clock := newScaledClock()
+		offset := -time.Hour
+		t0 := clock.Now().UTC().Add(offset).Truncate(time.Minute)
+		fake := darktracetest.NewServer(darktracetest.Options{Seed: 5, Now: clock.Now, Start: t0.Add(-6 * time.Hour), End: t0.Add(12 * time.Hour),
+			EventSize: 600, Untidy: darktracetest.Untidiness{ClockOffset: offset}})
+		t.Cleanup(fake.Close)
+		f := startLive(t, clock, t0, []appliance{{name: "darktrace", fake: fake, services: []string{config.ServiceModelBreaches}}}, "", "")
+		// The appliance refuses every request dated more than 30 minutes off its clock (API DATE
+		// ERROR), so nothing is delivered; its Date header still tells the workers its clock.
+		// Let two appliance hours pass, then look at what was planned.
+		for deadline := time.Now().Add(time.Minute); clock.Now().Before(t0.Add(3 * time.Hour)); {
+			if time.Now().After(deadline) {
+				t.Fatal("the scaled clock stalled")
+			}
+			time.Sleep(10 * time.Millisecond) // letting scaled time pass, under a deadline
+		}
+		ctx := context.Background()
+		rate, err := f.b.KV(ctx, proto.BucketRate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := rate.Get(ctx, proto.ClockKey("darktrace"))
+		if err != nil {
+			t.Fatalf("no clock offset recorded: %v", err)
+		}
+		var off proto.ClockOffset
+		if err := proto.Decode(e.Value(), &off); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Duration(off.OffsetMS)*time.Millisecond - offset; d < -2*time.Second || d > 2*time.Second {
+			t.Fatalf("recorded offset %v, want about %v", time.Duration(off.OffsetMS)*time.Millisecond, offset)
+		}
+		// Every window planned so far ends before the appliance's own now.
+		plan, err := f.b.KV(ctx, proto.BucketPlan)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pe, err := plan.Get(ctx, proto.LaneKey("darktrace", config.ServiceModelBreaches))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st proto.Plan
+		if err := proto.Decode(pe.Value(), &st); err != nil {
+			t.Fatal(err)
+		}
+		if applianceNow := clock.Now().Add(offset); st.Cursor > applianceNow.UnixMilli() {
+			t.Fatalf("planned up to %s, beyond the appliance's now %s", proto.FormatMS(st.Cursor), applianceNow.Format(time.RFC3339))
+		}
+		if st.NextSeq < 2 {
+			t.Fatal("nothing was planned")
+		}
+	})
+}

@@ -608,17 +608,19 @@ func abs(v int64) int64 {
 // logged and the worker starts anyway, retrying its slots with backoff.
 func (w *Worker) CheckInputs(ctx context.Context) error {
 	for name, f := range w.fetchers {
-		c, ok := f.(interface {
-			CheckWith(context.Context, darktrace.Request) error
-		})
-		if !ok {
-			continue
-		}
 		req, ok := darktrace.CheckRequest(w.inputs[name], w.clock.Now())
 		if !ok {
 			continue
 		}
-		err := c.CheckWith(ctx, req)
+		// A plain fetch whose events are discarded: its answer's Date header also records the
+		// appliance's clock before the coordinator plans its first window.
+		st, err := f.Fetch(ctx, req, func([]byte) error { return nil })
+		if st.Dated {
+			w.recordClock(ctx, name, st.ClockOffset)
+		}
+		if err == nil {
+			w.logger.Info("Tokens have been validated successfully.", "input", name, "service", req.Service)
+		}
 		var dtErr *darktrace.Error
 		switch {
 		case err == nil:
