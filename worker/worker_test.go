@@ -502,3 +502,28 @@ func breachesCreatedIn(t *testing.T, fake *darktracetest.Server, start, end time
 	}
 	return out
 }
+
+// TestTokenCheckUsesAnEnabledService: the start-up token check calls a service the input runs
+// (here only modelbreaches, with a window of the last minute), never /summarystatistics or
+// another service that is off, so a token without the summary permission starts the fleet.
+// A refused token is reported by the same call.
+func TestTokenCheckUsesAnEnabledService(t *testing.T) {
+	b := bustest.New(t)
+	fake, _ := fakeAppliance(t, darktracetest.Faults{})
+	w, err := worker.New(endpoints(t, b), testConfig(t, fake.URL), worker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.CheckInputs(t.Context()); err != nil {
+		t.Fatalf("CheckInputs = %v", err)
+	}
+	for path, want := range map[string]int64{"/modelbreaches": 1, "/summarystatistics": 0, "/status": 0, "/antigena": 0, "/aianalyst/incidentevents": 0} {
+		if n := fake.EndpointRequests(path); n != want {
+			t.Errorf("%s requested %d times by the token check, want %d", path, n, want)
+		}
+	}
+	fake.AddFault(darktracetest.Fault{Kind: darktracetest.FaultForbidden})
+	if err := w.CheckInputs(t.Context()); err == nil {
+		t.Fatal("CheckInputs accepted a token the appliance refused (403)")
+	}
+}
