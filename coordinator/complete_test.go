@@ -66,7 +66,7 @@ func (t scaledTicker) Reset(d time.Duration)  { t.Ticker.Reset(real(d)) }
 
 type scaledTimer struct{ *time.Timer }
 
-func (t scaledTimer) Chan() <-chan time.Time       { return t.C }
+func (t scaledTimer) Chan() <-chan time.Time     { return t.C }
 func (t scaledTimer) Reset(d time.Duration) bool { return t.Timer.Reset(real(d)) }
 
 // recorder is an output that keeps the events it was sent, per tag.
