@@ -150,6 +150,8 @@ type WorkItem struct {
 	Replay             bool   `msgpack:"rp,omitempty"`
 	Force              bool   `msgpack:"f,omitempty"` // replay --force: the shipper bypasses dedupe
 	PlannedAt          int64  `msgpack:"at"`
+	// Retry counts the automatic retries of a failed slot (0 for a planned slot or a manual replay).
+	Retry int `msgpack:"rt,omitempty"`
 }
 
 // Event is one processed event inside a chunk. An event larger than a chunk is split into parts:
@@ -206,6 +208,23 @@ type Failure struct {
 	Attempts uint64 `msgpack:"n"`
 	Worker   string `msgpack:"w"`
 	At       int64  `msgpack:"at"`
+	// Retries counts the automatic retries that failed before this record; NextRetry (epoch ms) is
+	// when the coordinator replays the slot next, 0 when no retry is scheduled (automatic retries
+	// off, or one in flight).
+	Retries   int   `msgpack:"rt,omitempty"`
+	NextRetry int64 `msgpack:"nr,omitempty"`
+}
+
+// ClockKey is the key, in BucketRate, of an input's ClockOffset.
+func ClockKey(input string) string { return "clock." + input }
+
+// ClockOffset is the appliance's clock minus the host clock of the worker that saw it last, from
+// the Date header of the appliance's answers: the coordinator plans no window beyond the
+// appliance's own now, whatever the hosts' clocks say.
+type ClockOffset struct {
+	V        int   `msgpack:"v"`
+	OffsetMS int64 `msgpack:"off"`
+	At       int64 `msgpack:"at"` // host time of the observation, epoch ms
 }
 
 // Plan is a lane's plan checkpoint.
@@ -282,6 +301,7 @@ func (m *Delivery) version() int     { return m.V }
 func (m *DedupeRecord) version() int { return m.V }
 func (m *Heartbeat) version() int    { return m.V }
 func (m *Lease) version() int        { return m.V }
+func (m *ClockOffset) version() int  { return m.V }
 
 // Encode marshals a message with msgpack. Callers set V to SchemaVersion.
 func Encode(v any) ([]byte, error) { return msgpack.Marshal(v) }

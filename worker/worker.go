@@ -5,9 +5,16 @@
 //
 // Error classes decide what happens to a work item: a retryable failure (5xx, 429, timeouts,
 // resets, malformed bodies, a bus hiccup) is Nak'ed with an exponential backoff, or the
-// appliance's Retry-After; a terminal one (bad tokens, missing permission, INPUT ERROR) leaves a
-// failure record, publishes a failed done marker so the shipper moves on, and is terminated; the
-// slot can be replayed once the cause is fixed.
+// appliance's Retry-After; a transient one (API DATE ERROR, API SIGNATURE ERROR, a redirect to
+// the login page, an HTML maintenance page) is retried the same way for up to
+// workers.transient_errors_for_in_minutes since the slot first failed, and then counts as
+// terminal; a terminal one (missing permission, INPUT ERROR) leaves a failure record, publishes a
+// failed done marker so the shipper moves on, and is terminated. The failure record says when
+// the coordinator replays the slot automatically (coordinator.retry_failed_slots), so a cause
+// that clears heals by itself; it can also be replayed by hand.
+//
+// Every answer's Date header tells the worker the appliance's clock; it records the offset
+// appliance-minus-host per input (proto.ClockKey), which the coordinator plans by.
 //
 // It may import proto, internal/config, worker/darktrace and worker/events; it never imports the
 // other roles (coordinator, shipper), which it meets only on the bus, and it declares the
@@ -147,6 +154,18 @@ type Worker struct {
 	slots    atomic.Uint64
 	inFlight atomic.Int64
 	started  time.Time
+
+	inputs       map[string]config.Input
+	coord        config.Coordinator
+	transientFor time.Duration // workers.transient_errors_for_in_minutes; 0 fails on the first
+
+	// firstFailed holds when each slot (by SlotID) first failed with a transient error in this
+	// process, for the bound on transient errors. A redelivery that lands on another worker
+	// process starts that process's count anew, so with n processes a slot may be retried up to
+	// n times the bound: the bound is a floor for a visible failure, not an exact deadline.
+	mu          sync.Mutex
+	firstFailed map[string]time.Time
+	clocks      map[string]proto.ClockOffset // last offset written per input
 }
 
 // New builds a worker for cfg's lanes on the bus endpoints ep. It fails when an endpoint is
@@ -183,6 +202,8 @@ func New(ep Endpoints, cfg *config.Config, opts Options) (*Worker, error) {
 		ep: ep, lanes: map[string]*lane{}, fetchers: opts.Fetchers, conc: max(cfg.Workers.Concurrency, 1),
 		opts: opts, logger: logger, clock: opts.Clock, metrics: m, started: opts.Clock.Now(),
 		sortPool: &sortPool{max: sortBudget}, pubs: semaphore.NewWeighted(maxPublishBudget),
+		inputs: cfg.Inputs, coord: cfg.Coordinator, transientFor: time.Duration(cfg.Workers.TransientErrorsForInMinutes) * time.Minute,
+		firstFailed: map[string]time.Time{}, clocks: map[string]proto.ClockOffset{},
 	}
 	for _, ln := range cfg.Lanes() {
 		proc, err := events.NewProcessor(events.Options{Service: ln.Service, Flatten: ln.Svc.Flatten == nil || *ln.Svc.Flatten, Obfuscation: ln.Svc.Obfuscation})
@@ -317,9 +338,13 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	n, err := w.process(ctx, f, l, it, attempt)
 	stop()
 	log := w.logger.With("input", it.Input, "service", it.Service, "seq", it.Seq, "from", proto.FormatMS(it.Start), "to", proto.FormatMS(it.End), "attempt", meta.NumDelivered)
-	var dtErr *darktrace.Error
+	if it.Retry > 0 {
+		log = log.With("automatic_retry", it.Retry)
+	}
+	class, failingFor := w.classify(it, err)
 	switch {
 	case err == nil:
+		w.forget(it.SlotID)
 		if aerr := msg.DoubleAck(ctx); aerr != nil {
 			log.Warn("acknowledging work item (the slot may be fetched again; the shipper keeps the first result)", "err", aerr)
 		}
@@ -328,20 +353,86 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		log.Debug("slot fetched", "events", n)
 	case ctx.Err() != nil:
 		_ = msg.Nak()
-	case errors.As(err, &dtErr) && dtErr.Class == darktrace.Terminal:
-		log.Error(darktrace.PullErrorMessage(err)+" The slot failed for good; it is recorded and can be replayed once the cause is fixed.", "err", err)
-		if ferr := w.fail(ctx, it, attempt, meta.NumDelivered, err); ferr != nil {
+	case class == darktrace.Terminal:
+		next := w.nextRetry(it)
+		what := " The slot failed; it is recorded and can be replayed once the cause is fixed."
+		if !next.IsZero() {
+			what = fmt.Sprintf(" The slot failed; it is recorded and will be retried automatically at %s (and with a growing backoff after that) until the cause is fixed.", next.UTC().Format(time.RFC3339))
+		}
+		if darktrace.ClassOf(err) == darktrace.Transient {
+			what = fmt.Sprintf(" The appliance has been answering with this error for %v (workers.transient_errors_for_in_minutes).", failingFor.Round(time.Second)) + what
+		}
+		log.Error(darktrace.PullErrorMessage(err)+what, "err", err)
+		if ferr := w.fail(ctx, it, attempt, meta.NumDelivered, err, next); ferr != nil {
 			log.Warn("recording the failed slot; retrying it", "err", ferr)
 			_ = msg.NakWithDelay(w.opts.Backoff.Delay(int(meta.NumDelivered)))
 			return
 		}
+		w.forget(it.SlotID)
 		w.metrics.slots.WithLabelValues(it.Input, it.Service, resultFailed).Inc()
 		_ = msg.TermWithReason("failed for good")
+	case class == darktrace.Transient:
+		delay := max(w.opts.Backoff.Delay(int(meta.NumDelivered)), darktrace.RetryAfter(err))
+		log.Warn(darktrace.PullErrorMessage(err)+fmt.Sprintf(" The appliance answered with an error that usually clears by itself; retrying, for up to %v before the slot is recorded as failed.", w.transientFor),
+			"err", err, "failing_for", failingFor.Round(time.Second), "retry_in", delay.Round(time.Millisecond))
+		_ = msg.NakWithDelay(delay)
 	default:
 		delay := max(w.opts.Backoff.Delay(int(meta.NumDelivered)), darktrace.RetryAfter(err))
 		log.Warn(darktrace.PullErrorMessage(err)+" Retrying.", "err", err, "retry_in", delay.Round(time.Millisecond))
 		_ = msg.NakWithDelay(delay)
 	}
+}
+
+// classify returns err's class for a slot, with the bound on transient errors applied: a
+// Transient error counts as Terminal once the slot has been failing with transient errors for
+// transientFor (counted in this process, from the slot's first such failure). Errors that are
+// not the appliance's (*darktrace.Error absent: a bus hiccup) are retryable.
+func (w *Worker) classify(it proto.WorkItem, err error) (darktrace.Class, time.Duration) {
+	if err == nil {
+		return 0, 0
+	}
+	c := darktrace.ClassOf(err)
+	if c != darktrace.Transient {
+		return c, 0
+	}
+	now := w.clock.Now()
+	w.mu.Lock()
+	first, ok := w.firstFailed[it.SlotID]
+	if !ok {
+		first = now
+		if len(w.firstFailed) > 100_000 {
+			// Entries of slots settled by other processes are never forgotten here; drop the
+			// oldest half of the bound's worth rather than grow without limit.
+			for k, t := range w.firstFailed {
+				if now.Sub(t) > 2*w.transientFor {
+					delete(w.firstFailed, k)
+				}
+			}
+		}
+		w.firstFailed[it.SlotID] = first
+	}
+	w.mu.Unlock()
+	failingFor := now.Sub(first)
+	if w.transientFor <= 0 {
+		return darktrace.Terminal, failingFor
+	}
+	return darktrace.ClassAfter(err, failingFor, w.transientFor), failingFor
+}
+
+// forget drops a settled slot's transient-failure record.
+func (w *Worker) forget(slotID string) {
+	w.mu.Lock()
+	delete(w.firstFailed, slotID)
+	w.mu.Unlock()
+}
+
+// nextRetry is when the coordinator replays a slot that failed now, or zero when failed slots
+// are not retried automatically.
+func (w *Worker) nextRetry(it proto.WorkItem) time.Time {
+	if !w.coord.RetriesFailed() {
+		return time.Time{}
+	}
+	return w.clock.Now().Add(w.coord.RetryDelay(it.Retry))
 }
 
 // keepAlive sends in-progress acks every AckWait/3 until stop is called, so a long fetch is not
@@ -369,9 +460,13 @@ func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg) (stop func())
 }
 
 // fail records a slot that failed for good and publishes its failed marker.
-func (w *Worker) fail(ctx context.Context, it proto.WorkItem, attempt string, attempts uint64, cause error) error {
+func (w *Worker) fail(ctx context.Context, it proto.WorkItem, attempt string, attempts uint64, cause error, next time.Time) error {
 	rec := proto.Failure{V: proto.SchemaVersion, SlotID: it.SlotID, Input: it.Input, Service: it.Service, Seq: it.Seq,
-		Start: it.Start, End: it.End, Error: cause.Error(), Attempts: attempts, Worker: w.opts.ID, At: w.clock.Now().UnixMilli()}
+		Start: it.Start, End: it.End, Error: cause.Error(), Attempts: attempts, Worker: w.opts.ID, At: w.clock.Now().UnixMilli(),
+		Retries: it.Retry}
+	if !next.IsZero() {
+		rec.NextRetry = next.UnixMilli()
+	}
 	data, err := proto.Encode(&rec)
 	if err != nil {
 		return err
@@ -408,6 +503,18 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	if !l.ln.Svc.Snapshot {
 		req.Start, req.End = time.UnixMilli(it.Start).UTC(), time.UnixMilli(it.End).UTC()
 	}
+	// RESPOND actions change state after their start (extended, cleared, expired). Their slots
+	// are windows on the time of a state (an action's "updated", or its start before any
+	// change), read from the no-window view, which shows every action of the last 14 days in its
+	// current state: each state is in the view while it is current, and its slot is fetched
+	// right after the state's time, so every state that lasts longer than the request period
+	// (plus the safety lag) is seen, in exactly one slot's window (plus the look-back overlap,
+	// deduplicated by the key, which includes the state). Slots older than the view reach back
+	// use the window on start, as before: they get each action in its current state.
+	lo, hi := it.Start-l.ln.Svc.LookBack.Milliseconds(), it.End
+	view := it.Service == config.ServiceAntigena && !l.ln.Svc.Snapshot &&
+		time.UnixMilli(it.End).After(w.clock.Now().Add(-antigenaViewReach))
+	req.View = view
 	// Snapshots are keyed by their period's start, so a refetched snapshot has the same keys.
 	poll := time.UnixMilli(it.Start).UTC()
 	out := newChunkWriter(ctx, w.ep.Results, it, attempt, w.maxChunk, w.pubs, &w.bufs)
@@ -418,10 +525,22 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	}}
 	defer acc.release()
 	received := w.metrics.events.WithLabelValues(it.Input, it.Service)
-	_, err := f.Fetch(ctx, req, func(raw []byte) error {
+	add := acc.add
+	if view {
+		add = func(ev events.Event) error {
+			if ev.Time < lo || ev.Time > hi {
+				return nil // another slot's state
+			}
+			return acc.add(ev)
+		}
+	}
+	st, err := f.Fetch(ctx, req, func(raw []byte) error {
 		received.Inc()
-		return l.proc.Process(raw, poll, acc.add)
+		return l.proc.Process(raw, poll, add)
 	})
+	if st.Dated {
+		w.recordClock(ctx, it.Input, st.ClockOffset)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("fetching %s: %w", l.ln.Svc.Endpoint, err)
 	}
@@ -438,7 +557,60 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	return acc.n, nil
 }
 
-// CheckInputs validates every input's tokens with a cheap call, as the setup step of Devo's
+// antigenaViewReach is how far back the no-window /antigena view is trusted to reach: the
+// appliance keeps 14 days; a day less leaves room for clock differences and a slot's length.
+const antigenaViewReach = 13 * 24 * time.Hour
+
+// clockRefresh is how often an unchanged clock offset is written again, so the coordinator can
+// tell a recent observation from an old one.
+const clockRefresh = 30 * time.Second
+
+// recordClock stores the appliance's clock offset of input (appliance minus host, from the Date
+// header of an answer) in the rate bucket, for the coordinator to plan by. It writes only when
+// the offset moved by a second or more, or clockRefresh passed, so a busy worker does not write
+// on every request; a failed write is logged at debug level and retried with the next answer.
+func (w *Worker) recordClock(ctx context.Context, input string, offset time.Duration) {
+	kv, ok := w.ep.Rate.(ClockStore)
+	if w.ep.Rate == nil || !ok {
+		return
+	}
+	now := w.clock.Now()
+	rec := proto.ClockOffset{V: proto.SchemaVersion, OffsetMS: offset.Milliseconds(), At: now.UnixMilli()}
+	w.mu.Lock()
+	last, seen := w.clocks[input]
+	if seen && abs(last.OffsetMS-rec.OffsetMS) < 1000 && now.UnixMilli()-last.At < clockRefresh.Milliseconds() {
+		w.mu.Unlock()
+		return
+	}
+	w.clocks[input] = rec
+	w.mu.Unlock()
+	data, err := proto.Encode(&rec)
+	if err == nil {
+		_, err = kv.Put(ctx, proto.ClockKey(input), data)
+	}
+	if err != nil && ctx.Err() == nil {
+		w.logger.Debug("recording the appliance's clock offset", "input", input, "err", err)
+		w.mu.Lock()
+		delete(w.clocks, input)
+		w.mu.Unlock()
+	}
+}
+
+// ClockStore is the part of the rate bucket the worker records the appliance's clock offset in
+// (proto.ClockKey); jetstream.KeyValue implements it. A RateStore without Put records none.
+type ClockStore interface {
+	Put(ctx context.Context, key string, value []byte) (uint64, error)
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+// CheckInputs validates every input's tokens with a cheap call of a service the input runs
+// anyway (darktrace.CheckRequest: never a service that is off), as the setup step of Devo's
 // collector does. A terminal failure (missing permission, rejected token) is returned, since
 // every slot would fail the same way; so is a refused signature or a clock off (Transient: the
 // caller retries the check for a short while before it gives up, since the tokens may have been
@@ -446,11 +618,19 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 // the worker starts anyway, retrying its slots with backoff.
 func (w *Worker) CheckInputs(ctx context.Context) error {
 	for name, f := range w.fetchers {
-		c, ok := f.(interface{ Check(context.Context) error })
+		req, ok := darktrace.CheckRequest(w.inputs[name], w.clock.Now())
 		if !ok {
 			continue
 		}
-		err := c.Check(ctx)
+		// A plain fetch whose events are discarded: its answer's Date header also records the
+		// appliance's clock before the coordinator plans its first window.
+		st, err := f.Fetch(ctx, req, func([]byte) error { return nil })
+		if st.Dated {
+			w.recordClock(ctx, name, st.ClockOffset)
+		}
+		if err == nil {
+			w.logger.Info("Tokens have been validated successfully.", "input", name, "service", req.Service)
+		}
 		var dtErr *darktrace.Error
 		switch {
 		case err == nil:

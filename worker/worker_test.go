@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -394,7 +395,7 @@ func TestRetryableFailuresAreRetried(t *testing.T) {
 	runWorker(t, b, testConfig(t, fake.URL), worker.Options{Backoff: darktrace.Backoff{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond}})
 	publishItem(t, b, 1, from, from.Add(time.Hour))
 	d := waitDone(t, b, 1)
-	want := len(fake.Events(config.ServiceModelBreaches, from, from.Add(time.Hour)))
+	want := len(breachesCreatedIn(t, fake, from, from.Add(time.Hour))) // testConfig has no look-back
 	if d.Failed || d.Events != want || want == 0 {
 		t.Fatalf("done marker %+v; want %d events", d, want)
 	}
@@ -480,5 +481,49 @@ func TestNewRejectsMissingEndpointsAndTakenMetrics(t *testing.T) {
 	}
 	if _, err := worker.New(full, cfg, worker.Options{Fetchers: fetchers}); err != nil {
 		t.Errorf("New with a nil registerer = %v", err)
+	}
+}
+
+// breachesCreatedIn returns the breaches whose creationTime is in [start, end]: what a
+// creationtime=true window returns (the fake creates a tidy breach at most an hour late).
+func breachesCreatedIn(t *testing.T, fake *darktracetest.Server, start, end time.Time) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for _, raw := range fake.Events(config.ServiceModelBreaches, start.Add(-2*time.Hour), end) {
+		var b struct {
+			CreationTime int64 `json:"creationTime"`
+		}
+		if err := json.Unmarshal(raw, &b); err != nil {
+			t.Fatal(err)
+		}
+		if b.CreationTime >= start.UnixMilli() && b.CreationTime <= end.UnixMilli() {
+			out = append(out, raw)
+		}
+	}
+	return out
+}
+
+// TestTokenCheckUsesAnEnabledService: the start-up token check calls a service the input runs
+// (here only modelbreaches, with a window of the last minute), never /summarystatistics or
+// another service that is off, so a token without the summary permission starts the fleet.
+// A refused token is reported by the same call.
+func TestTokenCheckUsesAnEnabledService(t *testing.T) {
+	b := bustest.New(t)
+	fake, _ := fakeAppliance(t, darktracetest.Faults{})
+	w, err := worker.New(endpoints(t, b), testConfig(t, fake.URL), worker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.CheckInputs(t.Context()); err != nil {
+		t.Fatalf("CheckInputs = %v", err)
+	}
+	for path, want := range map[string]int64{"/modelbreaches": 1, "/summarystatistics": 0, "/status": 0, "/antigena": 0, "/aianalyst/incidentevents": 0} {
+		if n := fake.EndpointRequests(path); n != want {
+			t.Errorf("%s requested %d times by the token check, want %d", path, n, want)
+		}
+	}
+	fake.AddFault(darktracetest.Fault{Kind: darktracetest.FaultForbidden})
+	if err := w.CheckInputs(t.Context()); err == nil {
+		t.Fatal("CheckInputs accepted a token the appliance refused (403)")
 	}
 }

@@ -67,9 +67,15 @@ func TestFetchPrintsGroundTruth(t *testing.T) {
 			if err != nil {
 				t.Fatalf("fetch: %v\n%s", err, errOut)
 			}
+			// Each windowed service's request starts its look-back before from.
 			qs := from
-			if svc == config.ServiceModelBreaches {
+			switch svc {
+			case config.ServiceModelBreaches:
 				qs = from.Add(-30 * time.Minute)
+			case config.ServiceIncidentEvents:
+				qs = from.Add(-config.DefaultIncidentLookBackInMinutes * time.Minute)
+			case config.ServiceAntigena:
+				qs = from.Add(-config.DefaultAntigenaLookBackInMinutes * time.Minute)
 			}
 			var want strings.Builder
 			events := fake.Events(svc, qs, to)
@@ -100,7 +106,9 @@ func TestFetchProcess(t *testing.T) {
 		wantCount func(raw int) bool
 	}{
 		{config.ServiceStatus, "st:", func(raw int) bool { return raw > 1 }},
-		{config.ServiceIncidentEvents, "ai:", func(raw int) bool { return raw == len(fake.Events(config.ServiceIncidentEvents, from, to)) }},
+		{config.ServiceIncidentEvents, "ai:", func(raw int) bool {
+			return raw == len(fake.Events(config.ServiceIncidentEvents, from.Add(-config.DefaultIncidentLookBackInMinutes*time.Minute), to))
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.service, func(t *testing.T) {

@@ -102,7 +102,7 @@ func TestBadConfigs(t *testing.T) {
 		{"tag_seven_levels.bad.yaml", 0, dt + ".services.antigena.override_devo_tag", "has 7 dot-separated level(s)"},
 		{"tag_empty_level.bad.yaml", 0, dt + ".services.antigena.override_devo_tag", "empty level"},
 		{"tag_unicode_space.bad.yaml", 0, dt + ".services.modelbreaches.override_devo_tag", "must not contain spaces"},
-		{"look_back_wrong_service.bad.yaml", 0, dt + ".services.antigena.look_back_in_minutes", "applies only to the modelbreaches service"},
+		{"look_back_wrong_service.bad.yaml", 0, dt + ".services.status.look_back_in_minutes", "applies only to the windowed services"},
 		{"look_back_negative.bad.yaml", 0, dt + ".services.modelbreaches.look_back_in_minutes", "from 0 to"},
 		{"flatten_wrong_service.bad.yaml", 0, dt + ".services.summarystatistics.flatten", "applies only to the status service"},
 		{"start_time_future.bad.yaml", 0, dt + ".services.modelbreaches.start_time_in_utc_format", "is in the future"},

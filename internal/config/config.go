@@ -104,6 +104,10 @@ func (n NATS) URLs() []string {
 // Workers tunes the fetching role.
 type Workers struct {
 	Concurrency int `yaml:"concurrency"`
+	// TransientErrorsForInMinutes is how long a slot keeps being retried while the appliance
+	// answers with a transient error (API DATE ERROR, API SIGNATURE ERROR, a redirect to the login
+	// page, an HTML maintenance page) before the slot is recorded as failed.
+	TransientErrorsForInMinutes int `yaml:"transient_errors_for_in_minutes"`
 }
 
 // Coordinator tunes the planning role.
@@ -114,7 +118,16 @@ type Coordinator struct {
 	// delivered, estimated from the sizes of the slots it delivered so far.
 	MaxBacklogInMB    int `yaml:"max_backlog_in_mb"`
 	LeaseTTLInSeconds int `yaml:"lease_ttl_in_seconds"`
+	// RetryFailedSlots makes the coordinator replay failed slots by itself, with a backoff from
+	// RetryFailedBaseInSeconds doubling up to RetryFailedMaxInSeconds, so that a cause that clears
+	// heals without a manual replay.
+	RetryFailedSlots         *bool `yaml:"retry_failed_slots"`
+	RetryFailedBaseInSeconds int   `yaml:"retry_failed_base_in_seconds"`
+	RetryFailedMaxInSeconds  int   `yaml:"retry_failed_max_in_seconds"`
 }
+
+// RetriesFailed reports whether failed slots are retried automatically (nil counts as true).
+func (c Coordinator) RetriesFailed() bool { return c.RetryFailedSlots == nil || *c.RetryFailedSlots }
 
 // Shipper tunes the delivering role.
 type Shipper struct {
@@ -250,7 +263,7 @@ type Service struct {
 	RequestPeriodInSeconds              int          `yaml:"request_period_in_seconds"`
 	OverrideDevoTag                     string       `yaml:"override_devo_tag"`
 	OverrideTimeWindowIntervalInMinutes int          `yaml:"override_time_window_interval_in_minutes"`
-	LookBackInMinutes                   *int         `yaml:"look_back_in_minutes"` // modelbreaches only
+	LookBackInMinutes                   *int         `yaml:"look_back_in_minutes"` // windowed services only
 	Flatten                             *bool        `yaml:"flatten"`              // status only; default true
 	Obfuscation                         *Obfuscation `yaml:"obfuscation"`
 
@@ -307,3 +320,16 @@ func (c Credentials) Format(f fmt.State, verb rune) { formatPlain(f, verb, plain
 func (o Obfuscation) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainObfuscation(o)) }
 
 func formatPlain(f fmt.State, verb rune, v any) { fmt.Fprintf(f, fmt.FormatString(f, verb), v) }
+
+// RetryDelay is how long after its failure a failed slot is replayed automatically for the
+// retry-th time (retry 0 is the first): retry_failed_base_in_seconds doubled per retry, at most
+// retry_failed_max_in_seconds.
+func (c Coordinator) RetryDelay(retry int) time.Duration {
+	base := time.Duration(max(c.RetryFailedBaseInSeconds, 1)) * time.Second
+	limit := time.Duration(max(c.RetryFailedMaxInSeconds, 1)) * time.Second
+	d := base
+	for i := 0; i < retry && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}

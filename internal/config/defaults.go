@@ -18,7 +18,18 @@ const (
 	DefaultSenderStatsPeriodInSeconds = 300
 	DefaultRelayPort                  = 13000
 	DefaultDevoPlatformPort           = 443
-	DefaultLookBackInMinutes          = 60
+	// DefaultLookBackInMinutes is modelbreaches' overlap: its slots are queried by creation time
+	// (creationtime=true), which is complete once past the safety lag, so the overlap only guards
+	// against an appliance that indexes a breach a little after its creationTime.
+	DefaultLookBackInMinutes = 5
+	// DefaultIncidentLookBackInMinutes is aianalyst_incidentevents' overlap: AI Analyst events
+	// become visible minutes after their createdAt, which is what the window filters on.
+	DefaultIncidentLookBackInMinutes = 15
+	// DefaultAntigenaLookBackInMinutes is antigena's overlap on the time of an action's state.
+	DefaultAntigenaLookBackInMinutes   = 5
+	DefaultTransientErrorsForInMinutes = 30
+	DefaultRetryFailedBaseInSeconds    = 60
+	DefaultRetryFailedMaxInSeconds     = 3600
 	// ListenNone as nats.listen disables the embedded server's client listener.
 	ListenNone = "none"
 )
@@ -51,12 +62,14 @@ func defaultConfig() *Config {
 			Listen:   DefaultNATSListen,
 			Replicas: DefaultReplicas,
 		},
-		Workers: Workers{Concurrency: DefaultConcurrency},
+		Workers: Workers{Concurrency: DefaultConcurrency, TransientErrorsForInMinutes: DefaultTransientErrorsForInMinutes},
 		Coordinator: Coordinator{
-			SafetyLagInSeconds: DefaultSafetyLagInSeconds,
-			MaxSlotsAhead:      DefaultMaxSlotsAhead,
-			MaxBacklogInMB:     DefaultMaxBacklogInMB,
-			LeaseTTLInSeconds:  DefaultLeaseTTLInSeconds,
+			SafetyLagInSeconds:       DefaultSafetyLagInSeconds,
+			MaxSlotsAhead:            DefaultMaxSlotsAhead,
+			MaxBacklogInMB:           DefaultMaxBacklogInMB,
+			LeaseTTLInSeconds:        DefaultLeaseTTLInSeconds,
+			RetryFailedBaseInSeconds: DefaultRetryFailedBaseInSeconds,
+			RetryFailedMaxInSeconds:  DefaultRetryFailedMaxInSeconds,
 		},
 		Shipper: Shipper{
 			DedupeTTLInHours:           DefaultDedupeTTLInHours,
@@ -100,6 +113,10 @@ func defaultService(name string) Service {
 		s.Flatten = ptr(true)
 	case ServiceModelBreaches:
 		s.LookBackInMinutes = ptr(DefaultLookBackInMinutes)
+	case ServiceIncidentEvents:
+		s.LookBackInMinutes = ptr(DefaultIncidentLookBackInMinutes)
+	case ServiceAntigena:
+		s.LookBackInMinutes = ptr(DefaultAntigenaLookBackInMinutes)
 	}
 	return s
 }

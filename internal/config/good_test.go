@@ -80,7 +80,7 @@ func TestFullConfig(t *testing.T) {
 		{"modelbreaches.tag", in.Services[ServiceModelBreaches].Tag, "my.app.dt.breach"},
 		{"modelbreaches.window", in.Services[ServiceModelBreaches].Window, time.Hour},
 		{"modelbreaches.period", in.Services[ServiceModelBreaches].Period, time.Minute},
-		{"modelbreaches.lookback", in.Services[ServiceModelBreaches].LookBack, time.Hour},
+		{"modelbreaches.lookback", in.Services[ServiceModelBreaches].LookBack, DefaultLookBackInMinutes * time.Minute},
 		{"modelbreaches.start", in.Services[ServiceModelBreaches].StartTime, time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)},
 		{"status.flatten", in.Services[ServiceStatus].FlattenStatus(), true},
 		{"status.snapshot", in.Services[ServiceStatus].Snapshot, true},
@@ -135,7 +135,7 @@ func TestMinimalDefaults(t *testing.T) {
 		{"nats.listen", cfg.NATS.Listen, "127.0.0.1:4222"},
 		{"nats.replicas", cfg.NATS.Replicas, 1},
 		{"workers.concurrency", cfg.Workers.Concurrency, 8},
-		{"coordinator", cfg.Coordinator, Coordinator{SafetyLagInSeconds: 5, MaxSlotsAhead: 1000, MaxBacklogInMB: 128, LeaseTTLInSeconds: 10}},
+		{"coordinator", cfg.Coordinator, Coordinator{SafetyLagInSeconds: 5, MaxSlotsAhead: 1000, MaxBacklogInMB: 128, LeaseTTLInSeconds: 10, RetryFailedBaseInSeconds: 60, RetryFailedMaxInSeconds: 3600}},
 		{"shipper", cfg.Shipper, Shipper{DedupeTTLInHours: 168, SenderStatsPeriodInSeconds: 300, LeaseTTLInSeconds: 10}},
 		{"inputs", cfg.EnabledInputs(), []string{"darktrace"}},
 		{"input.id", in.ID, "darktrace"},
@@ -156,11 +156,11 @@ func TestMinimalDefaults(t *testing.T) {
 		snapshot       bool
 		lookBack       time.Duration
 	}{
-		ServiceAntigena:       {"/antigena", "edr.darktrace.respond.antigena", time.Hour, time.Minute, false, 0},
-		ServiceIncidentEvents: {"/aianalyst/incidentevents", "edr.darktrace.respond.incident_event", time.Hour, time.Minute, false, 0},
+		ServiceAntigena:       {"/antigena", "edr.darktrace.respond.antigena", time.Hour, time.Minute, false, DefaultAntigenaLookBackInMinutes * time.Minute},
+		ServiceIncidentEvents: {"/aianalyst/incidentevents", "edr.darktrace.respond.incident_event", time.Hour, time.Minute, false, DefaultIncidentLookBackInMinutes * time.Minute},
 		ServiceSummary:        {"/summarystatistics", "edr.darktrace.respond.summary", 0, time.Minute, true, 0},
 		ServiceStatus:         {"/status", "edr.darktrace.respond.status", 0, time.Minute, true, 0},
-		ServiceModelBreaches:  {"/modelbreaches", "edr.darktrace.respond.model_breach", time.Hour, time.Minute, false, time.Hour},
+		ServiceModelBreaches:  {"/modelbreaches", "edr.darktrace.respond.model_breach", time.Hour, time.Minute, false, DefaultLookBackInMinutes * time.Minute},
 	}
 	for name, w := range wantServices {
 		s := in.Services[name]

@@ -275,8 +275,9 @@ func (w *walker) service(n *yaml.Node, sp, name string, s *Service) {
 			s.OverrideTimeWindowIntervalInMinutes = v
 		},
 		"look_back_in_minutes": func(e entry) {
-			if name != ServiceModelBreaches {
-				w.add(cfgErr(e.path, "applies only to the %s service (breaches that appear after their time); remove it here", ServiceModelBreaches), e.knode)
+			if name == ServiceStatus || name == ServiceSummary {
+				w.add(cfgErr(e.path, "applies only to the windowed services (%s, %s, %s); %s is a snapshot: remove it here",
+					ServiceModelBreaches, ServiceIncidentEvents, ServiceAntigena, name), e.knode)
 				return
 			}
 			var v int

@@ -279,6 +279,9 @@ func (w *walker) tls(n *yaml.Node, path string, t *TLS) {
 func (w *walker) workers(n *yaml.Node, path string, c *Workers) {
 	w.object(n, path, map[string]handler{
 		"concurrency": func(e entry) { w.intIn(e, &c.Concurrency, 1, 4096, "a number of concurrent fetches") },
+		"transient_errors_for_in_minutes": func(e entry) {
+			w.intIn(e, &c.TransientErrorsForInMinutes, 0, 7*24*60, "a number of minutes (0 records the slot as failed on the first transient error)")
+		},
 	}, nil)
 }
 
@@ -288,6 +291,13 @@ func (w *walker) coordinator(n *yaml.Node, path string, c *Coordinator) {
 		"max_slots_ahead":       func(e entry) { w.intIn(e, &c.MaxSlotsAhead, 1, 1_000_000, "a number of slots") },
 		"max_backlog_in_mb":     func(e entry) { w.intIn(e, &c.MaxBacklogInMB, 1, 1_000_000, "a number of megabytes") },
 		"lease_ttl_in_seconds":  func(e entry) { w.intIn(e, &c.LeaseTTLInSeconds, 1, 3600, "a number of seconds") },
+		"retry_failed_slots":    func(e entry) { w.boolPtr(e, &c.RetryFailedSlots) },
+		"retry_failed_base_in_seconds": func(e entry) {
+			w.intIn(e, &c.RetryFailedBaseInSeconds, 1, 86400, "a number of seconds")
+		},
+		"retry_failed_max_in_seconds": func(e entry) {
+			w.intIn(e, &c.RetryFailedMaxInSeconds, 1, 7*86400, "a number of seconds")
+		},
 	}, nil)
 }
 

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
@@ -68,8 +69,7 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, stdout, stderr io.
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", dir, err)
 	}
-	began := time.Now().UTC()
-	end := began.Truncate(time.Hour)
+	end := time.Now().UTC().Truncate(time.Hour)
 	start := end.Add(-time.Duration(o.Days) * 24 * time.Hour)
 	fake := darktracetest.NewServer(darktracetest.Options{Seed: 1, Start: start, End: end, Latency: o.Latency, Jitter: o.Latency / 2})
 	defer fake.Close()
@@ -151,10 +151,12 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, stdout, stderr io.
 		defer func() { stopBar(); <-barDone }()
 	}
 	var slots atomic.Int64
+	var horizon horizons
 	t0 := time.Now()
 	f, err := fleet.Start(ctx, fleet.Fleet{Config: cfg, Roles: fleet.AllRoles, Deps: fleet.Dependencies{Logger: logger},
 		Overrides: fleet.Overrides{Listen: "none", Tick: 100 * time.Millisecond},
-		Hooks: fleet.Hooks{OnDelivered: func(_ proto.Done, delivered int) {
+		Hooks: fleet.Hooks{OnDelivered: func(d proto.Done, delivered int) {
+			horizon.add(d)
 			slots.Add(1)
 			if bar != nil {
 				bar.Add(1, delivered)
@@ -204,7 +206,7 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, stdout, stderr io.
 			count[darktracetest.Key(ln.Service, []byte(m))]++
 		}
 		missing, dups := 0, 0
-		want := dueKeys(fake, ln.Service, start, end, began)
+		want := dueKeys(fake, ln.Service, start, end, horizon.of(ln))
 		for _, k := range want {
 			switch n := count[k]; {
 			case n == 0:
@@ -246,11 +248,33 @@ func readDevoLines(path string) (map[string][]string, error) {
 	return out, nil
 }
 
+// horizons records, per lane, the end of the last slot the shipper delivered.
+type horizons struct {
+	mu  sync.Mutex
+	end map[string]int64
+}
+
+func (h *horizons) add(d proto.Done) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.end == nil {
+		h.end = map[string]int64{}
+	}
+	k := proto.LaneKey(d.Input, d.Service)
+	h.end[k] = max(h.end[k], d.End)
+}
+
+func (h *horizons) of(ln config.Lane) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return time.UnixMilli(h.end[ln.Key()])
+}
+
 // dueKeys is the ground truth the demo checks: the keys of the events of service in [start, end)
-// that the appliance had made visible when the demo began. A breach is created after its time
-// (up to the look-back later): one created while the demo ran may be missed by a demo that stops
-// once it caught up, yet is delivered by a fleet that keeps running (the next slot's look-back
-// finds it), so it is not the demo's to count. Antigena actions count once per codeid.
+// that the appliance had made visible by at, the end of the last slot the lane delivered. A
+// breach is created after its time and is fetched by the slot of its creation time: one created
+// after the last delivered slot is the next slot's to deliver, not this demo's to count.
+// Antigena actions count once per codeid.
 func dueKeys(fake *darktracetest.Server, service string, start, end, at time.Time) []string {
 	var keys []string
 	seen := map[string]bool{}

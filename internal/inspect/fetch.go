@@ -204,7 +204,9 @@ func parseFlagTime(flag, v string) (time.Time, error) {
 	return t, nil
 }
 
-// CheckTokens sends one cheap signed request to the appliance of each input in names and prints
+// CheckTokens sends one cheap signed request to the appliance of each input in names, of a
+// service the input runs anyway (darktrace.CheckRequest: status, else summarystatistics, else the
+// last minute of a windowed service; never a service that is off), and prints
 // one line per input to out: "Tokens have been validated successfully." or the classified
 // error. It returns the inputs that failed, sorted.
 func CheckTokens(ctx context.Context, cfg *config.Config, names []string, timeout time.Duration, logger *slog.Logger, out io.Writer) []string {
@@ -216,7 +218,12 @@ func CheckTokens(ctx context.Context, cfg *config.Config, names []string, timeou
 		dc.Timeout = timeout
 		c, err := darktrace.New(dc)
 		if err == nil {
-			err = c.Check(ctx)
+			// A call of a service the input runs anyway, never one that is off.
+			if req, ok := darktrace.CheckRequest(in, time.Now()); ok {
+				err = c.CheckWith(ctx, req)
+			} else {
+				err = c.Check(ctx)
+			}
 			c.Close()
 		}
 		if err != nil {

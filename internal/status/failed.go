@@ -12,9 +12,14 @@ import (
 
 // failedSlot is the status view of a failure record.
 func failedSlot(f *proto.Failure) FailedSlot {
-	return FailedSlot{Input: f.Input, Service: f.Service, Seq: f.Seq,
+	fs := FailedSlot{Input: f.Input, Service: f.Service, Seq: f.Seq, Retries: f.Retries,
 		From: time.UnixMilli(f.Start).UTC(), To: time.UnixMilli(f.End).UTC(), Error: f.Error, At: time.UnixMilli(f.At).UTC(),
 		Key: proto.FailedKey(f.Input, f.Service, f.Start, f.End), Replay: proto.ReplayCommand(f.Input, f.Service, f.Start, f.End)}
+	if f.NextRetry > 0 {
+		next := time.UnixMilli(f.NextRetry).UTC()
+		fs.NextRetry = &next
+	}
+	return fs
 }
 
 // ListFailed reads every failure record in proto.BucketFailed, oldest window first.
@@ -62,7 +67,11 @@ func ClearFailed(ctx context.Context, src KVSource, match func(FailedSlot) bool)
 // PrintFailed writes the failed slots for people, each with the command that replays it.
 func PrintFailed(w io.Writer, failed []FailedSlot) {
 	for _, f := range failed {
-		fmt.Fprintf(w, "%s  %s.%s seq %d %s - %s: %s\n    %s\n", f.Key, f.Input, f.Service, f.Seq,
-			proto.FormatMSExact(f.From.UnixMilli()), proto.FormatMSExact(f.To.UnixMilli()), firstLine(f.Error), f.Replay)
+		next := "next retry: none (replay it once the cause is fixed)"
+		if f.NextRetry != nil {
+			next = fmt.Sprintf("next retry %s (retries so far %d)", f.NextRetry.Format(time.RFC3339), f.Retries)
+		}
+		fmt.Fprintf(w, "%s  %s.%s seq %d %s - %s: %s; %s\n    %s\n", f.Key, f.Input, f.Service, f.Seq,
+			proto.FormatMSExact(f.From.UnixMilli()), proto.FormatMSExact(f.To.UnixMilli()), firstLine(f.Error), next, f.Replay)
 	}
 }

@@ -18,7 +18,7 @@ func Print(w io.Writer, st *Status) {
 			l.DeliveredSeq, fmtTime(l.DeliveredUntil), orNone(l.Lag), l.Backlog, l.Events, l.Duplicates, l.FailedPassed, withHost(l.Shipper, l.ShipperHost))
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(w, "\nfailed slots (replay them with dtfleet replay once the cause is fixed): %d\n", len(st.Failed))
+	fmt.Fprintf(w, "\nfailed slots (retried automatically when a next retry is shown; dtfleet replay replays one now): %d\n", len(st.Failed))
 	PrintFailed(w, st.Failed)
 	fmt.Fprintf(w, "\nworkers seen: %d\n", len(st.Workers))
 	for _, wk := range st.Workers {

@@ -57,6 +57,10 @@ type FailedSlot struct {
 	To      time.Time `json:"to"`
 	Error   string    `json:"error"`
 	At      time.Time `json:"at"`
+	// Retries counts the automatic retries that failed; NextRetry is when the next one is due
+	// (absent when failed slots are not retried automatically).
+	Retries   int        `json:"retries"`
+	NextRetry *time.Time `json:"next_retry,omitempty"`
 	// Key is the record's key in proto.BucketFailed, for `dtfleet failed clear KEY`.
 	Key string `json:"key"`
 	// Replay is the command (without -c) that replays the window to the millisecond and so

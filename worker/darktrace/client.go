@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -229,8 +230,14 @@ type Request struct {
 	Endpoint string
 	// Start and End are the slot [Start, End) of a windowed service; zero for snapshots.
 	Start, End time.Time
-	// LookBack moves modelbreaches' starttime back, to catch breaches created late.
+	// LookBack moves a windowed service's starttime back (its overlap with the slots before):
+	// what became visible after an earlier slot was fetched is caught again, and deduplicated
+	// by its key downstream.
 	LookBack time.Duration
+	// View asks antigena for its no-window view (includecleared=true&includehistory=true: the
+	// current actions and those of the last 14 days, each in its current state) instead of a
+	// window on start; Start and End are then not sent (the caller filters by state time).
+	View bool
 }
 
 // defaultEndpoints maps each service to its endpoint.
@@ -244,9 +251,10 @@ var defaultEndpoints = map[string]string{
 
 // PathAndQuery returns the request's path and the exact query string that is signed and sent:
 //
-//	modelbreaches            starttime=<Start-LookBack ms>&endtime=<End ms>&includeacknowledged=true
-//	aianalyst_incidentevents starttime=<Start ms>&endtime=<End ms>&includeacknowledged=true&includeallpinned=false
-//	antigena                 starttime=<Start ms>&endtime=<End ms>&includecleared=true
+//	modelbreaches            starttime=<Start-LookBack ms>&endtime=<End ms>&creationtime=true&includeacknowledged=true
+//	aianalyst_incidentevents starttime=<Start-LookBack ms>&endtime=<End ms>&includeacknowledged=true&includeallpinned=false
+//	antigena                 starttime=<Start-LookBack ms>&endtime=<End ms>&includecleared=true
+//	antigena (View)          includecleared=true&includehistory=true
 //	status                   fast=true&includechildren=true
 //	summarystatistics        (no query)
 //
@@ -286,15 +294,27 @@ func (r Request) PathAndQuery() (path, query string, err error) {
 		if err != nil {
 			return "", "", err
 		}
-		return path, w + "&includeacknowledged=true", nil
+		// creationtime=true: the window filters on creationTime, not time. Every breach is created
+		// once, at or after its time, so windows on creationTime are complete once the appliance
+		// clock passed them, however late a breach is created.
+		return path, w + "&creationtime=true&includeacknowledged=true", nil
 	case config.ServiceIncidentEvents:
-		w, err := window(r.Start)
+		if r.LookBack < 0 {
+			return "", "", fmt.Errorf("%w: negative look-back %v", ErrInvalidRequest, r.LookBack)
+		}
+		w, err := window(r.Start.Add(-r.LookBack))
 		if err != nil {
 			return "", "", err
 		}
 		return path, w + "&includeacknowledged=true&includeallpinned=false", nil
 	case config.ServiceAntigena:
-		w, err := window(r.Start)
+		if r.View {
+			return path, "includecleared=true&includehistory=true", nil
+		}
+		if r.LookBack < 0 {
+			return "", "", fmt.Errorf("%w: negative look-back %v", ErrInvalidRequest, r.LookBack)
+		}
+		w, err := window(r.Start.Add(-r.LookBack))
 		if err != nil {
 			return "", "", err
 		}
@@ -332,6 +352,10 @@ type Stats struct {
 	Bytes int64
 	// Duration is the wall time of the fetch, from the limiter wait to the end of the body.
 	Duration time.Duration
+	// ClockOffset is the appliance's clock minus the host's, from the response's Date header
+	// (to the second); Dated says whether the response had one.
+	ClockOffset time.Duration
+	Dated       bool
 }
 
 // Fetch sends req and streams the response body's events to fn, one compact JSON value at a
@@ -349,7 +373,7 @@ func (c *Client) Fetch(ctx context.Context, req Request, fn func(raw []byte) err
 	}
 	shape := ShapeFor(req.Service)
 	var fnErr error
-	err = c.do(ctx, path, query, &st.Bytes, func(body io.Reader) error {
+	err = c.do(ctx, path, query, &st.Bytes, &st, func(body io.Reader) error {
 		return jsonscan.Split(body, shape, func(raw []byte) error {
 			if err := fn(raw); err != nil {
 				fnErr = err
@@ -374,7 +398,7 @@ func (c *Client) Fetch(ctx context.Context, req Request, fn func(raw []byte) err
 func (c *Client) Check(ctx context.Context) error {
 	const path, query = "/summarystatistics", "responsedata=subnets"
 	var n int64
-	err := c.do(ctx, path, query, &n, func(body io.Reader) error {
+	err := c.do(ctx, path, query, &n, nil, func(body io.Reader) error {
 		return jsonscan.Split(body, jsonscan.ShapeObject, func([]byte) error { return nil })
 	}, nil)
 	if err != nil {
@@ -382,6 +406,37 @@ func (c *Client) Check(ctx context.Context) error {
 	}
 	c.logger.Info("Tokens have been validated successfully.", "host", c.base.Host)
 	return nil
+}
+
+// CheckWith validates the tokens with req, a request of a service the caller runs anyway (see
+// CheckRequest), reading and discarding its answer, and logs "Tokens have been validated
+// successfully." when the appliance accepts it.
+func (c *Client) CheckWith(ctx context.Context, req Request) error {
+	if _, err := c.Fetch(ctx, req, func([]byte) error { return nil }); err != nil {
+		return fmt.Errorf("validating tokens with %s: %w", req.Service, err)
+	}
+	c.logger.Info("Tokens have been validated successfully.", "host", c.base.Host, "service", req.Service)
+	return nil
+}
+
+// CheckRequest returns the cheapest request of a service that in runs, for a token check that
+// needs no permission beyond the services' own: status, else summarystatistics, else a window of
+// the last minute (at now) of a windowed service. ok is false when in runs no service.
+func CheckRequest(in config.Input, now time.Time) (req Request, ok bool) {
+	enabled := in.EnabledServices()
+	for _, name := range []string{config.ServiceStatus, config.ServiceSummary, config.ServiceIncidentEvents, config.ServiceAntigena, config.ServiceModelBreaches} {
+		if !slices.Contains(enabled, name) {
+			continue
+		}
+		svc := in.Services[name]
+		req = Request{Service: name, Endpoint: svc.Endpoint}
+		if !svc.Snapshot {
+			req.End = now.UTC().Truncate(time.Second)
+			req.Start = req.End.Add(-time.Minute)
+		}
+		return req, true
+	}
+	return Request{}, false
 }
 
 // errStalled is the cancellation cause when the appliance made no progress for the timeout.
@@ -393,7 +448,7 @@ const maxErrorBody = 64 << 10
 // do sends one signed GET of path?query, counts body bytes into n and hands a 200 JSON body to
 // consume. isCallerErr recognises errors that come from the caller's callback, which are
 // returned wrapped but unclassified.
-func (c *Client) do(ctx context.Context, path, query string, n *int64, consume func(io.Reader) error, isCallerErr func(error) bool) (reqErr error) {
+func (c *Client) do(ctx context.Context, path, query string, n *int64, st *Stats, consume func(io.Reader) error, isCallerErr func(error) bool) (reqErr error) {
 	endpoint := path
 	if err := c.limiter.Wait(ctx); err != nil {
 		return newError(KindCanceled, endpoint, 0, "waiting for the rate limiter", err)
@@ -430,6 +485,12 @@ func (c *Client) do(ctx context.Context, path, query string, n *int64, consume f
 		return c.transportError(parent, ctx, endpoint, err)
 	}
 	defer resp.Body.Close()
+	if st != nil {
+		if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+			// The Date header has whole seconds: round the host's clock the same way.
+			st.ClockOffset, st.Dated = d.Sub(c.now().Truncate(time.Second)), true
+		}
+	}
 	body := &progressReader{r: resp.Body, stall: stall, timeout: c.timeout, n: n}
 	if resp.StatusCode != http.StatusOK {
 		b, rerr := io.ReadAll(io.LimitReader(body, maxErrorBody))

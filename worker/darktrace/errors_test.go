@@ -147,7 +147,7 @@ func TestTransientFailuresThenFullResponse(t *testing.T) {
 			t.Fatalf("attempt %d: class %v (%v), want a transient error", attempt, ClassOf(err), err)
 		}
 	}
-	if want := len(srv.Events(req.Service, req.Start, req.End)); n == 0 || n != want {
+	if want := len(byCreation(srv, req.Start, req.End)); n == 0 || n != want {
 		t.Fatalf("got %d events, want %d", n, want)
 	}
 }

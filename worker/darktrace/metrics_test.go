@@ -45,7 +45,7 @@ func TestRequestMetrics(t *testing.T) {
 	consume := func(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err }
 	var n int64
 	for _, path := range []string{"/ok", "/ok", "/busy", "/denied"} {
-		_ = c.do(ctx, path, "", &n, consume, nil)
+		_ = c.do(ctx, path, "", &n, nil, consume, nil)
 	}
 	tests := []struct {
 		endpoint, class string
