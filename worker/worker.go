@@ -612,10 +612,11 @@ func abs(v int64) int64 {
 // CheckInputs validates every input's tokens with a cheap call of a service the input runs
 // anyway (darktrace.CheckRequest: never a service that is off), as the setup step of Devo's
 // collector does. A terminal failure (missing permission, rejected token) is returned, since
-// every slot would fail the same way; so is a refused signature or a clock off (Transient: the
-// caller retries the check for a short while before it gives up, since the tokens may have been
-// rotated on the appliance a moment ago). A retryable one (appliance unreachable) is logged and
-// the worker starts anyway, retrying its slots with backoff.
+// every slot would fail the same way; so is a refused signature (Transient: the caller retries
+// the check for a short while before it gives up, since the tokens may have been rotated on the
+// appliance a moment ago). A clock off (API DATE ERROR) and a retryable failure (appliance
+// unreachable) are logged and the worker starts anyway, retrying its slots with backoff: time
+// synchronisation fixes a clock without anyone restarting dtfleet.
 func (w *Worker) CheckInputs(ctx context.Context) error {
 	for name, f := range w.fetchers {
 		req, ok := darktrace.CheckRequest(w.inputs[name], w.clock.Now())
@@ -634,8 +635,14 @@ func (w *Worker) CheckInputs(ctx context.Context) error {
 		var dtErr *darktrace.Error
 		switch {
 		case err == nil:
-		case errors.As(err, &dtErr) && (dtErr.Class == darktrace.Terminal || dtErr.Kind == darktrace.KindSignature || dtErr.Kind == darktrace.KindDate):
+		case errors.As(err, &dtErr) && (dtErr.Class == darktrace.Terminal || dtErr.Kind == darktrace.KindSignature):
 			return fmt.Errorf("checking the tokens of input %s: %w", name, err)
+		case errors.As(err, &dtErr) && dtErr.Kind == darktrace.KindDate:
+			// A clock off is fixed by time synchronisation, not by an operator: the worker starts
+			// and retries its slots (transient for workers.transient_errors_for_in_minutes, then
+			// failed and retried automatically), so the fleet heals once the clock is right.
+			w.logger.Warn("the token check was refused for the request date; starting anyway, slots are retried until the clock is right",
+				"input", name, "err", err)
 		default:
 			w.logger.Warn("the token check could not reach the appliance; starting anyway", "input", name, "err", err)
 		}

@@ -70,8 +70,8 @@ func isAuthFailure(err error) bool {
 // land, short enough that systemd sees the failure promptly) before the process gives up.
 var checkDelays = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}
 
-// checkInputs runs the worker's start-up token check, retrying a Transient failure (refused
-// signature, clock off) after each of checkDelays; the last failure is returned.
+// checkInputs runs the worker's start-up token check, retrying a Transient failure (a refused
+// signature) after each of checkDelays; the last failure is returned.
 func checkInputs(ctx context.Context, w *worker.Worker, clock clockwork.Clock, logger *slog.Logger) error {
 	if clock == nil {
 		clock = clockwork.NewRealClock()
