@@ -147,6 +147,9 @@ type Worker struct {
 	slots    atomic.Uint64
 	inFlight atomic.Int64
 	started  time.Time
+	// unreachableSince is when fetching from the work consumer started failing (unix
+	// nanoseconds; 0 while it answers, if only with "no messages"), for Blocked.
+	unreachableSince atomic.Int64
 }
 
 // New builds a worker for cfg's lanes on the bus endpoints ep. It fails when an endpoint is
@@ -232,8 +235,10 @@ func (w *Worker) Run(ctx context.Context) error {
 				msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
 				if err != nil {
 					if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) || gctx.Err() != nil {
+						w.unreachableSince.Store(0)
 						continue
 					}
+					w.unreachableSince.CompareAndSwap(0, w.clock.Now().UnixNano())
 					w.logger.Warn("fetching work item", "err", err)
 					select {
 					case <-gctx.Done():
@@ -241,6 +246,7 @@ func (w *Worker) Run(ctx context.Context) error {
 					}
 					continue
 				}
+				w.unreachableSince.Store(0)
 				w.handle(workCtx, msg)
 			}
 			return nil
@@ -436,6 +442,20 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 		return 0, err
 	}
 	return acc.n, nil
+}
+
+// Blocked returns an error when fetching from the work consumer has failed for longer than bound
+// on the worker's clock (the consumer deleted, its stream unavailable), or nil. Waiting for work
+// that does not come is not blocked. It is safe for concurrent use with Run.
+func (w *Worker) Blocked(bound time.Duration) error {
+	since := w.unreachableSince.Load()
+	if since == 0 {
+		return nil
+	}
+	if d := w.clock.Now().Sub(time.Unix(0, since)); d > bound {
+		return fmt.Errorf("the worker has not reached its work consumer for %s", d.Round(time.Second))
+	}
+	return nil
 }
 
 // CheckInputs validates every input's tokens with a cheap call, as the setup step of Devo's
