@@ -132,8 +132,8 @@ func (f *Fleet) Run(ctx context.Context) error {
 		f.Hooks.OnBus(b)
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	var reg prometheus.Registerer // the roles' metrics; nil (no metrics listener) registers none
-	var started atomic.Bool       // the roles are built and running: half of readiness
+	var reg prometheus.Registerer  // the roles' metrics; nil (no metrics listener) registers none
+	var started atomic.Bool        // the roles are built and running: half of readiness
 	var blockers []metrics.Blocker // the roles that can be stuck; set before started
 	if listen := f.metricsListen(); listen != "" {
 		srv, r, unregister, err := f.metricsServer(b, listen, dm, om)
