@@ -470,10 +470,15 @@ func (w *Worker) CheckInputs(ctx context.Context) error {
 		if !ok {
 			continue
 		}
+		// The Devo collector's setup lines around the token check, which its users grep for.
+		setup := w.logger.With("input", name)
+		setup.Info("Starting the execution of setup()")
 		err := c.Check(ctx)
 		var dtErr *darktrace.Error
 		switch {
 		case err == nil:
+			setup.Info("Finalizing the execution of setup()")
+			setup.Info("Setup for module <CollectorDarktracePuller> has been successfully executed")
 		case errors.As(err, &dtErr) && (dtErr.Class == darktrace.Terminal || dtErr.Kind == darktrace.KindSignature || dtErr.Kind == darktrace.KindDate):
 			return fmt.Errorf("checking the tokens of input %s: %w", name, err)
 		default:
