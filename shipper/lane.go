@@ -39,6 +39,7 @@ type laneRunner struct {
 	st           proto.Delivery
 	rev          uint64
 	deliveredSeq atomic.Uint64 // st.Seq, for the marker callback
+	sendingSince atomic.Int64  // unix nanoseconds the batch being sent was first tried at; 0 when none
 
 	cycleTotal, cycleDups int
 	cycleStart            time.Time
@@ -372,6 +373,9 @@ func (r *laneRunner) send(ctx context.Context, batch *devo.Batch) error {
 	if !r.lease.Valid() {
 		return fmt.Errorf("sending a batch: %w", errLeaseLost)
 	}
+	// Readiness (Shipper.Blocked) reports a lane whose batch has been retried for too long.
+	r.sendingSince.Store(r.s.opts.Clock.Now().UnixNano())
+	defer r.sendingSince.Store(0)
 	for _, o := range r.s.outs {
 		if err := devo.RetryGrace(ctx, stopGrace, o, batch, r.backoff, r.s.opts.Clock, r.logger); err != nil {
 			return err

@@ -65,6 +65,9 @@ type Shipper struct {
 	logger  *slog.Logger
 	ttl     time.Duration
 	metrics *metrics
+
+	runners []*laneRunner // set by Run before any lane starts; read by Blocked
+	runMu   sync.Mutex
 }
 
 // lockedOutput serialises Sends from several lanes to one output.
@@ -137,11 +140,32 @@ func (s *Shipper) Run(ctx context.Context) error {
 			events:  s.metrics.events.WithLabelValues(ln.Input, ln.Service),
 			dups:    s.metrics.dups.WithLabelValues(ln.Input, ln.Service),
 		}
+		s.runMu.Lock()
+		s.runners = append(s.runners, lr)
+		s.runMu.Unlock()
 		g.Go(func() error {
 			return l.Hold(gctx, func() { lr.logger.Info("shipper lease acquired; delivering") }, lr.lead)
 		})
 	}
 	return g.Wait()
+}
+
+// Blocked returns an error naming the lanes whose current delivery (a batch sent to every output,
+// retries included) has been under way for longer than bound on the shipper's clock, or nil. A
+// standby lane sends nothing, so it is never blocked. It is safe for concurrent use with Run.
+func (s *Shipper) Blocked(bound time.Duration) error {
+	now := s.opts.Clock.Now()
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
+	var errs []error
+	for _, r := range s.runners {
+		if since := r.sendingSince.Load(); since != 0 {
+			if d := now.Sub(time.Unix(0, since)); d > bound {
+				errs = append(errs, fmt.Errorf("shipper lane %s has been retrying a delivery for %s", r.ln.Key(), d.Round(time.Second)))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // retention is how far before a slot's start the lane's dedupe keys are kept in memory: the

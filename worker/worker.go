@@ -166,6 +166,9 @@ type Worker struct {
 	mu          sync.Mutex
 	firstFailed map[string]time.Time
 	clocks      map[string]proto.ClockOffset // last offset written per input
+	// unreachableSince is when fetching from the work consumer started failing (unix
+	// nanoseconds; 0 while it answers, if only with "no messages"), for Blocked.
+	unreachableSince atomic.Int64
 }
 
 // New builds a worker for cfg's lanes on the bus endpoints ep. It fails when an endpoint is
@@ -253,8 +256,10 @@ func (w *Worker) Run(ctx context.Context) error {
 				msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
 				if err != nil {
 					if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) || gctx.Err() != nil {
+						w.unreachableSince.Store(0)
 						continue
 					}
+					w.unreachableSince.CompareAndSwap(0, w.clock.Now().UnixNano())
 					w.logger.Warn("fetching work item", "err", err)
 					select {
 					case <-gctx.Done():
@@ -262,6 +267,7 @@ func (w *Worker) Run(ctx context.Context) error {
 					}
 					continue
 				}
+				w.unreachableSince.Store(0)
 				w.handle(workCtx, msg)
 			}
 			return nil
@@ -557,6 +563,20 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	return acc.n, nil
 }
 
+// Blocked returns an error when fetching from the work consumer has failed for longer than bound
+// on the worker's clock (the consumer deleted, its stream unavailable), or nil. Waiting for work
+// that does not come is not blocked. It is safe for concurrent use with Run.
+func (w *Worker) Blocked(bound time.Duration) error {
+	since := w.unreachableSince.Load()
+	if since == 0 {
+		return nil
+	}
+	if d := w.clock.Now().Sub(time.Unix(0, since)); d > bound {
+		return fmt.Errorf("the worker has not reached its work consumer for %s", d.Round(time.Second))
+	}
+	return nil
+}
+
 // antigenaViewReach is how far back the no-window /antigena view is trusted to reach: the
 // appliance keeps 14 days; a day less leaves room for clock differences and a slot's length.
 const antigenaViewReach = 13 * 24 * time.Hour
@@ -623,18 +643,21 @@ func (w *Worker) CheckInputs(ctx context.Context) error {
 		if !ok {
 			continue
 		}
+		// The Devo collector's setup lines around the token check, which its users grep for.
+		setup := w.logger.With("input", name)
+		setup.Info("Starting the execution of setup()")
 		// A plain fetch whose events are discarded: its answer's Date header also records the
 		// appliance's clock before the coordinator plans its first window.
 		st, err := f.Fetch(ctx, req, func([]byte) error { return nil })
 		if st.Dated {
 			w.recordClock(ctx, name, st.ClockOffset)
 		}
-		if err == nil {
-			w.logger.Info("Tokens have been validated successfully.", "input", name, "service", req.Service)
-		}
 		var dtErr *darktrace.Error
 		switch {
 		case err == nil:
+			setup.Info("Tokens have been validated successfully.", "service", req.Service)
+			setup.Info("Finalizing the execution of setup()")
+			setup.Info("Setup for module <CollectorDarktracePuller> has been successfully executed")
 		case errors.As(err, &dtErr) && (dtErr.Class == darktrace.Terminal || dtErr.Kind == darktrace.KindSignature):
 			return fmt.Errorf("checking the tokens of input %s: %w", name, err)
 		case errors.As(err, &dtErr) && dtErr.Kind == darktrace.KindDate:

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/spf13/cobra"
 
@@ -81,5 +82,10 @@ func runOps(cmd *cobra.Command, g *globalFlags, cf *configFlags, fn func(ops.Env
 	if err != nil {
 		return err
 	}
-	return fn(ops.Env{Config: cfg, Logger: logger, Out: cmd.OutOrStdout()})
+	return fn(ops.Env{Config: cfg, Logger: logger, Out: cmd.OutOrStdout(), Show: g.show(cmd, logger)})
+}
+
+// show is where a command's progress goes: stderr, or the logger with --log-format json.
+func (g *globalFlags) show(cmd *cobra.Command, logger *slog.Logger) ops.Show {
+	return ops.ShowOn(cmd.ErrOrStderr(), logger, g.logFormat == "json")
 }

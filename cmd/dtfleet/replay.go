@@ -25,6 +25,7 @@ func newReplayCmd(g *globalFlags) *cobra.Command {
 	cmd.Flags().StringVar(&o.Input, "input", "", "input name (default: the only enabled input)")
 	cmd.Flags().StringVar(&o.From, "from", "", "range start, RFC 3339")
 	cmd.Flags().StringVar(&o.To, "to", "", "range end, RFC 3339")
+	cmd.Flags().BoolVar(&o.NoWait, "no-wait", false, "return once the slots are republished, without waiting for their delivery")
 	cmd.Flags().BoolVar(&o.Force, "force", false, "deliver again even events already delivered (bypass dedupe)")
 	_ = cmd.MarkFlagRequired("service")
 	_ = cmd.MarkFlagRequired("from")

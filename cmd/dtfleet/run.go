@@ -48,7 +48,8 @@ func newRoleCmd(g *globalFlags, name, short string, r fleet.Roles) *cobra.Comman
 			reg := metrics.NewRegistry()
 			f := fleet.Fleet{Config: cfg, Roles: r, Deps: fleet.Dependencies{Logger: logger, Registerer: reg, Gatherer: reg},
 				Overrides: fleet.Overrides{MetricsListen: metricsListen}}
-			return f.Run(cmd.Context())
+			// A backfill shows its progress: a bar on a terminal, plain lines or JSON records otherwise.
+			return ops.RunFleet(cmd.Context(), &f, g.show(cmd, logger))
 		},
 	}
 	cf = addConfigFlags(cmd)

@@ -132,8 +132,9 @@ func (f *Fleet) Run(ctx context.Context) error {
 		f.Hooks.OnBus(b)
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	var reg prometheus.Registerer // the roles' metrics; nil (no metrics listener) registers none
-	var started atomic.Bool       // the roles are built and running: half of readiness
+	var reg prometheus.Registerer  // the roles' metrics; nil (no metrics listener) registers none
+	var started atomic.Bool        // the roles are built and running: half of readiness
+	var blockers []metrics.Blocker // the roles that can be stuck; set before started
 	if listen := f.metricsListen(); listen != "" {
 		srv, r, unregister, err := f.metricsServer(b, listen, dm, om)
 		if err != nil {
@@ -141,13 +142,13 @@ func (f *Fleet) Run(ctx context.Context) error {
 		}
 		defer unregister()
 		reg = r
-		srv.Readiness = func() error { return readiness(b, started.Load()) }
+		srv.Readiness = func() error { return readiness(b, started.Load(), blockers) }
 		g.Go(func() error { return srv.Run(gctx) })
 	}
 	// The Devo collector's [GC] memory line, every 5 minutes on the real clock (a test's fake
 	// clock would count its ticker among the waiters it expects).
 	g.Go(func() error { return (&logging.GC{Logger: logger}).Run(gctx) })
-	if err = f.startRoles(gctx, g, b, outs, reg, dm); err != nil {
+	if blockers, err = f.startRoles(gctx, g, b, outs, reg, dm); err != nil {
 		// Stop the roles already started and wait for them before the bus closes.
 		_ = g.Wait()
 	} else {
@@ -165,12 +166,12 @@ func (f *Fleet) Run(ctx context.Context) error {
 // startRoles builds the enabled roles and starts each in g, whose context ctx is. It is the one
 // place the roles' constructors are called (port constructor changes here). On error it also
 // hands the error to g, which cancels ctx so that the roles already started stop; the caller
-// then waits for g.
-func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, outs []devo.Output, reg prometheus.Registerer, dm *darktrace.Metrics) error {
+// then waits for g. It returns the roles that can be stuck, for readiness.
+func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, outs []devo.Output, reg prometheus.Registerer, dm *darktrace.Metrics) (blockers []metrics.Blocker, _ error) {
 	logger, o, clock := f.logger(), f.Overrides, f.Deps.Clock
-	fail := func(err error) error {
+	fail := func(err error) ([]metrics.Blocker, error) {
 		g.Go(func() error { return err }) // cancels ctx, so the roles started stop
-		return err
+		return nil, err
 	}
 	if f.Roles.Worker {
 		ep, err := workerEndpoints(ctx, b)
@@ -184,6 +185,7 @@ func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, o
 		if err := checkInputs(ctx, w, clock, logger); err != nil {
 			return fail(err)
 		}
+		blockers = append(blockers, w)
 		g.Go(func() error { return w.Run(ctx) })
 	}
 	if f.Roles.Shipper {
@@ -201,6 +203,7 @@ func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, o
 		if err != nil {
 			return fail(err)
 		}
+		blockers = append(blockers, s)
 		g.Go(func() error { return s.Run(ctx) })
 	}
 	if f.Roles.Coordinator {
@@ -210,7 +213,7 @@ func (f *Fleet) startRoles(ctx context.Context, g *errgroup.Group, b *bus.Bus, o
 		}
 		g.Go(func() error { return c.Run(ctx) })
 	}
-	return nil
+	return blockers, nil
 }
 
 // metricsListen is where this process serves its metrics: --metrics-listen, else metrics.listen,
@@ -222,17 +225,18 @@ func (f *Fleet) metricsListen() string {
 	return f.Config.Metrics.Listen
 }
 
-// readiness is /readyz's verdict: the process is connected to NATS and its roles started. It
-// does not ask for leadership: a standby coordinator or shipper is ready to take over, and
-// taking it out of a Service would only hide it.
-func readiness(b *bus.Bus, started bool) error {
+// readiness is /readyz's verdict: the process is connected to NATS, its roles started and none
+// of its lanes is blocked for longer than metrics.BlockedBound. It does not ask for leadership:
+// a standby coordinator or shipper is ready to take over, and taking it out of a Service would
+// only hide it.
+func readiness(b *bus.Bus, started bool, blockers []metrics.Blocker) error {
 	if !b.NC.IsConnected() {
 		return fmt.Errorf("not connected to NATS (%s)", b.NC.Status())
 	}
 	if !started {
 		return errors.New("the roles have not started yet")
 	}
-	return nil
+	return metrics.LanesReady(metrics.BlockedBound, blockers...)
 }
 
 // metricsServer registers the fleet collectors (the fleet's state, the workers' consumer, the

@@ -205,3 +205,29 @@ func (m *Server) Run(ctx context.Context) error {
 	}
 	return nil
 }
+
+// BlockedBound is how long a lane of this process may stay stuck before /readyz fails: a shipper
+// lane retrying one delivery, or a worker failing to fetch from its work consumer, for longer
+// than this. It is well above a normal Devo reconnect and a NATS leader election, so a short
+// outage does not take a process out of its Service.
+const BlockedBound = 2 * time.Minute
+
+// Blocker is a role that can be stuck. Blocked returns nil unless the role has been unable to
+// make progress for longer than bound, and then an error that says what is stuck (it is served
+// on /readyz, so it must name no secret). It must be quick and safe for concurrent use.
+type Blocker interface {
+	Blocked(bound time.Duration) error
+}
+
+// LanesReady returns nil when none of blockers is blocked for longer than bound, or their errors
+// joined. A standby shipper lane does no work and is never blocked, so standby replicas stay
+// ready.
+func LanesReady(bound time.Duration, blockers ...Blocker) error {
+	var errs []error
+	for _, b := range blockers {
+		if err := b.Blocked(bound); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/internal/fleet"
 	"github.com/dtfleet/dtfleet/internal/inspect"
+	"github.com/dtfleet/dtfleet/internal/progress"
 	"github.com/dtfleet/dtfleet/internal/status"
 )
 
@@ -27,6 +28,8 @@ type Env struct {
 	Config *config.Config
 	Logger *slog.Logger
 	Out    io.Writer // where results are printed
+	// Show is where progress goes (replay's wait); its zero value shows none.
+	Show Show
 }
 
 // withBus runs fn with a client connection to e's bus, closed when fn returns.
@@ -128,9 +131,15 @@ func FailedClear(ctx context.Context, e Env, sel Selector) error {
 type ReplayOptions struct {
 	Input, Service, From, To string
 	Force                    bool
+	// NoWait returns once the slots are republished, without waiting for their delivery.
+	NoWait bool
 }
 
-// Replay republishes the slots of o's window (coordinator.Replay) and prints what it did.
+// Replay republishes the slots of o's window (coordinator.Replay) and prints what it did. Then,
+// unless o.NoWait, it waits until the lane delivered them, showing progress as e.Show says; a
+// lane no shipper holds (no fleet running) is not waited for: its slots are delivered once one
+// runs. Stopping the wait (ctx) stops nothing in the fleet: the slots are republished already
+// and are delivered all the same.
 func Replay(ctx context.Context, e Env, o ReplayOptions) error {
 	from, err := time.Parse(time.RFC3339, o.From)
 	if err != nil {
@@ -151,8 +160,56 @@ func Replay(ctx context.Context, e Env, o ReplayOptions) error {
 		}
 		fmt.Fprintf(e.Out, "republished %d slots of %s.%s (seq %d-%d), force=%v\n",
 			len(items), ln.Input, ln.Service, items[0].Seq, items[len(items)-1].Seq, o.Force)
-		return nil
+		if o.NoWait {
+			return nil
+		}
+		return e.waitReplay(ctx, b, ln, items[0].Seq, len(items))
 	})
+}
+
+// waitReplay waits until ln delivered its n slots from first, with progress.
+func (e Env) waitReplay(ctx context.Context, b *bus.Bus, ln config.Lane, first uint64, n int) error {
+	var (
+		rep    *progress.Reporter
+		stop   = func() {}
+		events uint64
+		idle   bool
+	)
+	defer func() { stop() }()
+	err := readEvery(ctx, b, e.Config, func(st *status.Status) bool {
+		l, ok := findLane(st, ln.Input, ln.Service)
+		if !ok {
+			return false
+		}
+		if rep == nil {
+			if l.Shipper == "" {
+				idle = true
+				return true
+			}
+			events = l.Events
+			rep = e.Show.reporter("replayed slots delivered", n)
+			if e.Show.W != nil {
+				stop = runReporter(ctx, rep)
+			}
+		}
+		done := replayDone(l, first, n)
+		rep.Set(done, n, int64(l.Events-min(events, l.Events)))
+		return done >= n
+	})
+	switch {
+	case idle:
+		fmt.Fprintf(e.Out, "no shipper holds %s now (is a fleet running?): the slots are delivered once one does\n", ln.Key())
+		return nil
+	case err != nil:
+		return fmt.Errorf("stopped waiting for the replay; its slots stay republished and are delivered all the same: %w", err)
+	}
+	stop()
+	stop = func() {}
+	if e.Show.W != nil {
+		rep.Finish()
+	}
+	fmt.Fprintf(e.Out, "delivered %d replayed slots of %s\n", n, ln.Key())
+	return nil
 }
 
 func encodeJSON(w io.Writer, v any) error {

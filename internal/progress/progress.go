@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -30,6 +31,10 @@ type Options struct {
 	Every time.Duration
 	// Clock paces plain lines and measures the rate (default the real clock).
 	Clock clockwork.Clock
+	// Logger, when set, receives each periodic line as a structured Info record ("progress",
+	// with slots, total, events, events_per_second and left) instead of a line on w, and no bar
+	// is drawn: with JSON logs on stderr, a line of another shape would break the stream.
+	Logger *slog.Logger
 }
 
 // IsTerminal reports whether w is a terminal (a *os.File on a tty).
@@ -64,7 +69,7 @@ func New(w io.Writer, total int, opts Options) *Reporter {
 		opts.Label = "slots"
 	}
 	r := &Reporter{w: w, total: total, opts: opts, start: opts.Clock.Now(), lastReported: -1}
-	if opts.Terminal {
+	if opts.Terminal && opts.Logger == nil {
 		r.bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(w), progressbar.OptionSetDescription(opts.Label),
 			progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("slots"),
 			progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionSetPredictTime(true))
@@ -82,6 +87,23 @@ func (r *Reporter) Add(slots, events int) {
 	if r.bar != nil {
 		r.bar.Describe(fmt.Sprintf("%s, %d events", r.opts.Label, ev))
 		_ = r.bar.Add(slots)
+	}
+}
+
+// Set records the progress as a whole: slots done of total, carrying events. It is for progress
+// read from the fleet's checkpoints (replay, a backfilling run), where the total is an estimate
+// that moves.
+func (r *Reporter) Set(slots, total int, events int64) {
+	r.mu.Lock()
+	add := slots - r.slots
+	r.slots, r.total, r.events = slots, total, events
+	r.mu.Unlock()
+	if r.bar != nil {
+		r.bar.ChangeMax(total)
+		r.bar.Describe(fmt.Sprintf("%s, %d events", r.opts.Label, events))
+		if add > 0 {
+			_ = r.bar.Add(add)
+		}
 	}
 }
 
@@ -117,14 +139,34 @@ func (r *Reporter) Finish() {
 // line writes one plain line; unless final, only when some slots were done since the last.
 func (r *Reporter) line(final bool) {
 	r.mu.Lock()
-	slots, events := r.slots, r.events
+	slots, total, events := r.slots, r.total, r.events
 	changed := slots != r.lastReported
 	r.lastReported = slots
 	r.mu.Unlock()
 	if !changed && !(final && slots == 0) {
 		return
 	}
-	fmt.Fprintln(r.w, Line(r.opts.Label, slots, r.total, events, r.opts.Clock.Since(r.start)))
+	elapsed := r.opts.Clock.Since(r.start)
+	if r.opts.Logger != nil {
+		attrs := []any{"what", r.opts.Label, "slots", slots, "total", total, "events", events}
+		if elapsed > 0 {
+			attrs = append(attrs, "events_per_second", float64(events)/elapsed.Seconds())
+		}
+		if left, ok := timeLeft(slots, total, elapsed); ok {
+			attrs = append(attrs, "left", left.String())
+		}
+		r.opts.Logger.Info("progress", attrs...)
+		return
+	}
+	fmt.Fprintln(r.w, Line(r.opts.Label, slots, total, events, elapsed))
+}
+
+// timeLeft is the time the total-slots left take at the rate of the slots so far.
+func timeLeft(slots, total int, elapsed time.Duration) (time.Duration, bool) {
+	if slots <= 0 || slots >= total || elapsed <= 0 {
+		return 0, false
+	}
+	return time.Duration(float64(elapsed) * float64(total-slots) / float64(slots)).Round(time.Second), true
 }
 
 // Line formats one plain progress line: slots done of total, events, the event rate and, while
@@ -134,12 +176,10 @@ func Line(label string, slots, total int, events int64, elapsed time.Duration) s
 	if elapsed > 0 {
 		s += fmt.Sprintf(", %.1f events/s", float64(events)/elapsed.Seconds())
 	}
-	switch {
-	case slots >= total:
+	if slots >= total {
 		s += ", done"
-	case slots > 0 && elapsed > 0:
-		left := time.Duration(float64(elapsed) * float64(total-slots) / float64(slots))
-		s += fmt.Sprintf(", about %s left", left.Round(time.Second))
+	} else if left, ok := timeLeft(slots, total, elapsed); ok {
+		s += fmt.Sprintf(", about %s left", left)
 	}
 	return s
 }
