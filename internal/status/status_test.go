@@ -99,7 +99,7 @@ func TestRead(t *testing.T) {
 	var out strings.Builder
 	status.Print(&out, st)
 	for _, want := range []string{"coordinator leader: coord-1", "failed slots (retried automatically when a next retry is shown; dtfleet replay replays one now): 1",
-		"INPUT ERROR\n", "workers seen: 2"} {
+		"INPUT ERROR; next retry: none (replay it once the cause is fixed)\n", "workers seen: 2"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("Print lacks %q:\n%s", want, out.String())
 		}
