@@ -81,7 +81,7 @@ type NATS struct {
 	Replicas  int    `yaml:"replicas"`
 	CredsFile string `yaml:"creds_file"`
 	User      string `yaml:"user"`
-	Password  string `yaml:"password"`
+	Password  Secret `yaml:"password"` // never printed; Reveal it only to connect
 	NKeyFile  string `yaml:"nkey_file"`
 	TLS       TLS    `yaml:"tls"`
 }
@@ -292,6 +292,8 @@ type (
 	plainInput       Input
 	plainCredentials Credentials
 	plainObfuscation Obfuscation
+	plainNATS        NATS
+	plainOutput      Output
 )
 
 // Format prints the configuration with its secrets redacted.
@@ -305,5 +307,11 @@ func (c Credentials) Format(f fmt.State, verb rune) { formatPlain(f, verb, plain
 
 // Format prints the obfuscation settings with the salt redacted.
 func (o Obfuscation) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainObfuscation(o)) }
+
+// Format prints the NATS settings with the password redacted.
+func (n NATS) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainNATS(n)) }
+
+// Format prints the output with its token redacted.
+func (o Output) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainOutput(o)) }
 
 func formatPlain(f fmt.State, verb rune, v any) { fmt.Fprintf(f, fmt.FormatString(f, verb), v) }
