@@ -294,6 +294,7 @@ type (
 	plainObfuscation Obfuscation
 	plainNATS        NATS
 	plainOutput      Output
+	plainOutputConf  OutputConfig
 )
 
 // Format prints the configuration with its secrets redacted.
@@ -313,5 +314,8 @@ func (n NATS) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainNATS(n)
 
 // Format prints the output with its token redacted.
 func (o Output) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainOutput(o)) }
+
+// Format prints the output settings with the token redacted.
+func (c OutputConfig) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainOutputConf(c)) }
 
 func formatPlain(f fmt.State, verb rune, v any) { fmt.Fprintf(f, fmt.FormatString(f, verb), v) }
