@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -284,4 +285,51 @@ func dumpStreams(t *testing.T, js jetstream.JetStream) string {
 		}
 	}
 	return out.String()
+}
+
+// TestRoleJoinsEmbeddedWithStoreCredentials: a role process and a short-lived command (status,
+// replay, failed) with the configuration of a running `dtfleet run` join its embedded server
+// through the listener with the credentials in the shared store directory; a process whose
+// store directory lacks them is refused by the server, with a message that says where they are.
+func TestRoleJoinsEmbeddedWithStoreCredentials(t *testing.T) {
+	env := fleettest.NewEnv(t, 1)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	env.File.NATS.Listen = addr
+	env.Reload(t)
+	fleettest.Start(t, fleet.Fleet{Config: env.Config, Overrides: fleet.Overrides{Listen: addr}})
+
+	logger := fleettest.Logger(t)
+	worker, err := fleet.Connect(t.Context(), env.Config, fleet.Roles{Worker: true}, "", logger)
+	if err != nil {
+		t.Fatalf("a worker sharing the store directory: %v", err)
+	}
+	worker.Close()
+	client, err := fleet.ConnectClient(t.Context(), env.Config, logger)
+	if err != nil {
+		t.Fatalf("a command sharing the store directory: %v", err)
+	}
+	if client.Embedded() {
+		t.Error("the command opened a store of its own instead of joining the running server")
+	}
+	client.Close()
+
+	other := *env.Config
+	other.NATS.StoreDir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(other.NATS.StoreDir, bus.AuthFile), []byte(`{"user":"dtfleet","password":"guess"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = fleet.Connect(t.Context(), &other, fleet.Roles{Worker: true}, "", logger)
+	if !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("a worker with other credentials: %v, want an authorization violation", err)
+	}
+	other.NATS.StoreDir = t.TempDir()
+	_, err = fleet.Connect(t.Context(), &other, fleet.Roles{Worker: true}, "", logger)
+	if err == nil || !strings.Contains(err.Error(), bus.AuthFile) {
+		t.Fatalf("a worker with no credentials: %v, want an error naming %s", err, bus.AuthFile)
+	}
 }
