@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -309,8 +310,35 @@ func (c Credentials) Format(f fmt.State, verb rune) { formatPlain(f, verb, plain
 // Format prints the obfuscation settings with the salt redacted.
 func (o Obfuscation) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainObfuscation(o)) }
 
-// Format prints the NATS settings with the password redacted.
-func (n NATS) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainNATS(n)) }
+// Format prints the NATS settings with the password redacted, the one in a URL's user info
+// (nats://user:password@host) included.
+func (n NATS) Format(f fmt.State, verb rune) {
+	n.URL = redactURLs(n.URL)
+	formatPlain(f, verb, plainNATS(n))
+}
+
+// redactURLs replaces the password of every URL of a comma-separated list that has one.
+func redactURLs(list string) string {
+	if !strings.Contains(list, "@") {
+		return list
+	}
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		switch {
+		case err != nil:
+			parts[i] = redacted // unparsable, and it holds an '@': print none of it
+		case u.User != nil:
+			if _, has := u.User.Password(); has {
+				u.User = url.UserPassword(u.User.Username(), redacted)
+			} else {
+				u.User = url.User(redacted) // a token or nkey-less user: may be the secret itself
+			}
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
 
 // Format prints the output with its token redacted.
 func (o Output) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainOutput(o)) }

@@ -732,6 +732,12 @@ func TestNATSAndDevoSecretsNeverPrinted(t *testing.T) {
 		t.Fatal("bogus key accepted")
 	}
 	outputs = append(outputs, err.Error(), fmt.Sprintf("%+v", err))
+	// A password in the URL's user info is as secret as nats.password.
+	inURL := cfg.NATS
+	inURL.URL = "nats://dtfleet:" + natsPassword + "@n1.example.com:4222, nats://" + natsPassword + "@n2.example.com:4222"
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		outputs = append(outputs, fmt.Sprintf(verb, inURL), fmt.Sprintf(verb, &inURL))
+	}
 	for i, o := range outputs {
 		if strings.Contains(o, natsPassword) || strings.Contains(o, devoToken) {
 			t.Errorf("output %d reveals a secret: %s", i, o)
