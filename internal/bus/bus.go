@@ -214,7 +214,9 @@ func authOptions(cfg config.NATS, joinStore string, logger *slog.Logger) ([]nats
 		case err == nil:
 			o = append(o, c.option())
 		case !errors.Is(err, fs.ErrNotExist):
-			return nil, err
+			// Not fatal: the local server may be a cluster node that needs none. When it is an
+			// embedded server, its refusal says which file it needs.
+			logger.Warn("not using the embedded server's credentials in nats.store_dir", "err", err)
 		}
 	}
 	if cfg.CredsFile != "" {
