@@ -522,9 +522,9 @@ func splitAt(first, out map[string][]line) []map[string][]line {
 }
 
 // connectTo connects the test to a fleet's bus, for waitCaughtUp.
-func connectTo(t *testing.T, url string) *bus.Bus {
+func connectTo(t *testing.T, url, store string) *bus.Bus {
 	t.Helper()
-	b, err := bus.Connect(context.Background(), config.NATS{URL: url}, bus.Options{Name: "dtfleet-proc-test"})
+	b, err := bus.Connect(context.Background(), config.NATS{URL: url}, bus.Options{Name: "dtfleet-proc-test", JoinStore: store})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,7 +570,7 @@ func TestProcessRunStopMidBackfill(t *testing.T) {
 
 			second := startProc(t, env.dir, "run-2", "run", "-c", cfgPath)
 			second.waitLog(t, "embedded NATS ready", nil)
-			b := connectTo(t, "nats://"+addr)
+			b := connectTo(t, "nats://"+addr, filepath.Join(env.dir, "data"))
 			fleettest.WaitCaughtUp(t, b, cfg, env.end, 2*time.Minute)
 			b.Close()
 			second.stopGracefully(t)

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -39,6 +40,8 @@ type Bus struct {
 	// server does not listen).
 	ClientURL string
 	Replicas  int
+	// auth is the credentials the embedded server requires on its listener (zero otherwise).
+	auth Credentials
 }
 
 // Options tune Connect beyond the config file.
@@ -48,6 +51,12 @@ type Options struct {
 	// ListenOverride replaces cfg.Listen for the embedded server ("none" disables the listener,
 	// "127.0.0.1:-1" picks a free port); tests and the demo use it.
 	ListenOverride string
+	// JoinStore is the nats.store_dir of the embedded server of another process on this host
+	// that this connection joins through its listener (cfg.URL): Connect presents the
+	// credentials that server generated there (AuthFile), and fails when it cannot read them.
+	// Without it, a cfg.URL whose servers are all on this machine and that names no other
+	// authentication uses the credentials in cfg.StoreDir if that directory has them.
+	JoinStore string
 }
 
 // Connect starts the embedded server (cfg.URL empty) or connects to cfg.URL.
@@ -72,19 +81,19 @@ func Connect(ctx context.Context, cfg config.NATS, opts Options) (*Bus, error) {
 	nopts = append(nopts, connHandlers(logger)...)
 	addr := cfg.URL
 	if addr == "" {
-		lock, srv, err := startEmbedded(cfg, opts.ListenOverride, logger)
+		lock, srv, auth, err := startEmbedded(cfg, opts.ListenOverride, logger)
 		if err != nil {
 			return nil, err
 		}
-		b.srv, b.lock = srv, lock
+		b.srv, b.lock, b.auth = srv, lock, auth
 		b.Replicas = 1
 		if srv.Addr() != nil {
 			b.ClientURL = srv.ClientURL()
 		}
-		nopts = append(nopts, nats.InProcessServer(srv))
+		nopts = append(nopts, nats.InProcessServer(srv), auth.option())
 		addr = srv.ClientURL()
 	} else {
-		auth, err := authOptions(cfg)
+		auth, err := authOptions(cfg, opts.JoinStore, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -94,6 +103,10 @@ func Connect(ctx context.Context, cfg config.NATS, opts Options) (*Bus, error) {
 	nc, err := nats.Connect(addr, nopts...)
 	if err != nil {
 		b.shutdownServer()
+		if errors.Is(err, nats.ErrAuthorization) && cfg.URL != "" && !hasAuth(cfg) {
+			return nil, fmt.Errorf("connecting to NATS %s: %w (the embedded server of `dtfleet run` requires the credentials in its nats.store_dir, file %s: "+
+				"use the same nats.store_dir as that process, as a user who can read it)", redactURL(addr), err, AuthFile)
+		}
 		return nil, fmt.Errorf("connecting to NATS %s: %w", redactURL(addr), err)
 	}
 	b.NC = nc
@@ -108,25 +121,37 @@ func Connect(ctx context.Context, cfg config.NATS, opts Options) (*Bus, error) {
 
 // startEmbedded locks the store (a *StoreLockedError when another process holds it) and starts
 // the embedded server on it. The lock is released with the returned file, when the server stopped.
-func startEmbedded(cfg config.NATS, listenOverride string, logger *slog.Logger) (lock *os.File, srv *server.Server, err error) {
+//
+// The server requires the credentials in the store's AuthFile (generated at the first start) of
+// every client, its listener's included: the listener is a TCP port any local user can reach, and
+// without them anyone could read, publish to or purge the streams. A store directory it creates
+// is owner-only (0700) for the same reason. A listener on an address other than loopback is
+// reachable from the network without TLS, which it logs as a warning at every start.
+func startEmbedded(cfg config.NATS, listenOverride string, logger *slog.Logger) (lock *os.File, srv *server.Server, auth Credentials, err error) {
 	// Callers that build config.NATS by hand (tests, tools) get the file's defaults.
 	dir := cmp.Or(cfg.StoreDir, config.DefaultStoreDir)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, nil, fmt.Errorf("creating nats.store_dir %s: %w", dir, err)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, Credentials{}, fmt.Errorf("creating nats.store_dir %s: %w", dir, err)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("resolving nats.store_dir %s: %w", dir, err)
+		return nil, nil, Credentials{}, fmt.Errorf("resolving nats.store_dir %s: %w", dir, err)
 	}
 	if lock, err = lockStore(abs); err != nil {
-		return nil, nil, err
+		return nil, nil, Credentials{}, err
 	}
 	defer func() {
 		if err != nil && lock != nil {
 			_ = lock.Close()
 		}
 	}()
+	// After the lock: only the process that owns the store creates its credentials.
+	if auth, err = embeddedCredentials(abs); err != nil {
+		return nil, nil, Credentials{}, err
+	}
 	sopts := &server.Options{
+		Username:           auth.User,
+		Password:           auth.Password.Reveal(),
 		ServerName:         "dtfleet-embedded",
 		JetStream:          true,
 		StoreDir:           abs,
@@ -142,36 +167,63 @@ func startEmbedded(cfg config.NATS, listenOverride string, logger *slog.Logger) 
 	default:
 		host, port, err := net.SplitHostPort(listen)
 		if err != nil {
-			return nil, nil, fmt.Errorf("parsing nats.listen %q: %w", listen, err)
+			return nil, nil, Credentials{}, fmt.Errorf("parsing nats.listen %q: %w", listen, err)
 		}
 		p, err := strconv.Atoi(port)
 		if err != nil {
-			return nil, nil, fmt.Errorf("parsing nats.listen port %q: %w", port, err)
+			return nil, nil, Credentials{}, fmt.Errorf("parsing nats.listen port %q: %w", port, err)
 		}
 		sopts.Host, sopts.Port = host, p
+		if !isLoopback(host) {
+			logger.Warn("SECURITY: the embedded NATS listener is on a non-loopback address without TLS: the credentials "+
+				"and every event cross the network in clear; prefer nats.listen on 127.0.0.1, or a NATS cluster with TLS (nats.url)",
+				"listen", listen)
+		}
 	}
 	srv, err = server.NewServer(sopts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("starting embedded NATS: %w", err)
+		return nil, nil, Credentials{}, fmt.Errorf("starting embedded NATS: %w", err)
 	}
 	srv.SetLoggerV2(serverLogger{logger}, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		return nil, nil, fmt.Errorf("starting embedded NATS on %s (store %s): not ready after 30s (is another dtfleet using the port or the store?)", listen, abs)
+		return nil, nil, Credentials{}, fmt.Errorf("starting embedded NATS on %s (store %s): not ready after 30s (is another dtfleet using the port or the store?)", listen, abs)
 	}
 	logger.Info("embedded NATS started", "store_dir", abs, "listen", listen, "sync", "always")
-	return lock, srv, nil
+	return lock, srv, auth, nil
 }
 
-func authOptions(cfg config.NATS) ([]nats.Option, error) {
+// authOptions returns the options that authenticate to cfg.URL: the configured method, or the
+// credentials of the embedded server on joinStore, or those in cfg.StoreDir when every server of
+// cfg.URL is on this machine and cfg names no method (a role process joining `dtfleet run`). The
+// local credentials never go to another host.
+func authOptions(cfg config.NATS, joinStore string, logger *slog.Logger) ([]nats.Option, error) {
 	var o []nats.Option
+	switch {
+	case joinStore != "":
+		c, err := ReadCredentials(joinStore)
+		if err != nil {
+			return nil, fmt.Errorf("joining the embedded NATS server of nats.store_dir %s: %w", joinStore, err)
+		}
+		o = append(o, c.option())
+	case !hasAuth(cfg) && localURLs(cfg.URL):
+		c, err := ReadCredentials(cmp.Or(cfg.StoreDir, config.DefaultStoreDir))
+		switch {
+		case err == nil:
+			o = append(o, c.option())
+		case !errors.Is(err, fs.ErrNotExist):
+			// Not fatal: the local server may be a cluster node that needs none. When it is an
+			// embedded server, its refusal says which file it needs.
+			logger.Warn("not using the embedded server's credentials in nats.store_dir", "err", err)
+		}
+	}
 	if cfg.CredsFile != "" {
 		o = append(o, nats.UserCredentials(cfg.CredsFile))
 	}
 	if cfg.User != "" {
-		o = append(o, nats.UserInfo(cfg.User, cfg.Password))
+		o = append(o, nats.UserInfo(cfg.User, cfg.Password.Reveal()))
 	}
 	if cfg.NKeyFile != "" {
 		opt, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
@@ -180,13 +232,10 @@ func authOptions(cfg config.NATS) ([]nats.Option, error) {
 		}
 		o = append(o, opt)
 	}
-	if cfg.TLS.CAFile != "" {
-		o = append(o, nats.RootCAs(cfg.TLS.CAFile))
+	if cfg.TLS.InsecureSkipVerify {
+		warnInsecure(logger)
 	}
-	if cfg.TLS.CertFile != "" || cfg.TLS.KeyFile != "" {
-		o = append(o, nats.ClientCert(cfg.TLS.CertFile, cfg.TLS.KeyFile))
-	}
-	return o, nil
+	return append(o, tlsOptions(cfg.TLS)...), nil
 }
 
 // redactURL drops user info from a NATS URL list before it is logged or wrapped in an error.
@@ -224,6 +273,17 @@ func (b *Bus) shutdownServer() {
 		_ = b.lock.Close() // after the server stopped writing to the store
 		b.lock = nil
 	}
+}
+
+// ClientOptions returns the options a NATS client needs, besides ClientURL, to connect to this
+// bus's embedded server through its listener: its generated credentials. It returns nil for a
+// bus on an external server. Tests and tools use it; the options hold the password, so they
+// must not be printed.
+func (b *Bus) ClientOptions() []nats.Option {
+	if b.auth.User == "" {
+		return nil
+	}
+	return []nats.Option{b.auth.option()}
 }
 
 // Embedded reports whether this bus runs its own server.

@@ -69,7 +69,7 @@ func TestConnectionEventsAndServerLogsReachTheLog(t *testing.T) {
 		srv.Close()
 		t.Fatalf("the embedded server's own log lines did not reach slog:\n%s", srvLog.String())
 	}
-	cli, err := bus.Connect(t.Context(), config.NATS{URL: "nats://" + addr}, bus.Options{Logger: slog.New(slog.NewJSONHandler(&cliLog, nil))})
+	cli, err := bus.Connect(t.Context(), config.NATS{URL: "nats://" + addr}, bus.Options{JoinStore: srvCfg.StoreDir, Logger: slog.New(slog.NewJSONHandler(&cliLog, nil))})
 	if err != nil {
 		srv.Close()
 		t.Fatal(err)

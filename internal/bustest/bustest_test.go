@@ -27,7 +27,7 @@ func TestNewIsProvisionedAndReachable(t *testing.T) {
 	if b.ClientURL == "" {
 		t.Fatal("ClientURL is empty: the embedded server does not listen")
 	}
-	nc, err := nats.Connect(b.ClientURL)
+	nc, err := nats.Connect(b.ClientURL, b.ClientOptions()...)
 	if err != nil {
 		t.Fatalf("connecting to %s: %v", b.ClientURL, err)
 	}

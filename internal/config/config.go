@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -81,7 +82,7 @@ type NATS struct {
 	Replicas  int    `yaml:"replicas"`
 	CredsFile string `yaml:"creds_file"`
 	User      string `yaml:"user"`
-	Password  string `yaml:"password"`
+	Password  Secret `yaml:"password"` // never printed; Reveal it only to connect
 	NKeyFile  string `yaml:"nkey_file"`
 	TLS       TLS    `yaml:"tls"`
 }
@@ -305,6 +306,9 @@ type (
 	plainInput       Input
 	plainCredentials Credentials
 	plainObfuscation Obfuscation
+	plainNATS        NATS
+	plainOutput      Output
+	plainOutputConf  OutputConfig
 )
 
 // Format prints the configuration with its secrets redacted.
@@ -318,6 +322,42 @@ func (c Credentials) Format(f fmt.State, verb rune) { formatPlain(f, verb, plain
 
 // Format prints the obfuscation settings with the salt redacted.
 func (o Obfuscation) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainObfuscation(o)) }
+
+// Format prints the NATS settings with the password redacted, the one in a URL's user info
+// (nats://user:password@host) included.
+func (n NATS) Format(f fmt.State, verb rune) {
+	n.URL = redactURLs(n.URL)
+	formatPlain(f, verb, plainNATS(n))
+}
+
+// redactURLs replaces the password of every URL of a comma-separated list that has one.
+func redactURLs(list string) string {
+	if !strings.Contains(list, "@") {
+		return list
+	}
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		switch {
+		case err != nil:
+			parts[i] = redacted // unparsable, and it holds an '@': print none of it
+		case u.User != nil:
+			if _, has := u.User.Password(); has {
+				u.User = url.UserPassword(u.User.Username(), redacted)
+			} else {
+				u.User = url.User(redacted) // a token or nkey-less user: may be the secret itself
+			}
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Format prints the output with its token redacted.
+func (o Output) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainOutput(o)) }
+
+// Format prints the output settings with the token redacted.
+func (c OutputConfig) Format(f fmt.State, verb rune) { formatPlain(f, verb, plainOutputConf(c)) }
 
 func formatPlain(f fmt.State, verb rune, v any) { fmt.Fprintf(f, fmt.FormatString(f, verb), v) }
 

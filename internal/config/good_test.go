@@ -688,3 +688,59 @@ func TestEmbeddedDefinitions(t *testing.T) {
 		t.Error("EmbeddedDefinitions returned the package's own slice")
 	}
 }
+
+// TestNATSAndDevoSecretsNeverPrinted proves that the NATS password and the Devo HTTP token are
+// secrets like the Darktrace private token: loaded intact, and never printed by fmt (every verb,
+// nested pointers included), slog, JSON or a configuration error.
+func TestNATSAndDevoSecretsNeverPrinted(t *testing.T) {
+	t.Parallel()
+	const natsPassword, devoToken = "nats-pw-9f8e7d6c5b4a", "devo-token-1a2b3c4d5e6f"
+	doc := strings.Replace(minimalWith(""), "console_1: {type: console}",
+		"devo_1: {type: http, config: {address: eu, domain: d, token: ${DEVO_TOKEN}}}", 1) +
+		"nats: {url: \"nats://n1.example.com:4222\", user: dtfleet, password: ${NATS_PASSWORD}}\n"
+	env := map[string]string{"NATS_PASSWORD": natsPassword, "DEVO_TOKEN": devoToken}
+	cfg := mustParse(t, doc, testOptions(env))
+	out := cfg.Outputs["devo_1"]
+	if cfg.NATS.Password.Reveal() != natsPassword || out.Config.Token.Reveal() != devoToken {
+		t.Fatal("secrets not loaded")
+	}
+	type holder struct {
+		C *Config
+		N *NATS
+		O *Output
+		K *OutputConfig
+	}
+	nested := holder{cfg, &cfg.NATS, &out, &out.Config}
+	var outputs []string
+	for _, v := range []any{cfg, *cfg, cfg.NATS, &cfg.NATS, out, &out, out.Config, &out.Config, nested, &nested} {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%d", "%10.3s"} {
+			outputs = append(outputs, fmt.Sprintf(verb, v))
+		}
+	}
+	var text, js bytes.Buffer
+	for _, h := range []slog.Handler{slog.NewTextHandler(&text, nil), slog.NewJSONHandler(&js, nil)} {
+		slog.New(h).Info("config", "cfg", cfg, "nats", cfg.NATS, "output", out, "password", cfg.NATS.Password)
+	}
+	outputs = append(outputs, text.String(), js.String())
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outputs = append(outputs, string(b))
+	_, err = Parse([]byte(doc+"  bogus: 1\n"), testOptions(env))
+	if err == nil {
+		t.Fatal("bogus key accepted")
+	}
+	outputs = append(outputs, err.Error(), fmt.Sprintf("%+v", err))
+	// A password in the URL's user info is as secret as nats.password.
+	inURL := cfg.NATS
+	inURL.URL = "nats://dtfleet:" + natsPassword + "@n1.example.com:4222, nats://" + natsPassword + "@n2.example.com:4222"
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		outputs = append(outputs, fmt.Sprintf(verb, inURL), fmt.Sprintf(verb, &inURL))
+	}
+	for i, o := range outputs {
+		if strings.Contains(o, natsPassword) || strings.Contains(o, devoToken) {
+			t.Errorf("output %d reveals a secret: %s", i, o)
+		}
+	}
+}

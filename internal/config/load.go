@@ -234,9 +234,14 @@ func (w *walker) nats(n *yaml.Node, path string, c *NATS) {
 		"replicas":   func(e entry) { w.intIn(e, &c.Replicas, 1, 5, "a replica count") },
 		"creds_file": func(e entry) { w.pathInto(e, &c.CredsFile) },
 		"user":       func(e entry) { w.text(e, &c.User, "a NATS user name") },
-		"password":   func(e entry) { w.text(e, &c.Password, "a NATS password") },
-		"nkey_file":  func(e entry) { w.pathInto(e, &c.NKeyFile) },
-		"tls":        func(e entry) { w.section(e, func(n *yaml.Node) { w.tls(n, e.path, &c.TLS) }) },
+		"password": func(e entry) {
+			var pw string
+			if w.text(e, &pw, "a NATS password") == valid {
+				c.Password = Secret(pw)
+			}
+		},
+		"nkey_file": func(e entry) { w.pathInto(e, &c.NKeyFile) },
+		"tls":       func(e entry) { w.section(e, func(n *yaml.Node) { w.tls(n, e.path, &c.TLS) }) },
 	}, nil)
 }
 

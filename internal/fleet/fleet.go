@@ -279,9 +279,11 @@ func (f *Fleet) logger() *slog.Logger {
 
 // Connect connects to cfg's bus and provisions it. Processes running only some roles
 // (coordinator, worker, shipper commands) with no nats.url join the embedded server of a
-// `dtfleet run` on this host through its listener. listen overrides nats.listen ("" keeps it).
+// `dtfleet run` on this host through its listener, with the credentials that server generated in
+// nats.store_dir (bus.AuthFile): they must share its store directory and be able to read it. listen overrides nats.listen ("" keeps it).
 func Connect(ctx context.Context, cfg *config.Config, r Roles, listen string, logger *slog.Logger) (*bus.Bus, error) {
 	nc := cfg.NATS
+	opts := bus.Options{Name: "dtfleet", Logger: logger, ListenOverride: listen}
 	if nc.URL == "" && r != AllRoles {
 		if nc.Listen == "none" {
 			return nil, errors.New("a single role needs nats.url, or the embedded server's nats.listen of a running `dtfleet run`")
@@ -291,8 +293,10 @@ func Connect(ctx context.Context, cfg *config.Config, r Roles, listen string, lo
 			l = "127.0.0.1:4222"
 		}
 		nc.URL = "nats://" + l
+		// The embedded server requires the credentials it generated in its store directory.
+		opts.JoinStore = cmp.Or(nc.StoreDir, config.DefaultStoreDir)
 	}
-	b, err := bus.Connect(ctx, nc, bus.Options{Name: "dtfleet", Logger: logger, ListenOverride: listen})
+	b, err := bus.Connect(ctx, nc, opts)
 	if err != nil {
 		return nil, err
 	}
