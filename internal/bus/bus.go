@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/proto"
@@ -149,9 +150,17 @@ func startEmbedded(cfg config.NATS, listenOverride string, logger *slog.Logger) 
 	if auth, err = embeddedCredentials(abs); err != nil {
 		return nil, nil, Credentials{}, err
 	}
+	// The server holds a bcrypt hash, not the password: nothing in its memory or its config
+	// dump gives the password away, and it does not warn about a plaintext password at every
+	// start. The minimum cost keeps a client's authentication cheap; the password itself is 32
+	// random bytes, so the hash's cost adds nothing an attacker would have to pay.
+	hash, err := bcrypt.GenerateFromPassword([]byte(auth.Password.Reveal()), bcrypt.MinCost)
+	if err != nil {
+		return nil, nil, Credentials{}, fmt.Errorf("hashing the embedded server's password: %w", err)
+	}
 	sopts := &server.Options{
 		Username:           auth.User,
-		Password:           auth.Password.Reveal(),
+		Password:           string(hash),
 		ServerName:         "dtfleet-embedded",
 		JetStream:          true,
 		StoreDir:           abs,
