@@ -114,7 +114,7 @@ func (s *Status) Events() uint64 {
 // pass for a healthy one.
 func Read(ctx context.Context, src KVSource, cfg *config.Config, now time.Time) (*Status, error) {
 	kv := map[string]jetstream.KeyValue{}
-	for _, name := range []string{proto.BucketPlan, proto.BucketDelivered, proto.BucketLeases, proto.BucketFailed, proto.BucketWorkers} {
+	for _, name := range []string{proto.BucketPlan, proto.BucketDelivered, proto.BucketLeases, proto.BucketFailed, proto.BucketWorkers, proto.BucketRate} {
 		k, err := src.KV(ctx, name)
 		if err != nil {
 			return nil, fmt.Errorf("opening bucket %s: %w", name, err)
@@ -128,7 +128,17 @@ func Read(ctx context.Context, src KVSource, cfg *config.Config, now time.Time) 
 		st.Coordinator, st.CoordinatorHost = l.Holder, leaseHost(l)
 	}
 	for _, ln := range cfg.Lanes() {
-		ls, err := readLane(ctx, kv, ln, now)
+		// Lag is measured on the appliance's clock (the offset the workers recorded from its Date
+		// header), since the windows are the appliance's times; the host's clock otherwise.
+		off, err := get[proto.ClockOffset](ctx, kv[proto.BucketRate], proto.ClockKey(ln.Input))
+		if err != nil {
+			return nil, err
+		}
+		applianceNow := now
+		if off != nil {
+			applianceNow = now.Add(time.Duration(off.OffsetMS) * time.Millisecond)
+		}
+		ls, err := readLane(ctx, kv, ln, applianceNow)
 		if err != nil {
 			return nil, err
 		}
@@ -178,7 +188,9 @@ func readLane(ctx context.Context, kv map[string]jetstream.KeyValue, ln config.L
 		ls.DeliveredSeq, ls.Events, ls.Duplicates, ls.FailedPassed = d.Seq, d.Events, d.Dups, d.Failed
 		if d.End > 0 {
 			ls.DeliveredUntil = time.UnixMilli(d.End).UTC()
-			ls.Lag = now.Sub(ls.DeliveredUntil).Round(time.Second).String()
+			// A snapshot's period ends after its poll, and a window cannot be delivered before it
+			// ends: either is no lag, never a negative one.
+			ls.Lag = max(now.Sub(ls.DeliveredUntil), 0).Round(time.Second).String()
 		}
 	}
 	if ls.PlannedSeq > ls.DeliveredSeq {

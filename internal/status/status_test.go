@@ -150,3 +150,41 @@ func TestReadCancelled(t *testing.T) {
 		t.Fatal("Read with a cancelled context returned no error")
 	}
 }
+
+// TestLagOnTheAppliancesClock: lag is measured from the appliance's now (the host's plus the
+// offset the workers recorded), and is never negative: an appliance 90 s ahead whose windows
+// end after the host's now, and a snapshot period that ends after its poll, show no lag.
+func TestLagOnTheAppliancesClock(t *testing.T) {
+	cfg, b := provisioned(t)
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	lagOf := func(st *status.Status, service string) string {
+		for _, l := range st.Lanes {
+			if l.Service == service {
+				return l.Lag
+			}
+		}
+		t.Fatalf("no lane %s", service)
+		return ""
+	}
+	key := proto.LaneKey("darktrace", config.ServiceModelBreaches)
+	put(t, b, proto.BucketDelivered, key, &proto.Delivery{V: proto.SchemaVersion, Seq: 3, End: now.Add(60 * time.Second).UnixMilli()})
+	put(t, b, proto.BucketDelivered, proto.LaneKey("darktrace", config.ServiceStatus),
+		&proto.Delivery{V: proto.SchemaVersion, Seq: 3, End: now.Add(2 * time.Minute).UnixMilli()})
+	st, err := status.Read(context.Background(), b, cfg, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lagOf(st, config.ServiceModelBreaches); got != "0s" {
+		t.Errorf("lag of a window ending after the host's now = %q; want 0s", got)
+	}
+	if got := lagOf(st, config.ServiceStatus); got != "0s" {
+		t.Errorf("lag of a snapshot period ending after its poll = %q; want 0s", got)
+	}
+	put(t, b, proto.BucketRate, proto.ClockKey("darktrace"), &proto.ClockOffset{V: proto.SchemaVersion, OffsetMS: (90 * time.Second).Milliseconds(), At: now.UnixMilli()})
+	if st, err = status.Read(context.Background(), b, cfg, now); err != nil {
+		t.Fatal(err)
+	}
+	if got := lagOf(st, config.ServiceModelBreaches); got != "30s" {
+		t.Errorf("lag on an appliance 90 s ahead of a window ending 60 s after the host's now = %q; want 30s", got)
+	}
+}
