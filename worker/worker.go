@@ -523,7 +523,7 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	req.View = view
 	// Snapshots are keyed by their period's start, so a refetched snapshot has the same keys.
 	poll := time.UnixMilli(it.Start).UTC()
-	out := newChunkWriter(ctx, w.ep.Results, it, attempt, w.maxChunk, w.pubs, &w.bufs)
+	out := newChunkWriter(ctx, w.clock, w.ep.Results, it, attempt, w.maxChunk, w.pubs, &w.bufs)
 	defer out.abort()
 	acc := &sorter{floor: sortFloor, pool: w.sortPool, flush: out.add, onDisorder: func() {
 		w.logger.Warn("slot larger than the sort budget arrived out of time order; its events are sorted in runs",
