@@ -158,6 +158,7 @@ type Worker struct {
 	inputs       map[string]config.Input
 	coord        config.Coordinator
 	transientFor time.Duration // workers.transient_errors_for_in_minutes; 0 fails on the first
+	maxEvent     int           // workers.max_event_size_in_mb in bytes; a larger event is dropped
 
 	// firstFailed holds when each slot (by SlotID) first failed with a transient error in this
 	// process, for the bound on transient errors. A redelivery that lands on another worker
@@ -206,6 +207,7 @@ func New(ep Endpoints, cfg *config.Config, opts Options) (*Worker, error) {
 		opts: opts, logger: logger, clock: opts.Clock, metrics: m, started: opts.Clock.Now(),
 		sortPool: &sortPool{max: sortBudget}, pubs: semaphore.NewWeighted(maxPublishBudget),
 		inputs: cfg.Inputs, coord: cfg.Coordinator, transientFor: time.Duration(cfg.Workers.TransientErrorsForInMinutes) * time.Minute,
+		maxEvent:    cfg.Workers.MaxEventSizeInMB << 20,
 		firstFailed: map[string]time.Time{}, clocks: map[string]proto.ClockOffset{},
 	}
 	for _, ln := range cfg.Lanes() {
@@ -531,13 +533,27 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	}}
 	defer acc.release()
 	received := w.metrics.events.WithLabelValues(it.Input, it.Service)
-	add := acc.add
+	tooLarge := w.metrics.dropped.WithLabelValues(it.Input, it.Service, reasonTooLarge)
+	dropped := 0
+	add := func(ev events.Event) error {
+		if w.maxEvent > 0 && len(ev.Data) > w.maxEvent {
+			// Never a broken line in Devo: the event is dropped whole, loudly, with its key, and
+			// the rest of the slot goes on.
+			dropped++
+			tooLarge.Inc()
+			w.logger.Error("event larger than workers.max_event_size_in_mb dropped; the rest of the slot is delivered",
+				"input", it.Input, "service", it.Service, "seq", it.Seq, "key", ev.Key, "bytes", len(ev.Data), "max_bytes", w.maxEvent)
+			return nil
+		}
+		return acc.add(ev)
+	}
 	if view {
+		bounded := add
 		add = func(ev events.Event) error {
 			if ev.Time < lo || ev.Time > hi {
 				return nil // another slot's state
 			}
-			return acc.add(ev)
+			return bounded(ev)
 		}
 	}
 	st, err := f.Fetch(ctx, req, func(raw []byte) error {
@@ -557,7 +573,9 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	if err != nil {
 		return 0, err
 	}
-	if err := w.publishDone(ctx, w.done(it, attempt, chunks, acc.n)); err != nil {
+	d := w.done(it, attempt, chunks, acc.n)
+	d.Dropped = dropped
+	if err := w.publishDone(ctx, d); err != nil {
 		return 0, err
 	}
 	return acc.n, nil
