@@ -329,6 +329,10 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	var it proto.WorkItem
 	if err := proto.Decode(msg.Data(), &it); err != nil {
+		if errors.Is(err, proto.ErrSchema) && it.V > proto.SchemaVersion {
+			w.newerItem(ctx, msg, meta, it, err)
+			return
+		}
 		w.logger.Error("undecodable work item; terminating it", "subject", msg.Subject(), "err", err)
 		_ = msg.TermWithReason(err.Error())
 		return
@@ -349,7 +353,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if it.Retry > 0 {
 		log = log.With("automatic_retry", it.Retry)
 	}
-	class, failingFor := w.classify(it, err)
+	class, failingFor := w.classify(it, err, meta.NumDelivered)
 	switch {
 	case err == nil:
 		w.forget(it.SlotID)
@@ -393,14 +397,22 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 
 // classify returns err's class for a slot, with the bound on transient errors applied: a
 // Transient error counts as Terminal once the slot has been failing with transient errors for
-// transientFor (counted in this process, from the slot's first such failure). Errors that are
-// not the appliance's (*darktrace.Error absent: a bus hiccup) are retryable.
-func (w *Worker) classify(it proto.WorkItem, err error) (darktrace.Class, time.Duration) {
+// transientFor (counted in this process, from the slot's first such failure). A malformed body
+// (darktrace.KindMalformed) is retryable, but one malformed on every attempt must not stop the
+// lane for good: it is bounded like a Transient error, and fleet-wide by maxMalformedDeliveries
+// (the item's delivery count, which every worker sees). Errors that are not the appliance's
+// (*darktrace.Error absent: a bus hiccup) are retryable.
+func (w *Worker) classify(it proto.WorkItem, err error, delivered uint64) (darktrace.Class, time.Duration) {
 	if err == nil {
 		return 0, 0
 	}
 	c := darktrace.ClassOf(err)
-	if c != darktrace.Transient {
+	var dtErr *darktrace.Error
+	malformed := errors.As(err, &dtErr) && dtErr.Kind == darktrace.KindMalformed
+	if malformed && delivered >= maxMalformedDeliveries {
+		return darktrace.Terminal, 0
+	}
+	if c != darktrace.Transient && !malformed {
 		return c, 0
 	}
 	now := w.clock.Now()
@@ -424,7 +436,52 @@ func (w *Worker) classify(it proto.WorkItem, err error) (darktrace.Class, time.D
 	if w.transientFor <= 0 {
 		return darktrace.Terminal, failingFor
 	}
+	if malformed {
+		if failingFor >= w.transientFor {
+			return darktrace.Terminal, failingFor
+		}
+		return darktrace.Retryable, failingFor
+	}
 	return darktrace.ClassAfter(err, failingFor, w.transientFor), failingFor
+}
+
+// maxMalformedDeliveries is how many attempts a slot whose body is malformed every time gets
+// before it is recorded as failed (and retried later by the coordinator, like any failed slot).
+const maxMalformedDeliveries = 10
+
+// newerItemDeliveries bounds how long a work item of a newer schema version (a rolling upgrade)
+// is left for a newer process: delivered this often (newerItemDelay apart, about an hour) with
+// no newer worker taking it, it is recorded as failed, so the lane goes on and the coordinator's
+// automatic retry replans it in the version this fleet writes.
+const (
+	newerItemDeliveries = 120
+	newerItemDelay      = 30 * time.Second
+)
+
+// newerItem handles a work item written by a newer build (proto.ErrSchema): it is never
+// terminated, since a newer worker can process it; it is Nak'ed with a delay and logged once
+// per slot. Past newerItemDeliveries it is recorded as a failed slot with the error, so the
+// lane never has a hole.
+func (w *Worker) newerItem(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, it proto.WorkItem, cause error) {
+	log := w.logger.With("subject", msg.Subject(), "version", it.V, "known_version", proto.SchemaVersion, "seq", it.Seq)
+	if meta.NumDelivered < newerItemDeliveries || it.SlotID == "" || it.Input == "" || it.Service == "" {
+		if meta.NumDelivered == 1 || meta.NumDelivered%newerItemDeliveries == 0 {
+			log.Warn("work item of a newer version; leaving it for a newer worker", "attempt", meta.NumDelivered)
+		}
+		_ = msg.NakWithDelay(newerItemDelay)
+		return
+	}
+	err := fmt.Errorf("no worker of version %d took the slot after %d deliveries: %w", it.V, meta.NumDelivered, cause)
+	it.V = proto.SchemaVersion
+	attempt := strconv.FormatUint(meta.NumDelivered, 10)
+	if ferr := w.fail(ctx, it, attempt, meta.NumDelivered, err, w.nextRetry(it)); ferr != nil {
+		log.Warn("recording the failed slot; retrying it", "err", ferr)
+		_ = msg.NakWithDelay(newerItemDelay)
+		return
+	}
+	log.Error("work item of a newer version was not taken by a newer worker; the slot is recorded as failed", "err", err)
+	w.metrics.slots.WithLabelValues(it.Input, it.Service, resultFailed).Inc()
+	_ = msg.TermWithReason("newer version, recorded as failed")
 }
 
 // forget drops a settled slot's transient-failure record.
