@@ -239,3 +239,58 @@ func startCursor(ln config.Lane, now time.Time) int64 {
 	}
 	return now.Add(-ln.Svc.Window).Truncate(time.Minute).UnixMilli()
 }
+
+// StreamUsage reports how full a stream is: the bytes it holds and its MaxBytes (0: no limit).
+// JetStreamUsage implements it for a JetStream connection.
+type StreamUsage interface {
+	Usage(ctx context.Context, stream string) (bytes, maxBytes uint64, err error)
+}
+
+// JetStreamUsage reads a stream's usage from its info.
+type JetStreamUsage struct{ JS jetstream.JetStream }
+
+// Usage returns the stream's stored bytes and MaxBytes (0 when unlimited).
+func (u JetStreamUsage) Usage(ctx context.Context, stream string) (uint64, uint64, error) {
+	s, err := u.JS.Stream(ctx, stream)
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the usage of stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the usage of stream %s: %w", stream, err)
+	}
+	return info.State.Bytes, uint64(max(info.Config.MaxBytes, 0)), nil
+}
+
+// fullShare is the share of the results stream's MaxBytes at which planning stops. The stream
+// discards new messages when full, so workers would fail to publish behind a head slot the
+// shipper cannot deliver; stopping short of it leaves room for the slots already planned.
+const fullShare = 0.9
+
+// resultsFull reports whether the results stream is nearly full. It logs and sets
+// dtfleet_coordinator_planning_paused when planning stops or resumes. A usage that cannot be read
+// does not stop planning (the stream's own limit still pushes back on the workers); it is logged
+// at debug level.
+func (c *Coordinator) resultsFull(ctx context.Context) bool {
+	if c.usage == nil {
+		return false
+	}
+	used, limit, err := c.usage.Usage(ctx, proto.StreamResults)
+	if err != nil {
+		c.logger.Debug("checking how full the results stream is", "err", err)
+		return false
+	}
+	full := limit > 0 && float64(used) >= fullShare*float64(limit)
+	if full != c.paused {
+		c.paused = full
+		if full {
+			c.logger.Error("the results stream is nearly full; planning stops until the shippers deliver (check the outputs and failed slots at the head of each lane)",
+				"stream", proto.StreamResults, "bytes", used, "max_bytes", limit, "stop_at", fmt.Sprintf("%.0f%%", fullShare*100))
+			c.metrics.paused.WithLabelValues(proto.StreamResults).Set(1)
+		} else {
+			c.logger.Info("the results stream has room again; planning resumes", "stream", proto.StreamResults, "bytes", used, "max_bytes", limit)
+			c.metrics.paused.WithLabelValues(proto.StreamResults).Set(0)
+		}
+	}
+	return full
+}
