@@ -51,6 +51,9 @@ type Options struct {
 	Tick time.Duration
 	// MaxSlotsPerStep bounds one reservation (default 512), so a plan checkpoint stays small.
 	MaxSlotsPerStep int
+	// Usage tells how full the results stream is; planning stops while it is nearly full. Nil
+	// uses the publisher when it is a jetstream.JetStream (JetStreamUsage), else checks nothing.
+	Usage StreamUsage
 }
 
 // Coordinator plans every lane of a configuration while it holds the coordinator lease.
@@ -76,6 +79,8 @@ type Coordinator struct {
 	// limited is set by PlanLane when a lane had slots due but no room: the leader then checks
 	// again soon, not a whole tick later, so workers do not idle while the shipper catches up.
 	limited bool
+	usage   StreamUsage
+	paused  bool // planning stopped because the results stream is nearly full
 }
 
 // initialSlotBytes is the slot size assumed before a lane's first delivery tells how big its
@@ -159,7 +164,12 @@ func New(ctx context.Context, b Bus, pub Publisher, cfg *config.Config, opts Opt
 		maxBytes:  uint64(max(cfg.Coordinator.MaxBacklogInMB, 1)) << 20,
 		perStep:   opts.MaxSlotsPerStep,
 		started:   map[string]bool{},
+		usage:     opts.Usage,
 	}
+	if js, ok := pub.(jetstream.JetStream); ok && c.usage == nil {
+		c.usage = JetStreamUsage{JS: js}
+	}
+	c.metrics.paused.WithLabelValues(proto.StreamResults).Set(0)
 	c.setLeader(0) // standby until the lease is acquired
 	if c.tick <= 0 {
 		c.tick = time.Second
@@ -268,6 +278,9 @@ func (c *Coordinator) PlanLane(ctx context.Context, ln config.Lane) error {
 			}
 			c.purgeDedupe(ctx, ln, st.Epoch-1)
 			continue
+		}
+		if c.resultsFull(ctx) {
+			return nil // logged and counted by resultsFull; reservations above still went out
 		}
 		room, err := c.room(ctx, key, st)
 		if err != nil {

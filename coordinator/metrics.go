@@ -12,6 +12,7 @@ import (
 type metrics struct {
 	leader  *prometheus.GaugeVec
 	planned *prometheus.CounterVec
+	paused  *prometheus.GaugeVec
 }
 
 // newMetrics creates the coordinator's metrics and registers them with reg; a nil reg registers
@@ -28,6 +29,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dtfleet_coordinator_slots_planned_total",
 			Help: "Slots this coordinator process planned and published (republished reservations not counted again).",
 		}, []string{"input", "service"}),
+		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dtfleet_coordinator_planning_paused",
+			Help: "1 while this coordinator plans nothing new because the stream is nearly full (90% of its MaxBytes).",
+		}, []string{"stream"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -44,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.leader = existing
 	}
 	var done []prometheus.Collector
-	for _, c := range []prometheus.Collector{m.planned} {
+	for _, c := range []prometheus.Collector{m.planned, m.paused} {
 		if err := reg.Register(c); err != nil {
 			// Leave reg as it was, so the caller may retry with another registerer.
 			for _, d := range done {

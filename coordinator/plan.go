@@ -81,31 +81,87 @@ func (p *planStore) put(ctx context.Context, key string, st *proto.Plan, rev uin
 	return nrev, nil
 }
 
+// ackTimeout bounds the wait for JetStream's acknowledgement of a published work item. An ack
+// that never comes (the stream's leader died mid-publish) must not pin the lane: the items whose
+// acks are late are published again under the same Nats-Msg-Id, which the stream's duplicate
+// window makes idempotent.
+const ackTimeout = 10 * time.Second
+
+// publishAttempts is how often publish tries items whose acks time out before it gives up. The
+// reservation stays in Plan.Pending, so the caller's next planning step republishes them.
+const publishAttempts = 3
+
+// errAckTimeout means JetStream did not acknowledge a publish within ackTimeout.
+var errAckTimeout = errors.New("no acknowledgement from the work stream within the publish timeout")
+
 // publish publishes items and waits until JetStream stored each one (or reported it a duplicate).
+// Items whose acknowledgement does not arrive within ackTimeout are published again, up to
+// publishAttempts times in all; then it returns an error wrapping errAckTimeout and the items stay
+// reserved for the next attempt.
 func (p *planStore) publish(ctx context.Context, items []proto.WorkItem) error {
+	todo := items
+	for attempt := 1; ; attempt++ {
+		late, err := p.publishOnce(ctx, todo)
+		if err != nil {
+			return err
+		}
+		if len(late) == 0 {
+			return nil
+		}
+		first := late[0]
+		if attempt >= publishAttempts {
+			return fmt.Errorf("publishing %d slots of %s.%s from %d after %d attempts: %w", len(late), first.Input, first.Service, first.Seq, attempt, errAckTimeout)
+		}
+		p.logger.Warn("work items were not acknowledged in time; publishing them again under the same IDs",
+			"input", first.Input, "service", first.Service, "slots", len(late), "first_seq", first.Seq, "timeout", ackTimeout, "attempt", attempt)
+		todo = late
+	}
+}
+
+// publishOnce publishes items and waits for their acknowledgements for up to ackTimeout in all.
+// It returns the items whose acknowledgement had not arrived by then.
+func (p *planStore) publishOnce(ctx context.Context, items []proto.WorkItem) ([]proto.WorkItem, error) {
 	futures := make([]jetstream.PubAckFuture, 0, len(items))
 	for i := range items {
 		data, err := proto.Encode(&items[i])
 		if err != nil {
-			return fmt.Errorf("encoding work item %s: %w", items[i].SlotID, err)
+			return nil, fmt.Errorf("encoding work item %s: %w", items[i].SlotID, err)
 		}
 		msg := &nats.Msg{Subject: proto.WorkSubject(items[i].Input, items[i].Service), Data: data, Header: nats.Header{}}
 		f, err := p.pub.PublishMsgAsync(msg, jetstream.WithMsgID(items[i].SlotID))
 		if err != nil {
-			return fmt.Errorf("publishing slot %d of %s.%s: %w", items[i].Seq, items[i].Input, items[i].Service, err)
+			return nil, fmt.Errorf("publishing slot %d of %s.%s: %w", items[i].Seq, items[i].Input, items[i].Service, err)
 		}
 		futures = append(futures, f)
 	}
+	timer := p.clock.NewTimer(ackTimeout)
+	defer timer.Stop()
+	expired := false
+	var late []proto.WorkItem
 	for i, f := range futures {
+		if expired {
+			// Past the deadline: take what has arrived, without waiting.
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return nil, fmt.Errorf("publishing slot %d of %s.%s: %w", items[i].Seq, items[i].Input, items[i].Service, err)
+			default:
+				late = append(late, items[i])
+			}
+			continue
+		}
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			return fmt.Errorf("publishing slot %d of %s.%s: %w", items[i].Seq, items[i].Input, items[i].Service, err)
+			return nil, fmt.Errorf("publishing slot %d of %s.%s: %w", items[i].Seq, items[i].Input, items[i].Service, err)
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
+		case <-timer.Chan():
+			expired = true
+			late = append(late, items[i])
 		}
 	}
-	return nil
+	return late, nil
 }
 
 // confirm removes the published items from the lane's pending list.
@@ -182,4 +238,59 @@ func startCursor(ln config.Lane, now time.Time) int64 {
 		return ln.Svc.StartTime.UnixMilli()
 	}
 	return now.Add(-ln.Svc.Window).Truncate(time.Minute).UnixMilli()
+}
+
+// StreamUsage reports how full a stream is: the bytes it holds and its MaxBytes (0: no limit).
+// JetStreamUsage implements it for a JetStream connection.
+type StreamUsage interface {
+	Usage(ctx context.Context, stream string) (bytes, maxBytes uint64, err error)
+}
+
+// JetStreamUsage reads a stream's usage from its info.
+type JetStreamUsage struct{ JS jetstream.JetStream }
+
+// Usage returns the stream's stored bytes and MaxBytes (0 when unlimited).
+func (u JetStreamUsage) Usage(ctx context.Context, stream string) (uint64, uint64, error) {
+	s, err := u.JS.Stream(ctx, stream)
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the usage of stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the usage of stream %s: %w", stream, err)
+	}
+	return info.State.Bytes, uint64(max(info.Config.MaxBytes, 0)), nil
+}
+
+// fullShare is the share of the results stream's MaxBytes at which planning stops. The stream
+// discards new messages when full, so workers would fail to publish behind a head slot the
+// shipper cannot deliver; stopping short of it leaves room for the slots already planned.
+const fullShare = 0.9
+
+// resultsFull reports whether the results stream is nearly full. It logs and sets
+// dtfleet_coordinator_planning_paused when planning stops or resumes. A usage that cannot be read
+// does not stop planning (the stream's own limit still pushes back on the workers); it is logged
+// at debug level.
+func (c *Coordinator) resultsFull(ctx context.Context) bool {
+	if c.usage == nil {
+		return false
+	}
+	used, limit, err := c.usage.Usage(ctx, proto.StreamResults)
+	if err != nil {
+		c.logger.Debug("checking how full the results stream is", "err", err)
+		return false
+	}
+	full := limit > 0 && float64(used) >= fullShare*float64(limit)
+	if full != c.paused {
+		c.paused = full
+		if full {
+			c.logger.Error("the results stream is nearly full; planning stops until the shippers deliver (check the outputs and failed slots at the head of each lane)",
+				"stream", proto.StreamResults, "bytes", used, "max_bytes", limit, "stop_at", fmt.Sprintf("%.0f%%", fullShare*100))
+			c.metrics.paused.WithLabelValues(proto.StreamResults).Set(1)
+		} else {
+			c.logger.Info("the results stream has room again; planning resumes", "stream", proto.StreamResults, "bytes", used, "max_bytes", limit)
+			c.metrics.paused.WithLabelValues(proto.StreamResults).Set(0)
+		}
+	}
+	return full
 }

@@ -193,6 +193,9 @@ type Done struct {
 	Chunks  int    `msgpack:"n"`
 	Events  int    `msgpack:"ne"`
 	Failed  bool   `msgpack:"x,omitempty"`
+	// Dropped counts the slot's events the worker dropped as larger than
+	// workers.max_event_size_in_mb (their keys are in the worker's log).
+	Dropped int    `msgpack:"dr,omitempty"`
 	Error   string `msgpack:"err,omitempty"`
 	Worker  string `msgpack:"w"`
 	At      int64  `msgpack:"at"`

@@ -289,6 +289,15 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 		u.nextChunk = u.firstSeen
 		for u.nextChunk < d.Chunks && (!full() || part != nil) {
 			ch, err := r.chunk(ctx, d, u.nextChunk)
+			if errors.Is(err, proto.ErrCorruptChunk) {
+				// The stored result itself is broken: reading it again gives the same bytes, so
+				// retrying would stop the lane for good. The slot is recorded as failed (and
+				// replayable), and the batch is gathered again with the slot passed over.
+				if ferr := r.failCorrupt(ctx, d, err); ferr != nil {
+					return false, ferr
+				}
+				return true, nil
+			}
 			if err != nil {
 				return false, err
 			}
@@ -363,6 +372,33 @@ func (r *laneRunner) chunk(ctx context.Context, d proto.Done, i int) (*proto.Chu
 		return nil, fmt.Errorf("reading chunk %d of slot %d: %w", i, d.Seq, err)
 	}
 	return &ch, nil
+}
+
+// failCorrupt records slot d as failed for good because one of its chunks does not decode
+// (proto.ErrCorruptChunk), then replaces its marker by a failed one, so the lane passes over it
+// and goes on. The failure record is what status, "failed" and replay show.
+func (r *laneRunner) failCorrupt(ctx context.Context, d proto.Done, cause error) error {
+	rec := proto.Failure{V: proto.SchemaVersion, SlotID: d.SlotID, Input: d.Input, Service: d.Service, Seq: d.Seq,
+		Start: d.Start, End: d.End, Error: "corrupt result: " + cause.Error(), Attempts: 1, Worker: d.Worker,
+		At: r.s.opts.Clock.Now().UnixMilli()}
+	data, err := proto.Encode(&rec)
+	if err != nil {
+		return fmt.Errorf("encoding the failure record of slot %d: %w", d.Seq, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	if err := r.s.bus.Failed.Put(wctx, proto.FailedKey(d.Input, d.Service, d.Start, d.End), data); err != nil {
+		return fmt.Errorf("recording slot %d with a corrupt result as failed: %w", d.Seq, err)
+	}
+	r.logger.Error("a result chunk of the slot does not decode; the slot is recorded as failed and passed over",
+		"seq", d.Seq, "attempt", d.Attempt, "err", cause)
+	d.Failed, d.Error = true, rec.Error
+	r.mu.Lock()
+	if cur, ok := r.markers[d.Seq]; ok && cur.Attempt == d.Attempt {
+		r.markers[d.Seq] = d
+	}
+	r.mu.Unlock()
+	return nil
 }
 
 // send delivers the batch to every output; it returns only when all confirmed, or ctx ended.

@@ -56,6 +56,8 @@ type DedupeRecords interface {
 
 // FailureRecords holds the records of slots that failed for good (proto.BucketFailed).
 type FailureRecords interface {
+	// Put stores value under key, replacing what it held.
+	Put(ctx context.Context, key string, value []byte) error
 	// Delete removes key's record; a key that holds none is not an error.
 	Delete(ctx context.Context, key string) error
 }

@@ -3,6 +3,7 @@ package shipper
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,5 +162,40 @@ func TestCheckpointConflictStandsBy(t *testing.T) {
 	h.waitDelivered(3)
 	if got, want := out.got(), msgs("k1", "k2", "k3", "k4"); !slices.Equal(got, want) {
 		t.Fatalf("output got %v; want %v", got, want)
+	}
+}
+
+// TestCorruptChunkFailsTheSlot: a slot whose stored chunk does not decode (proto.ErrCorruptChunk:
+// the same bytes on every read) is recorded as failed with the error and passed over, and the
+// lane delivers the next slot, instead of retrying the chunk for ever.
+func TestCorruptChunkFailsTheSlot(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	out := h.output("out", 0)
+	h.start("s1", out, nil, Options{})
+	h.publish(1, 10, "k1")
+	h.publish(2, 10, "k2a", "k2b")
+	start, end := slotWindow(2)
+	good := proto.AppendChunk(nil, &proto.Chunk{V: proto.SchemaVersion, SlotID: "slot-2", Seq: 2,
+		Events: []proto.Event{{K: "k2a", T: start, D: []byte(msg("k2a"))}}})
+	h.results.publishChunk(proto.ChunkSubject(testInput, testService, 2, "a1", 0), good[:len(good)/2])
+	h.publish(3, 10, "k3")
+	h.waitDelivered(3)
+	if got, want := out.got(), msgs("k1", "k3"); !slices.Equal(got, want) {
+		t.Fatalf("output got %v; want %v", got, want)
+	}
+	raw, _, err := h.failed.Get(context.Background(), proto.FailedKey(testInput, testService, start, end))
+	if err != nil {
+		t.Fatalf("no failure record for the corrupt slot: %v", err)
+	}
+	var rec proto.Failure
+	if err := proto.Decode(raw, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Seq != 2 || !strings.Contains(rec.Error, "corrupt") {
+		t.Fatalf("failure record %+v; want seq 2 with the decode error", rec)
+	}
+	if st := h.checkpoint(); st.Failed != 1 {
+		t.Fatalf("checkpoint counts %d failed slots; want 1", st.Failed)
 	}
 }

@@ -18,6 +18,13 @@ import (
 // reserves the next free instant in a KV key with a revision-checked update (so two processes can
 // never reserve the same instant), then waits for it. Within a process, reservations are
 // serialised so that the CAS only races with other processes.
+//
+// The stored instant comes from the host clock of whichever worker wrote it, so a host whose
+// clock runs ahead would otherwise push every other worker's next request out by its skew. A
+// stored instant further ahead of this host's now than the fleet can legitimately queue
+// (maxQueued requests at 1/rps) is treated as stale: this host takes the slot at its own now and
+// overwrites it. The wait is therefore bounded by maxQueued/rps whatever any host's clock says;
+// while hosts disagree the spacing between them is only approximate, never a stall.
 type FleetLimiter struct {
 	kv       RateStore
 	key      string
@@ -48,6 +55,14 @@ func NewFleetLimiter(kv RateStore, input string, rps float64, clock clockwork.Cl
 	}
 	return &FleetLimiter{kv: kv, key: input, interval: time.Duration(float64(time.Second) / rps), clock: clock}
 }
+
+// maxQueued is how many requests the fleet may queue ahead of now on one appliance: more than
+// the fetch goroutines of a large fleet (workers × fetchers), far less than an hour of skew at
+// any sensible rate. A stored instant beyond it is a skewed writer's, not a queue.
+const maxQueued = 256
+
+// maxAhead is the furthest ahead of this host's now a reservation may legitimately lie.
+func (l *FleetLimiter) maxAhead() int64 { return maxQueued * int64(l.interval) }
 
 // Wait reserves the next request instant for this input and sleeps until it.
 func (l *FleetLimiter) Wait(ctx context.Context) error {
@@ -86,7 +101,11 @@ func (l *FleetLimiter) reserve(ctx context.Context) (time.Time, error) {
 		default:
 			return time.Time{}, fmt.Errorf("reading rate reservation of %s: %w", l.key, err)
 		}
-		at := max(l.clock.Now().UnixNano(), next)
+		now := l.clock.Now().UnixNano()
+		if next-now > l.maxAhead() {
+			next = 0 // written by a host whose clock is ahead: stale here, take it over
+		}
+		at := max(now, next)
 		var buf [8]byte
 		binary.BigEndian.PutUint64(buf[:], uint64(at+int64(l.interval)))
 		if rev == 0 {

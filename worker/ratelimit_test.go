@@ -110,3 +110,32 @@ func TestFleetLimiterWaitsOnItsClock(t *testing.T) {
 		t.Fatal("the second Wait did not return at its instant")
 	}
 }
+
+// TestFleetLimiterSurvivesASkewedHost: a worker whose clock is an hour ahead shares the bucket
+// with one on time. Whatever the fast one stores, the slow one is never made to wait more than
+// the fleet's queue bound (maxQueued/rps, under a minute here), let alone an hour.
+func TestFleetLimiterSurvivesASkewedHost(t *testing.T) {
+	ctx := context.Background()
+	kv := rateKV(t)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	onTime := clockwork.NewFakeClockAt(t0)
+	ahead := clockwork.NewFakeClockAt(t0.Add(time.Hour))
+	const rps = 10
+	const bound = time.Minute // maxQueued/rps is 25.6 s here
+	slow := NewFleetLimiter(kv, "darktrace", rps, onTime).(*FleetLimiter)
+	fast := NewFleetLimiter(kv, "darktrace", rps, ahead).(*FleetLimiter)
+	for i := range 20 {
+		if _, err := fast.reserve(ctx); err != nil {
+			t.Fatal(err)
+		}
+		at, err := slow.reserve(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wait := at.Sub(onTime.Now()); wait > bound {
+			t.Fatalf("round %d: the on-time worker must wait %v behind a skewed host, bound %v", i, wait, bound)
+		}
+		onTime.Advance(time.Second / rps)
+		ahead.Advance(time.Second / rps)
+	}
+}

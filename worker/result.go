@@ -2,10 +2,13 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/semaphore"
@@ -93,9 +96,12 @@ func (s *sorter) finish() error { return s.spill() }
 // attempt's own subjects (so two attempts never mix). Publishes are asynchronous; the bytes of
 // unacknowledged chunks are bounded per worker by budget, shared by every slot in flight
 // (bounded memory, and pushback when the results stream is full or slow to sync). Chunk buffers
-// are reused once acknowledged.
+// are reused once acknowledged. An acknowledgement that does not come within ackTimeout on clock
+// (the stream's leader died mid-publish) fails the slot's attempt with errAckTimeout, so the item
+// is Nak'ed and fetched again instead of pinned.
 type chunkWriter struct {
 	ctx     context.Context
+	clock   clockwork.Clock
 	js      ResultPublisher
 	it      proto.WorkItem
 	attempt string
@@ -118,8 +124,14 @@ type pending struct {
 // eventOverhead approximates msgpack's framing of one event.
 const eventOverhead = 32
 
-func newChunkWriter(ctx context.Context, js ResultPublisher, it proto.WorkItem, attempt string, maxBytes int, budget *semaphore.Weighted, bufs *sync.Pool) *chunkWriter {
-	return &chunkWriter{ctx: ctx, js: js, it: it, attempt: attempt, max: maxBytes, budget: budget, bufs: bufs}
+// ackTimeout bounds the wait for the results stream's acknowledgement of one chunk.
+const ackTimeout = 30 * time.Second
+
+// errAckTimeout means the results stream did not acknowledge a chunk within ackTimeout.
+var errAckTimeout = errors.New("no acknowledgement from the results stream within the publish timeout")
+
+func newChunkWriter(ctx context.Context, clock clockwork.Clock, js ResultPublisher, it proto.WorkItem, attempt string, maxBytes int, budget *semaphore.Weighted, bufs *sync.Pool) *chunkWriter {
+	return &chunkWriter{ctx: ctx, clock: clock, js: js, it: it, attempt: attempt, max: maxBytes, budget: budget, bufs: bufs}
 }
 
 func (c *chunkWriter) add(ev events.Event) error {
@@ -201,8 +213,13 @@ func (c *chunkWriter) acquire(n int64) error {
 	return nil
 }
 
-// wait waits until at most keep publishes are unacknowledged.
+// wait waits until at most keep publishes are unacknowledged, for up to ackTimeout per chunk.
 func (c *chunkWriter) wait(keep int) error {
+	if len(c.futures) <= keep {
+		return nil
+	}
+	timer := c.clock.NewTimer(ackTimeout)
+	defer timer.Stop()
 	for len(c.futures) > keep {
 		p := c.futures[0]
 		select {
@@ -211,7 +228,10 @@ func (c *chunkWriter) wait(keep int) error {
 			return fmt.Errorf("publishing a chunk of slot %d: %w", c.it.Seq, err)
 		case <-c.ctx.Done():
 			return c.ctx.Err()
+		case <-timer.Chan():
+			return fmt.Errorf("publishing chunk %d of slot %d: %w", c.index-len(c.futures), c.it.Seq, errAckTimeout)
 		}
+		timer.Reset(ackTimeout)
 		c.budget.Release(budgetOf(p.data))
 		c.bufs.Put(&p.data)
 		c.futures = c.futures[1:]

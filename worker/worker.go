@@ -158,6 +158,7 @@ type Worker struct {
 	inputs       map[string]config.Input
 	coord        config.Coordinator
 	transientFor time.Duration // workers.transient_errors_for_in_minutes; 0 fails on the first
+	maxEvent     int           // workers.max_event_size_in_mb in bytes; a larger event is dropped
 
 	// firstFailed holds when each slot (by SlotID) first failed with a transient error in this
 	// process, for the bound on transient errors. A redelivery that lands on another worker
@@ -206,6 +207,7 @@ func New(ep Endpoints, cfg *config.Config, opts Options) (*Worker, error) {
 		opts: opts, logger: logger, clock: opts.Clock, metrics: m, started: opts.Clock.Now(),
 		sortPool: &sortPool{max: sortBudget}, pubs: semaphore.NewWeighted(maxPublishBudget),
 		inputs: cfg.Inputs, coord: cfg.Coordinator, transientFor: time.Duration(cfg.Workers.TransientErrorsForInMinutes) * time.Minute,
+		maxEvent:    cfg.Workers.MaxEventSizeInMB << 20,
 		firstFailed: map[string]time.Time{}, clocks: map[string]proto.ClockOffset{},
 	}
 	for _, ln := range cfg.Lanes() {
@@ -327,6 +329,10 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	var it proto.WorkItem
 	if err := proto.Decode(msg.Data(), &it); err != nil {
+		if errors.Is(err, proto.ErrSchema) && it.V > proto.SchemaVersion {
+			w.newerItem(ctx, msg, meta, it, err)
+			return
+		}
 		w.logger.Error("undecodable work item; terminating it", "subject", msg.Subject(), "err", err)
 		_ = msg.TermWithReason(err.Error())
 		return
@@ -347,7 +353,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if it.Retry > 0 {
 		log = log.With("automatic_retry", it.Retry)
 	}
-	class, failingFor := w.classify(it, err)
+	class, failingFor := w.classify(it, err, meta.NumDelivered)
 	switch {
 	case err == nil:
 		w.forget(it.SlotID)
@@ -391,14 +397,22 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 
 // classify returns err's class for a slot, with the bound on transient errors applied: a
 // Transient error counts as Terminal once the slot has been failing with transient errors for
-// transientFor (counted in this process, from the slot's first such failure). Errors that are
-// not the appliance's (*darktrace.Error absent: a bus hiccup) are retryable.
-func (w *Worker) classify(it proto.WorkItem, err error) (darktrace.Class, time.Duration) {
+// transientFor (counted in this process, from the slot's first such failure). A malformed body
+// (darktrace.KindMalformed) is retryable, but one malformed on every attempt must not stop the
+// lane for good: it is bounded like a Transient error, and fleet-wide by maxMalformedDeliveries
+// (the item's delivery count, which every worker sees). Errors that are not the appliance's
+// (*darktrace.Error absent: a bus hiccup) are retryable.
+func (w *Worker) classify(it proto.WorkItem, err error, delivered uint64) (darktrace.Class, time.Duration) {
 	if err == nil {
 		return 0, 0
 	}
 	c := darktrace.ClassOf(err)
-	if c != darktrace.Transient {
+	var dtErr *darktrace.Error
+	malformed := errors.As(err, &dtErr) && dtErr.Kind == darktrace.KindMalformed
+	if malformed && delivered >= maxMalformedDeliveries {
+		return darktrace.Terminal, 0
+	}
+	if c != darktrace.Transient && !malformed {
 		return c, 0
 	}
 	now := w.clock.Now()
@@ -422,7 +436,52 @@ func (w *Worker) classify(it proto.WorkItem, err error) (darktrace.Class, time.D
 	if w.transientFor <= 0 {
 		return darktrace.Terminal, failingFor
 	}
+	if malformed {
+		if failingFor >= w.transientFor {
+			return darktrace.Terminal, failingFor
+		}
+		return darktrace.Retryable, failingFor
+	}
 	return darktrace.ClassAfter(err, failingFor, w.transientFor), failingFor
+}
+
+// maxMalformedDeliveries is how many attempts a slot whose body is malformed every time gets
+// before it is recorded as failed (and retried later by the coordinator, like any failed slot).
+const maxMalformedDeliveries = 10
+
+// newerItemDeliveries bounds how long a work item of a newer schema version (a rolling upgrade)
+// is left for a newer process: delivered this often (newerItemDelay apart, about an hour) with
+// no newer worker taking it, it is recorded as failed, so the lane goes on and the coordinator's
+// automatic retry replans it in the version this fleet writes.
+const (
+	newerItemDeliveries = 120
+	newerItemDelay      = 30 * time.Second
+)
+
+// newerItem handles a work item written by a newer build (proto.ErrSchema): it is never
+// terminated, since a newer worker can process it; it is Nak'ed with a delay and logged once
+// per slot. Past newerItemDeliveries it is recorded as a failed slot with the error, so the
+// lane never has a hole.
+func (w *Worker) newerItem(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, it proto.WorkItem, cause error) {
+	log := w.logger.With("subject", msg.Subject(), "version", it.V, "known_version", proto.SchemaVersion, "seq", it.Seq)
+	if meta.NumDelivered < newerItemDeliveries || it.SlotID == "" || it.Input == "" || it.Service == "" {
+		if meta.NumDelivered == 1 || meta.NumDelivered%newerItemDeliveries == 0 {
+			log.Warn("work item of a newer version; leaving it for a newer worker", "attempt", meta.NumDelivered)
+		}
+		_ = msg.NakWithDelay(newerItemDelay)
+		return
+	}
+	err := fmt.Errorf("no worker of version %d took the slot after %d deliveries: %w", it.V, meta.NumDelivered, cause)
+	it.V = proto.SchemaVersion
+	attempt := strconv.FormatUint(meta.NumDelivered, 10)
+	if ferr := w.fail(ctx, it, attempt, meta.NumDelivered, err, w.nextRetry(it)); ferr != nil {
+		log.Warn("recording the failed slot; retrying it", "err", ferr)
+		_ = msg.NakWithDelay(newerItemDelay)
+		return
+	}
+	log.Error("work item of a newer version was not taken by a newer worker; the slot is recorded as failed", "err", err)
+	w.metrics.slots.WithLabelValues(it.Input, it.Service, resultFailed).Inc()
+	_ = msg.TermWithReason("newer version, recorded as failed")
 }
 
 // forget drops a settled slot's transient-failure record.
@@ -523,7 +582,7 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	req.View = view
 	// Snapshots are keyed by their period's start, so a refetched snapshot has the same keys.
 	poll := time.UnixMilli(it.Start).UTC()
-	out := newChunkWriter(ctx, w.ep.Results, it, attempt, w.maxChunk, w.pubs, &w.bufs)
+	out := newChunkWriter(ctx, w.clock, w.ep.Results, it, attempt, w.maxChunk, w.pubs, &w.bufs)
 	defer out.abort()
 	acc := &sorter{floor: sortFloor, pool: w.sortPool, flush: out.add, onDisorder: func() {
 		w.logger.Warn("slot larger than the sort budget arrived out of time order; its events are sorted in runs",
@@ -531,13 +590,27 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	}}
 	defer acc.release()
 	received := w.metrics.events.WithLabelValues(it.Input, it.Service)
-	add := acc.add
+	tooLarge := w.metrics.dropped.WithLabelValues(it.Input, it.Service, reasonTooLarge)
+	dropped := 0
+	add := func(ev events.Event) error {
+		if w.maxEvent > 0 && len(ev.Data) > w.maxEvent {
+			// Never a broken line in Devo: the event is dropped whole, loudly, with its key, and
+			// the rest of the slot goes on.
+			dropped++
+			tooLarge.Inc()
+			w.logger.Error("event larger than workers.max_event_size_in_mb dropped; the rest of the slot is delivered",
+				"input", it.Input, "service", it.Service, "seq", it.Seq, "key", ev.Key, "bytes", len(ev.Data), "max_bytes", w.maxEvent)
+			return nil
+		}
+		return acc.add(ev)
+	}
 	if view {
+		bounded := add
 		add = func(ev events.Event) error {
 			if ev.Time < lo || ev.Time > hi {
 				return nil // another slot's state
 			}
-			return acc.add(ev)
+			return bounded(ev)
 		}
 	}
 	st, err := f.Fetch(ctx, req, func(raw []byte) error {
@@ -557,7 +630,9 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	if err != nil {
 		return 0, err
 	}
-	if err := w.publishDone(ctx, w.done(it, attempt, chunks, acc.n)); err != nil {
+	d := w.done(it, attempt, chunks, acc.n)
+	d.Dropped = dropped
+	if err := w.publishDone(ctx, d); err != nil {
 		return 0, err
 	}
 	return acc.n, nil

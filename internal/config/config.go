@@ -109,6 +109,9 @@ type Workers struct {
 	// answers with a transient error (API DATE ERROR, API SIGNATURE ERROR, a redirect to the login
 	// page, an HTML maintenance page) before the slot is recorded as failed.
 	TransientErrorsForInMinutes int `yaml:"transient_errors_for_in_minutes"`
+	// MaxEventSizeInMB is the largest event a worker delivers; a larger one is dropped with its
+	// key logged and counted, so one huge event never travels as a broken line.
+	MaxEventSizeInMB int `yaml:"max_event_size_in_mb"`
 }
 
 // Coordinator tunes the planning role.

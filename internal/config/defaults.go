@@ -28,6 +28,7 @@ const (
 	// DefaultAntigenaLookBackInMinutes is antigena's overlap on the time of an action's state.
 	DefaultAntigenaLookBackInMinutes   = 5
 	DefaultTransientErrorsForInMinutes = 30
+	DefaultMaxEventSizeInMB            = 8
 	DefaultRetryFailedBaseInSeconds    = 60
 	DefaultRetryFailedMaxInSeconds     = 3600
 	// ListenNone as nats.listen disables the embedded server's client listener.
@@ -62,7 +63,8 @@ func defaultConfig() *Config {
 			Listen:   DefaultNATSListen,
 			Replicas: DefaultReplicas,
 		},
-		Workers: Workers{Concurrency: DefaultConcurrency, TransientErrorsForInMinutes: DefaultTransientErrorsForInMinutes},
+		Workers: Workers{Concurrency: DefaultConcurrency, TransientErrorsForInMinutes: DefaultTransientErrorsForInMinutes,
+			MaxEventSizeInMB: DefaultMaxEventSizeInMB},
 		Coordinator: Coordinator{
 			SafetyLagInSeconds:       DefaultSafetyLagInSeconds,
 			MaxSlotsAhead:            DefaultMaxSlotsAhead,

@@ -287,6 +287,7 @@ func (w *walker) workers(n *yaml.Node, path string, c *Workers) {
 		"transient_errors_for_in_minutes": func(e entry) {
 			w.intIn(e, &c.TransientErrorsForInMinutes, 0, 7*24*60, "a number of minutes (0 records the slot as failed on the first transient error)")
 		},
+		"max_event_size_in_mb": func(e entry) { w.intIn(e, &c.MaxEventSizeInMB, 1, 1024, "a number of megabytes") },
 	}, nil)
 }
 
