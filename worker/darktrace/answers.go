@@ -9,13 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/dtfleet/dtfleet/internal/jsonscan"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dtfleet/dtfleet/internal/jsonscan"
 )
 
 // isHTML reports whether a 200 response is an HTML page rather than JSON, by its content type

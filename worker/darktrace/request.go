@@ -2,10 +2,11 @@ package darktrace
 
 import (
 	"fmt"
-	"github.com/dtfleet/dtfleet/internal/config"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dtfleet/dtfleet/internal/config"
 )
 
 // Request is one call to a service's endpoint.
