@@ -34,6 +34,7 @@ type laneRunner struct {
 
 	mu      sync.Mutex
 	markers map[uint64]proto.Done
+	newer   map[uint64]*newerMarker // markers of a newer schema version, by slot, while none of this version came
 	notify  chan struct{}
 
 	st           proto.Delivery
@@ -63,6 +64,24 @@ const kvTimeout = 10 * time.Second
 // lane never gives up while it holds its lease.
 const maxRetryWait = time.Minute
 
+// newerMarkerWait bounds how long the lane waits at a slot whose only done marker is of a newer
+// schema version (a rolling upgrade): a newer shipper, once it holds the lane's lease, delivers it.
+// When none has within this time (about the worker's bound for work items, newerItemDeliveries),
+// the slot is recorded as failed at its place and passed over, so the lane never stops for good.
+const newerMarkerWait = time.Hour
+
+// newerMarker is a done marker this build cannot read whole, and when the lane first saw it.
+type newerMarker struct {
+	done   proto.Done // the fields this build knows
+	cause  error
+	since  time.Time
+	logged bool
+}
+
+// errResultsExpired is the failure record's error for a slot whose chunks the results stream no
+// longer holds (its MaxAge passed before delivery).
+const errResultsExpired = "results expired before delivery; replay the window"
+
 // lead runs the lane while this shipper holds its lease.
 func (r *laneRunner) lead(ctx context.Context) error {
 	r.leader.Set(1)
@@ -80,6 +99,7 @@ func (r *laneRunner) run(ctx context.Context) error {
 	r.dedupe = newDedupeSet(r.s.bus.Dedupe, r.ln.Input, r.ln.Service)
 	r.forced = nil
 	r.markers = map[uint64]proto.Done{}
+	r.newer = map[uint64]*newerMarker{}
 	r.notify = make(chan struct{}, 1)
 	var stop func()
 	err := r.retry(ctx, "starting the lane", func() error {
@@ -149,7 +169,22 @@ func (r *laneRunner) loadCheckpoint(ctx context.Context) error {
 // attempt.
 func (r *laneRunner) onMarker(subject string, data []byte) {
 	var d proto.Done
-	if err := proto.Decode(data, &d); err != nil {
+	err := proto.Decode(data, &d)
+	if errors.Is(err, proto.ErrSchema) && d.V > proto.SchemaVersion && d.Seq > r.deliveredSeq.Load() &&
+		d.Input == r.ln.Input && d.Service == r.ln.Service {
+		// A newer build wrote it: left for a newer shipper, for newerMarkerWait at most (awaitNewer).
+		r.mu.Lock()
+		if _, ok := r.newer[d.Seq]; !ok {
+			r.newer[d.Seq] = &newerMarker{done: d, cause: err, since: r.s.opts.Clock.Now()}
+		}
+		r.mu.Unlock()
+		select {
+		case r.notify <- struct{}{}:
+		default:
+		}
+		return
+	}
+	if err != nil {
 		r.logger.Error("undecodable done marker; ignoring it", "subject", subject, "err", err)
 		return
 	}
@@ -190,7 +225,7 @@ type unit struct {
 func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 	next := r.st.Seq + 1
 	if _, ok := r.marker(next); !ok {
-		return false, nil
+		return r.awaitNewer(ctx, next)
 	}
 	var (
 		units    []*unit
@@ -237,7 +272,22 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 				// The stored result itself is broken: reading it again gives the same bytes, so
 				// retrying would stop the lane for good. The slot is recorded as failed (and
 				// replayable), and the batch is gathered again with the slot passed over.
-				if ferr := r.failCorrupt(ctx, d, err); ferr != nil {
+				if ferr := r.failSlot(ctx, d, "corrupt result: "+err.Error(),
+					"a result chunk of the slot does not decode; the slot is recorded as failed and passed over", err); ferr != nil {
+					return false, ferr
+				}
+				return true, nil
+			}
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				// Workers publish a slot's chunks before its marker, so a chunk the stream does not
+				// hold expired (the stream's MaxAge) or was purged by a shipper that delivered the
+				// slot. Retrying cannot bring it back: unless another shipper moved the checkpoint,
+				// the slot is recorded as failed, loudly, and replaying its window recovers it.
+				if ferr := r.checkpointUnmoved(ctx); ferr != nil {
+					return false, ferr
+				}
+				if ferr := r.failSlot(ctx, d, errResultsExpired,
+					"the results of the slot expired before delivery; the slot is recorded as failed and passed over", err); ferr != nil {
 					return false, ferr
 				}
 				return true, nil
@@ -318,12 +368,73 @@ func (r *laneRunner) chunk(ctx context.Context, d proto.Done, i int) (*proto.Chu
 	return &ch, nil
 }
 
-// failCorrupt records slot d as failed for good because one of its chunks does not decode
-// (proto.ErrCorruptChunk), then replaces its marker by a failed one, so the lane passes over it
-// and goes on. The failure record is what status, "failed" and replay show.
-func (r *laneRunner) failCorrupt(ctx context.Context, d proto.Done, cause error) error {
+// awaitNewer handles a head slot seq that has no done marker of this version. When it has one of a
+// newer version, the lane waits for a newer shipper (logged once); after newerMarkerWait the slot
+// is recorded as failed at its place and passed over (failSlot). It reports whether the lane can
+// make progress now.
+func (r *laneRunner) awaitNewer(ctx context.Context, seq uint64) (bool, error) {
+	r.mu.Lock()
+	n, ok := r.newer[seq]
+	if !ok {
+		r.mu.Unlock()
+		return false, nil
+	}
+	waited := r.s.opts.Clock.Since(n.since)
+	logNow := !n.logged
+	n.logged = true
+	d, cause := n.done, n.cause
+	r.mu.Unlock()
+	if waited < newerMarkerWait {
+		if logNow {
+			r.logger.Warn("done marker of a newer version at the head of the lane; leaving it for a newer shipper",
+				"seq", seq, "version", d.V, "known_version", proto.SchemaVersion, "wait", newerMarkerWait)
+		}
+		return false, nil
+	}
+	if err := r.checkpointUnmoved(ctx); err != nil {
+		return false, err
+	}
+	d.V, d.Chunks = proto.SchemaVersion, 0
+	if err := r.failSlot(ctx, d, fmt.Sprintf("no shipper of version %d delivered the slot within %s: %v", n.done.V, newerMarkerWait, cause),
+		"a done marker of a newer version was not taken by a newer shipper; the slot is recorded as failed and passed over", cause); err != nil {
+		return false, err
+	}
+	r.mu.Lock()
+	if _, ok := r.markers[seq]; !ok {
+		d.Failed = true
+		r.markers[seq] = d
+	}
+	delete(r.newer, seq)
+	r.mu.Unlock()
+	return true, nil
+}
+
+// checkpointUnmoved returns an error wrapping errLeaseLost when the delivery checkpoint is no
+// longer the one this lane wrote: another shipper delivered past it, so what this lane would
+// record as failed may well have been delivered.
+func (r *laneRunner) checkpointUnmoved(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	_, rev, err := r.s.bus.Checkpoints.Get(ctx, proto.LaneKey(r.ln.Input, r.ln.Service))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		rev = 0
+	case err != nil:
+		return fmt.Errorf("reading delivery checkpoint of %s: %w", r.ln.Key(), err)
+	}
+	if rev != r.rev || !r.lease.Valid() {
+		return fmt.Errorf("checking the delivery checkpoint of %s: %w", r.ln.Key(), errLeaseLost)
+	}
+	return nil
+}
+
+// failSlot records slot d as failed for good with the error errText (a chunk that does not
+// decode, results that expired, a marker no newer shipper took), logs msg loudly, then replaces
+// its marker by a failed one, so the lane passes over it and goes on. The failure record is what
+// status, "failed" and replay show.
+func (r *laneRunner) failSlot(ctx context.Context, d proto.Done, errText, msg string, cause error) error {
 	rec := proto.Failure{V: proto.SchemaVersion, SlotID: d.SlotID, Input: d.Input, Service: d.Service, Seq: d.Seq,
-		Start: d.Start, End: d.End, Error: "corrupt result: " + cause.Error(), Attempts: 1, Worker: d.Worker,
+		Start: d.Start, End: d.End, Error: errText, Attempts: 1, Worker: d.Worker,
 		At: r.s.opts.Clock.Now().UnixMilli()}
 	data, err := proto.Encode(&rec)
 	if err != nil {
@@ -332,10 +443,9 @@ func (r *laneRunner) failCorrupt(ctx context.Context, d proto.Done, cause error)
 	wctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
 	if err := r.s.bus.Failed.Put(wctx, proto.FailedKey(d.Input, d.Service, d.Start, d.End), data); err != nil {
-		return fmt.Errorf("recording slot %d with a corrupt result as failed: %w", d.Seq, err)
+		return fmt.Errorf("recording slot %d as failed (%s): %w", d.Seq, errText, err)
 	}
-	r.logger.Error("a result chunk of the slot does not decode; the slot is recorded as failed and passed over",
-		"seq", d.Seq, "attempt", d.Attempt, "err", cause)
+	r.logger.Error(msg, "seq", d.Seq, "attempt", d.Attempt, "replay", proto.ReplayCommand(d.Input, d.Service, d.Start, d.End), "err", cause)
 	d.Failed, d.Error = true, rec.Error
 	r.mu.Lock()
 	if cur, ok := r.markers[d.Seq]; ok && cur.Attempt == d.Attempt {
@@ -449,6 +559,7 @@ func (r *laneRunner) finish(ctx context.Context, units []*unit) {
 		cancel()
 		r.mu.Lock()
 		delete(r.markers, d.Seq)
+		delete(r.newer, d.Seq)
 		r.mu.Unlock()
 		if r.s.opts.OnDelivered != nil {
 			r.s.opts.OnDelivered(d, u.delivered)
