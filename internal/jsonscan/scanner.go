@@ -34,6 +34,12 @@ type scanner struct {
 	depth int
 	// discard drops the output at every element boundary, for values that are validated only.
 	discard bool
+	// limit, when positive, bounds out: a value that outgrows it is scanned on with its output
+	// dropped at each refill (fill), its dropped bytes counted in spilled. Split's values only.
+	limit    int
+	spilled  int64
+	tooLarge func(index int, size int64) error
+	index    int // values Split has yielded (or reported too large) so far
 	// v, when not nil, observes every value as it is consumed (see visitor). Split leaves it nil.
 	v visitor
 }
@@ -75,6 +81,12 @@ func (s *scanner) one() error {
 func (s *scanner) fill() bool {
 	if s.rerr != nil {
 		return false
+	}
+	// Output grows by at most what the previous read held, so dropping it here, once per read,
+	// bounds it by limit plus one read without a check in the per-byte loops.
+	if s.discard || (s.limit > 0 && len(s.out) > s.limit) {
+		s.spilled += int64(len(s.out))
+		s.out = s.out[:0]
 	}
 	s.base += int64(s.end)
 	s.pos, s.end = 0, 0

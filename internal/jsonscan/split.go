@@ -59,9 +59,46 @@ func (s Shape) String() string {
 //
 // An error from fn stops the split and is returned as is. An error from r is returned wrapped;
 // io.ErrUnexpectedEOF from r also wraps ErrMalformed.
-func Split(r io.Reader, shape Shape, fn func(raw []byte) error) error {
+//
+// Options bound it further (MaxValue).
+func Split(r io.Reader, shape Shape, fn func(raw []byte) error, opts ...Option) error {
 	s := scanner{r: r, buf: make([]byte, readBufSize)}
+	for _, o := range opts {
+		o(&s)
+	}
 	return s.split(shape, fn)
+}
+
+// Option changes how Split scans.
+type Option func(*scanner)
+
+// MaxValue bounds the memory one value may take: a value whose compact form is longer than max
+// bytes is scanned in full and validated, but not kept, and tooLarge is called instead of fn with
+// its index among the values the body yields (counted from 0, over every member array of a
+// wrapped body) and its compact size. Memory then follows max, not the largest value. An error
+// from tooLarge stops the split and is returned as is; a nil tooLarge drops such values
+// silently. A max of 0 or less leaves values unbounded.
+func MaxValue(max int, tooLarge func(index int, size int64) error) Option {
+	return func(s *scanner) {
+		if max > 0 {
+			s.limit, s.tooLarge = max, tooLarge
+		}
+	}
+}
+
+// emit hands the value just scanned into out to fn, or to tooLarge when it outgrew the limit.
+func (s *scanner) emit(fn func([]byte) error) error {
+	i := s.index
+	s.index++
+	if s.limit > 0 && (s.spilled > 0 || len(s.out) > s.limit) {
+		size := s.spilled + int64(len(s.out))
+		s.out = s.out[:0]
+		if s.tooLarge == nil {
+			return nil
+		}
+		return s.tooLarge(i, size)
+	}
+	return fn(s.out)
 }
 
 func (s *scanner) split(shape Shape, fn func([]byte) error) error {
@@ -94,9 +131,9 @@ func (s *scanner) split(shape Shape, fn func([]byte) error) error {
 	case c == '{' && shape.kind == kindWrapped:
 		err = s.wrapped(shape.member, fn)
 	case c == '{' && shape.kind == kindObject:
-		s.out = s.out[:0]
+		s.out, s.spilled = s.out[:0], 0
 		if err = s.object(); err == nil {
-			err = fn(s.out)
+			err = s.emit(fn)
 		}
 	case c == '<':
 		return fmt.Errorf("%w: body is not JSON (starts with '<', an HTML page?)", ErrMalformed)
@@ -129,11 +166,11 @@ func (s *scanner) elements(fn func([]byte) error) error {
 		return nil
 	}
 	for {
-		s.out = s.out[:0]
+		s.out, s.spilled = s.out[:0], 0
 		if err := s.value(c); err != nil {
 			return err
 		}
-		if err := fn(s.out); err != nil {
+		if err := s.emit(fn); err != nil {
 			return err
 		}
 		if c, ok = s.skipWS(); !ok {
