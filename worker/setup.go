@@ -77,6 +77,7 @@ func (w *Worker) CheckInputs(ctx context.Context) error {
 		setup.Info("Starting the execution of setup()")
 		// A plain fetch whose events are discarded: its answer's Date header also records the
 		// appliance's clock before the coordinator plans its first window.
+		req.MaxEventSize = w.maxEvent // discarded anyway: never held whole
 		st, err := f.Fetch(ctx, req, func([]byte) error { return nil })
 		if st.Dated {
 			w.recordClock(ctx, name, st.ClockOffset)

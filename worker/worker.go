@@ -414,6 +414,17 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 			return bounded(ev)
 		}
 	}
+	// The client never holds an event over the bound either: one 2 GB event costs the bound,
+	// not 2 GB. Its key is unknown (the event is not kept): its place in the response says which.
+	req.MaxEventSize = w.maxEvent
+	req.TooLarge = func(index int, size int64) error {
+		received.Inc()
+		dropped++
+		tooLarge.Inc()
+		w.logger.Error("event larger than workers.max_event_size_in_mb dropped unread; the rest of the slot is delivered",
+			"input", it.Input, "service", it.Service, "seq", it.Seq, "index", index, "bytes", size, "max_bytes", w.maxEvent)
+		return nil
+	}
 	st, err := f.Fetch(ctx, req, func(raw []byte) error {
 		received.Inc()
 		return l.proc.Process(raw, poll, add)

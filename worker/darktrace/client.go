@@ -235,9 +235,10 @@ type Stats struct {
 
 // Fetch sends req and streams the response body's events to fn, one compact JSON value at a
 // time and in response order (raw is valid only during the call); memory follows the largest
-// event, not the response. Failures are *Error values classified Retryable or Terminal, except
+// event (at most req.MaxEventSize when set), not the response. Failures are *Error values classified Retryable or Terminal, except
 // an error returned by fn, which stops the fetch and is returned wrapped but unclassified, and
-// ErrInvalidRequest. Because events stream, fn may have seen some events of a fetch that then
+// ErrInvalidRequest. An event over req.MaxEventSize goes to req.TooLarge instead of fn (Stats.Events
+// does not count it). Because events stream, fn may have seen some events of a fetch that then
 // fails: a caller must discard a failed fetch's events.
 func (c *Client) Fetch(ctx context.Context, req Request, fn func(raw []byte) error) (Stats, error) {
 	t0 := time.Now()
@@ -248,6 +249,18 @@ func (c *Client) Fetch(ctx context.Context, req Request, fn func(raw []byte) err
 	}
 	shape := ShapeFor(req.Service)
 	var fnErr error
+	// An event over req.MaxEventSize is never held whole: one 2 GB event costs the limit, not
+	// 2 GB (issue 9, row 7).
+	tooLarge := func(index int, size int64) error {
+		if req.TooLarge == nil {
+			return nil
+		}
+		if err := req.TooLarge(index, size); err != nil {
+			fnErr = err
+			return err
+		}
+		return nil
+	}
 	err = c.do(ctx, path, query, &st.Bytes, &st, func(body io.Reader) error {
 		return jsonscan.Split(body, shape, func(raw []byte) error {
 			if err := fn(raw); err != nil {
@@ -256,7 +269,7 @@ func (c *Client) Fetch(ctx context.Context, req Request, fn func(raw []byte) err
 			}
 			st.Events++
 			return nil
-		})
+		}, jsonscan.MaxValue(req.MaxEventSize, tooLarge))
 	}, func(err error) bool { return fnErr != nil && errors.Is(err, fnErr) })
 	st.Duration = time.Since(t0)
 	if err != nil {

@@ -25,6 +25,13 @@ type Request struct {
 	// current actions and those of the last 14 days, each in its current state) instead of a
 	// window on start; Start and End are then not sent (the caller filters by state time).
 	View bool
+	// MaxEventSize, when positive, bounds the memory one event of the response takes: an event
+	// whose compact JSON is longer is read and validated but not kept, and is reported to
+	// TooLarge instead of the fetch's callback (its index in the response and its size).
+	MaxEventSize int
+	// TooLarge receives each event over MaxEventSize; an error from it stops the fetch as one
+	// from the fetch's callback does. nil drops such events silently.
+	TooLarge func(index int, size int64) error
 }
 
 // defaultEndpoints maps each service to its endpoint.
