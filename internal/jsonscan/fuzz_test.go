@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -180,4 +181,54 @@ func referenceElements(data []byte, shape Shape) ([]string, bool) {
 	default:
 		return nil, false
 	}
+}
+
+// FuzzSplitMaxValue checks the MaxValue option against Split without it: the same values in the
+// same order, except that each value longer than the limit is reported to tooLarge with its
+// index and exact compact size instead of being yielded; and the same error, if any.
+func FuzzSplitMaxValue(f *testing.F) {
+	addSeeds(f, `[]`, `[1,"a\"b",{"c":[true,false,null]}]`, `{"actions":[{"codeid":1},"xxxxxxxxxxxx"],"devices":[]}`,
+		`["`+strings.Repeat("y", 200)+`", 2]`, `[{"a":1},`)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if tooDeep(data) {
+			return
+		}
+		for _, limit := range []int{1, 4, 16, 100} {
+			for _, shape := range []Shape{ShapeArray, shapeActions, ShapeObject} {
+				all, errAll := splitAll(bytes.NewReader(data), shape)
+				var got []string
+				var dropped []string
+				index := 0
+				err := Split(bytes.NewReader(data), shape, func(raw []byte) error {
+					got = append(got, string(raw))
+					index++
+					return nil
+				}, MaxValue(limit, func(i int, size int64) error {
+					if i != index {
+						t.Fatalf("limit %d shape %v: tooLarge index %d, want %d", limit, shape, i, index)
+					}
+					dropped = append(dropped, fmt.Sprintf("%d:%d", i, size))
+					index++
+					return nil
+				}))
+				if (err == nil) != (errAll == nil) {
+					t.Fatalf("limit %d shape %v: error %v, without the limit %v", limit, shape, err, errAll)
+				}
+				if err != nil {
+					continue
+				}
+				var want, wantDropped []string
+				for i, raw := range all {
+					if len(raw) > limit {
+						wantDropped = append(wantDropped, fmt.Sprintf("%d:%d", i, len(raw)))
+						continue
+					}
+					want = append(want, raw)
+				}
+				if strings.Join(got, "\x00") != strings.Join(want, "\x00") || strings.Join(dropped, ",") != strings.Join(wantDropped, ",") {
+					t.Fatalf("limit %d shape %v: Split(%q) kept %q dropped %v; want %q dropped %v", limit, shape, data, got, dropped, want, wantDropped)
+				}
+			}
+		}
+	})
 }
