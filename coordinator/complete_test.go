@@ -361,7 +361,7 @@ func lateBreaches(fake *darktracetest.Server, start, end time.Time) int {
 
 // TestDateErrorHealsAndTwoAppliancesKeepTheirLanes runs two appliances in one deployment (two
 // inputs, as an MSSP runs them). Appliance a answers "API DATE ERROR" to every request for 2
-// minutes in the middle of the run; with a transient bound of 1 minute some of its slots are
+// hours of its time in the middle of the run; with a transient bound of 1 minute some of its slots are
 // recorded as failed, and the coordinator's automatic retry heals them: in the end both
 // appliances' events are delivered exactly once, each in its own lanes, and no failed slot is
 // left. Without the automatic retry the failed slots stay failed and their events missing.
@@ -387,7 +387,10 @@ func TestDateErrorHealsAndTwoAppliancesKeepTheirLanes(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling a condition under a deadline
 	}
 	faultAt := clock.Now()
-	fa.AddFault(darktracetest.Fault{Kind: darktracetest.FaultDateError, For: 2 * time.Minute})
+	// Two hours of the appliance's time (6 s of real time at this clock's pace): long enough that
+	// a slot's second attempt, which JetStream redelivers after a real-time delay, still meets
+	// the error past the 1-minute bound, so the failure path is taken whatever the machine's load.
+	fa.AddFault(darktracetest.Fault{Kind: darktracetest.FaultDateError, For: 2 * time.Hour})
 	// Some slot of a fails for good and is recorded, with its next retry.
 	sawFailed := false
 	for deadline := time.Now().Add(time.Minute); !sawFailed; {
@@ -410,7 +413,7 @@ func TestDateErrorHealsAndTwoAppliancesKeepTheirLanes(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling a condition under a deadline
 	}
-	t.Logf("date error from %s for 2 minutes; healed", faultAt.Format(time.RFC3339))
+	t.Logf("date error from %s for 2 hours of appliance time; healed", faultAt.Format(time.RFC3339))
 	for _, a := range []struct {
 		name string
 		fake *darktracetest.Server

@@ -79,6 +79,11 @@ func TestFetchPrintsGroundTruth(t *testing.T) {
 			}
 			var want strings.Builder
 			events := fake.Events(svc, qs, to)
+			if svc == config.ServiceModelBreaches {
+				// Breaches are fetched by creation time (creationtime=true): those created in
+				// [qs, to], whatever their time (the fake creates one up to an hour late).
+				events = createdIn(t, fake.Events(svc, qs.Add(-2*time.Hour), to), qs, to)
+			}
 			for _, ev := range events {
 				want.Write(ev)
 				want.WriteByte('\n')
@@ -249,4 +254,22 @@ func TestSimulateServes(t *testing.T) {
 	if err != nil || !strings.Contains(got, "Tokens have been validated successfully.") {
 		t.Fatalf("check against simulate: %v %q", err, got)
 	}
+}
+
+// createdIn keeps the breaches whose creationTime is in [from, to], in their order.
+func createdIn(t *testing.T, events [][]byte, from, to time.Time) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for _, ev := range events {
+		var b struct {
+			CreationTime int64 `json:"creationTime"`
+		}
+		if err := json.Unmarshal(ev, &b); err != nil {
+			t.Fatal(err)
+		}
+		if b.CreationTime >= from.UnixMilli() && b.CreationTime <= to.UnixMilli() {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
