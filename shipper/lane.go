@@ -50,6 +50,10 @@ type laneRunner struct {
 	// event of it once: its slots' look-back windows overlap one another. The run ends at the
 	// next slot that is not forced.
 	forced map[string]bool
+	// forcedEnd is the window end of the last forced slot whose keys are in forced: a forced
+	// slot that starts before it begins another replay (of the same range, say), which must be
+	// delivered again, not deduplicated against the first.
+	forcedEnd int64
 }
 
 // errLeaseLost stops a lane whose checkpoint someone else moved.
@@ -97,7 +101,7 @@ func (r *laneRunner) run(ctx context.Context) error {
 	// Another shipper may have led the lane since this one last did: start from what the bus
 	// holds, not from what this process remembers.
 	r.dedupe = newDedupeSet(r.s.bus.Dedupe, r.ln.Input, r.ln.Service)
-	r.forced = nil
+	r.forced, r.forcedEnd = nil, 0
 	r.markers = map[uint64]proto.Done{}
 	r.newer = map[uint64]*newerMarker{}
 	r.notify = make(chan struct{}, 1)
@@ -238,6 +242,9 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 		maxEnd   int64
 		epoch    uint64
 		part     []byte // an event split across chunks, being reassembled
+		// forcedTo is the window end of the forced slots gathered so far: a forced slot that
+		// starts before it is another replay run, which gets a batch of its own.
+		forcedTo int64
 	)
 	full := func() bool { return bytes >= r.s.opts.BatchBytes || len(batch.Events) >= r.s.opts.BatchEvents }
 	for seq := next; !full(); seq++ {
@@ -248,9 +255,15 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 		if len(units) > 0 && d.Epoch != epoch {
 			break // a batch's dedupe record belongs to one epoch
 		}
+		if len(units) > 0 && d.Force && d.Start < forcedTo {
+			break
+		}
+		if d.Force {
+			forcedTo = max(forcedTo, d.End)
+		}
 		epoch = d.Epoch
-		if !d.Force {
-			r.forced = nil
+		if !d.Force || d.Start < r.forcedEnd {
+			r.forced, r.forcedEnd = nil, 0
 		}
 		u := &unit{done: d}
 		units = append(units, u)
@@ -347,6 +360,11 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 				r.forced[k] = true
 			}
 			break
+		}
+	}
+	for _, u := range units {
+		if u.done.Force {
+			r.forcedEnd = max(r.forcedEnd, u.done.End)
 		}
 	}
 	r.finish(context.WithoutCancel(ctx), units)
