@@ -511,7 +511,15 @@ func (r *laneRunner) checkpoint(ctx context.Context, units []*unit, read int) er
 			continue
 		}
 		st.Seq, st.NextChunk, st.Attempt = u.done.Seq, 0, ""
-		st.End, st.Epoch = u.done.End, u.done.Epoch
+		// End says how far the lane has delivered: a replay of an old window, delivered after
+		// newer slots, does not move it back (status would show the lane hours behind, and its
+		// --check lagging). A new epoch (a persistence reset) starts it anew.
+		if u.done.Epoch == st.Epoch {
+			st.End = max(st.End, u.done.End)
+		} else {
+			st.End = u.done.End
+		}
+		st.Epoch = u.done.Epoch
 		if u.done.Failed {
 			st.Failed++
 		}

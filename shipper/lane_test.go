@@ -448,7 +448,8 @@ func TestForcedReplaysBackToBack(t *testing.T) {
 	h.start("s1", out, nil, Options{})
 	h.publish(1, 10, "k1", "k2")
 	h.publish(2, 10, "k3")
-	h.waitDelivered(2)
+	h.publish(3, 10, "k9")
+	h.waitDelivered(3)
 	forced := func(seq, windowSeq uint64, keys ...string) {
 		start, end := slotWindow(windowSeq)
 		d := proto.Done{V: proto.SchemaVersion, SlotID: fmt.Sprintf("replay-%d", seq), Input: testInput, Service: testService,
@@ -460,15 +461,19 @@ func TestForcedReplaysBackToBack(t *testing.T) {
 		h.results.publishChunk(proto.ChunkSubject(testInput, testService, seq, d.Attempt, 0), proto.AppendChunk(nil, &ch))
 		h.publishDone(d)
 	}
-	// First replay of windows 1-2 (slots 3, 4); k2 comes again in the second window's look-back.
-	forced(3, 1, "k1", "k2")
-	forced(4, 2, "k2", "k3")
-	// Second replay of the same range, right after (slots 5, 6).
-	forced(5, 1, "k1", "k2")
-	forced(6, 2, "k2", "k3")
-	h.waitDelivered(6)
-	want := msgs("k1", "k2", "k3", "k1", "k2", "k3", "k1", "k2", "k3")
+	// First replay of windows 1-2 (slots 4, 5); k2 comes again in the second window's look-back.
+	forced(4, 1, "k1", "k2")
+	forced(5, 2, "k2", "k3")
+	// Second replay of the same range, right after (slots 6, 7).
+	forced(6, 1, "k1", "k2")
+	forced(7, 2, "k2", "k3")
+	h.waitDelivered(7)
+	want := msgs("k1", "k2", "k3", "k9", "k1", "k2", "k3", "k1", "k2", "k3")
 	if got := out.got(); !slices.Equal(got, want) {
 		t.Fatalf("output got %v; want %v (each replay delivers the range once)", got, want)
+	}
+	// The replays of old windows do not move the lane's delivered end back.
+	if _, end := slotWindow(3); h.checkpoint().End != end {
+		t.Fatalf("checkpoint end %d after the replays; want %d, the end of the newest slot delivered", h.checkpoint().End, end)
 	}
 }
