@@ -3,8 +3,12 @@ package shipper
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/cenkalti/backoff/v5"
+
+	"github.com/dtfleet/dtfleet/shipper/devo"
 )
 
 // retry calls op until it succeeds or ctx ends, waiting between attempts as a fresh policy of the
@@ -62,3 +66,28 @@ func (r *laneRunner) pause(ctx context.Context, bo *backoff.BackOff, msg string,
 		return true
 	}
 }
+
+// send delivers the batch to every output; it returns only when all confirmed, or ctx ended.
+func (r *laneRunner) send(ctx context.Context, batch *devo.Batch) error {
+	if len(batch.Events) == 0 {
+		return nil
+	}
+	if !r.lease.Valid() {
+		return fmt.Errorf("sending a batch: %w", errLeaseLost)
+	}
+	// Readiness (Shipper.Blocked) reports a lane whose batch has been retried for too long.
+	r.sendingSince.Store(r.s.opts.Clock.Now().UnixNano())
+	defer r.sendingSince.Store(0)
+	for _, o := range r.s.outs {
+		if err := devo.RetryGrace(ctx, stopGrace, o, batch, r.backoff, r.s.opts.Clock, r.logger); err != nil {
+			return err
+		}
+		r.s.metrics.batches.WithLabelValues(o.Name()).Inc()
+	}
+	return nil
+}
+
+// stopGrace is how long a graceful stop lets a delivery attempt already under way finish. Cutting
+// it would leave the part of the batch Devo had read to be sent again after the restart; letting
+// it finish means a graceful stop resends nothing (only a crash resends the batch in flight).
+const stopGrace = 10 * time.Second
