@@ -80,7 +80,8 @@ type Coordinator struct {
 	// again soon, not a whole tick later, so workers do not idle while the shipper catches up.
 	limited bool
 	usage   StreamUsage
-	paused  bool // planning stopped because the results stream is nearly full
+	paused  bool      // planning stopped because the results stream is nearly full
+	usageAt time.Time // when the results stream's usage was last read (resultsFull)
 }
 
 // initialSlotBytes is the slot size assumed before a lane's first delivery tells how big its

@@ -14,9 +14,10 @@ import (
 )
 
 // fixedUsage reports the results stream holding used of 1000 bytes.
-type fixedUsage struct{ used atomic.Uint64 }
+type fixedUsage struct{ used, reads atomic.Uint64 }
 
 func (u *fixedUsage) Usage(context.Context, string) (uint64, uint64, error) {
+	u.reads.Add(1)
 	return u.used.Load(), 1000, nil
 }
 
@@ -47,7 +48,16 @@ func TestPlanningStopsWhenResultsAreNearlyFull(t *testing.T) {
 	if v := metricValue(t, reg, "dtfleet_coordinator_planning_paused", paused); v != 1 {
 		t.Fatalf("dtfleet_coordinator_planning_paused = %v while the stream is nearly full; want 1", v)
 	}
+	// A second lane's check within the second reuses the reading: one stream-info request per
+	// second serves every lane, however often the leader plans.
+	if err := c.PlanLane(ctx, ln); err != nil {
+		t.Fatal(err)
+	}
+	if n := usage.reads.Load(); n != 1 {
+		t.Fatalf("the results stream's usage was read %d times within a second; want 1", n)
+	}
 	usage.used.Store(100)
+	clk.Advance(time.Second) // the usage is read again at most once a second
 	if err := c.PlanLane(ctx, ln); err != nil {
 		t.Fatal(err)
 	}

@@ -271,10 +271,21 @@ const fullShare = 0.9
 // dtfleet_coordinator_planning_paused when planning stops or resumes. A usage that cannot be read
 // does not stop planning (the stream's own limit still pushes back on the workers); it is logged
 // at debug level.
+// usageRecheck is how long a reading of the results stream's usage serves before it is read
+// again.
+const usageRecheck = time.Second
+
 func (c *Coordinator) resultsFull(ctx context.Context) bool {
 	if c.usage == nil {
 		return false
 	}
+	// The results stream is shared by every lane, and a leader at its backlog limit plans
+	// again every 50 ms: one stream-info request per usageRecheck serves every lane's check.
+	now := c.clock.Now()
+	if !c.usageAt.IsZero() && now.Sub(c.usageAt) < usageRecheck {
+		return c.paused
+	}
+	c.usageAt = now
 	used, limit, err := c.usage.Usage(ctx, proto.StreamResults)
 	if err != nil {
 		c.logger.Debug("checking how full the results stream is", "err", err)
