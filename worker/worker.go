@@ -91,6 +91,7 @@ type Worker struct {
 	ep       Endpoints
 	lanes    map[string]*lane
 	fetchers map[string]Fetcher
+	pacers   map[string]*pacer // per input, when the worker builds its fetchers
 	conc     int
 	opts     Options
 	logger   *slog.Logger
@@ -167,6 +168,7 @@ func New(ep Endpoints, cfg *config.Config, opts Options) (*Worker, error) {
 		}
 		w.lanes[ln.Key()] = &lane{ln: ln, proc: proc}
 	}
+	w.pacers = map[string]*pacer{}
 	if w.fetchers == nil {
 		w.fetchers = map[string]Fetcher{}
 		for _, name := range cfg.EnabledInputs() {
@@ -175,6 +177,10 @@ func New(ep Endpoints, cfg *config.Config, opts Options) (*Worker, error) {
 			dc.Logger = logger.With("input", name)
 			dc.Metrics, dc.Input = opts.DarktraceMetrics, name
 			dc.Limiter = NewFleetLimiter(ep.Rate, name, in.RequestsPerSecond, opts.Clock)
+			// workers.concurrency pullers bound the requests in flight; the pacer finds how many
+			// of them the appliance serves comfortably.
+			p := newPacer(name, min(cfg.Workers.MinConcurrency, w.conc), w.conc, opts.Clock, logger, m)
+			w.pacers[name], dc.Pacer = p, p
 			c, err := darktrace.New(dc)
 			if err != nil {
 				return nil, fmt.Errorf("configuring input %s: %w", name, err)
@@ -253,6 +259,7 @@ func (w *Worker) heartbeat(ctx context.Context) {
 				w.logger.Debug("writing heartbeat", "err", err)
 			}
 		}
+		w.publishPace(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -265,6 +272,7 @@ func (w *Worker) deregister() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = w.ep.Heartbeats.Delete(ctx, w.opts.ID)
+	w.unpublishPace(ctx)
 }
 
 // handle processes one work item and settles it: Ack, Nak with delay, or Term.

@@ -42,6 +42,8 @@ func newSimulateCmd(g *globalFlags) *cobra.Command {
 	fl.IntVar(&f.EventSize, "event-size", 0, "approximate bytes per model breach (0: the sample's size, about 6 KB)")
 	fl.DurationVar(&f.Latency, "latency", 0, "added response latency")
 	fl.DurationVar(&f.Jitter, "jitter", 0, "latency jitter (uniform ±)")
+	fl.DurationVar(&f.LatencyPerInFlight, "latency-per-inflight", 0, "added latency per other request in flight (an appliance that slows down under load)")
+	fl.IntVar(&f.RateLimitAbove, "rate-limit-above", 0, "answer 429 to requests beyond this many in flight (0: never)")
 	fl.Float64Var(&f.FaultRate, "fault-rate", 0, "probability in [0, 1] that a request gets a random fault")
 	fl.StringSliceVar(&f.FaultKinds, "fault-kinds", nil, "kinds random faults are drawn from (default status,rate_limit,stall,reset,truncate)")
 	fl.StringArrayVar(&f.Faults, "fault", nil, "scripted fault SPEC, repeatable (see above)")

@@ -137,6 +137,8 @@ func TestBadConfigs(t *testing.T) {
 		{"nats_listen_bad.bad.yaml", 0, "nats.listen", "not host:port"},
 		{"tls_cert_without_key.bad.yaml", 0, dt + ".tls", "cert_file and key_file go together"},
 		{"workers_concurrency_zero.bad.yaml", 0, "workers.concurrency", "from 1 to 4096, found 0"},
+		{"workers_min_concurrency_zero.bad.yaml", 0, "workers.min_concurrency", "from 1 to 4096, found 0"},
+		{"workers_min_concurrency_above_max.bad.yaml", 0, "workers.min_concurrency", "more than workers.concurrency (8)"},
 		{"workers_max_event_size_zero.bad.yaml", 0, "workers.max_event_size_in_mb", "from 1 to 1024, found 0"},
 		{"metrics_listen_bad.bad.yaml", 0, "metrics.listen", "not host:port"},
 		{"coordinator_negative_lag.bad.yaml", 0, "coordinator.safety_lag_in_seconds", "from 0 to 86400, found -1"},

@@ -104,7 +104,12 @@ func (n NATS) URLs() []string {
 
 // Workers tunes the fetching role.
 type Workers struct {
+	// Concurrency is the upper bound of the requests in flight per worker process (per input):
+	// the adaptive pacing finds the limit between MinConcurrency and it that the appliance
+	// serves comfortably. Setting both to the same value fixes the concurrency.
 	Concurrency int `yaml:"concurrency"`
+	// MinConcurrency is where the adaptive limit starts and the least it shrinks to.
+	MinConcurrency int `yaml:"min_concurrency"`
 	// TransientErrorsForInMinutes is how long a slot keeps being retried while the appliance
 	// answers with a transient error (API DATE ERROR, API SIGNATURE ERROR, a redirect to the login
 	// page, an HTML maintenance page) before the slot is recorded as failed.

@@ -5,11 +5,17 @@ package config
 
 // Default values of the user's configuration.
 const (
-	DefaultName                       = "darktrace_collector"
-	DefaultStoreDir                   = "./data"
-	DefaultNATSListen                 = "127.0.0.1:4222"
-	DefaultReplicas                   = 1
-	DefaultConcurrency                = 8
+	DefaultName       = "darktrace_collector"
+	DefaultStoreDir   = "./data"
+	DefaultNATSListen = "127.0.0.1:4222"
+	DefaultReplicas   = 1
+	// DefaultConcurrency is the upper bound of the adaptive pacing's requests in flight per
+	// worker process: well above what a 200 ms appliance needs to reach the default ceiling, low
+	// enough that a fleet of a few processes cannot flood an appliance before the pacing's first
+	// round trips have measured it (the limit starts at DefaultMinConcurrency and doubles per
+	// round trip).
+	DefaultConcurrency                = 64
+	DefaultMinConcurrency             = 1
 	DefaultSafetyLagInSeconds         = 5
 	DefaultMaxSlotsAhead              = 1000
 	DefaultMaxBacklogInMB             = 128
@@ -63,7 +69,7 @@ func defaultConfig() *Config {
 			Listen:   DefaultNATSListen,
 			Replicas: DefaultReplicas,
 		},
-		Workers: Workers{Concurrency: DefaultConcurrency, TransientErrorsForInMinutes: DefaultTransientErrorsForInMinutes,
+		Workers: Workers{Concurrency: DefaultConcurrency, MinConcurrency: DefaultMinConcurrency, TransientErrorsForInMinutes: DefaultTransientErrorsForInMinutes,
 			MaxEventSizeInMB: DefaultMaxEventSizeInMB},
 		Coordinator: Coordinator{
 			SafetyLagInSeconds:       DefaultSafetyLagInSeconds,

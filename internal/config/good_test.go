@@ -134,12 +134,13 @@ func TestMinimalDefaults(t *testing.T) {
 		{"nats.store_dir (default resolved against the file's directory)", cfg.NATS.StoreDir, filepath.Join(absDir, "data")},
 		{"nats.listen", cfg.NATS.Listen, "127.0.0.1:4222"},
 		{"nats.replicas", cfg.NATS.Replicas, 1},
-		{"workers.concurrency", cfg.Workers.Concurrency, 8},
+		{"workers.concurrency", cfg.Workers.Concurrency, 64},
+		{"workers.min_concurrency", cfg.Workers.MinConcurrency, 1},
 		{"coordinator", cfg.Coordinator, Coordinator{SafetyLagInSeconds: 5, MaxSlotsAhead: 1000, MaxBacklogInMB: 128, LeaseTTLInSeconds: 10, RetryFailedBaseInSeconds: 60, RetryFailedMaxInSeconds: 3600}},
 		{"shipper", cfg.Shipper, Shipper{DedupeTTLInHours: 168, SenderStatsPeriodInSeconds: 300, LeaseTTLInSeconds: 10}},
 		{"inputs", cfg.EnabledInputs(), []string{"darktrace"}},
 		{"input.id", in.ID, "darktrace"},
-		{"input.requests_per_second", in.RequestsPerSecond, 5.0},
+		{"input.requests_per_second", in.RequestsPerSecond, 10.0},
 		{"instance (bare host through base_url)", in.Credentials.Instance, "https://euw1-1234-01.cloud.darktrace.com"},
 		{"services", in.EnabledServices(), Services},
 		{"outputs", cfg.EnabledOutputs(), []string{"console_1"}},
@@ -669,7 +670,7 @@ func TestEmbeddedDefinitions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("embedded definitions: %v", err)
 	}
-	if d.RequestsPerSecond != 5 || d.RequestPeriodInSeconds != 60 || d.Layout != "2006-01-02T15:04:05Z" {
+	if d.RequestsPerSecond != 10 || d.RequestPeriodInSeconds != 60 || d.Layout != "2006-01-02T15:04:05Z" {
 		t.Errorf("module globals/properties = %+v", d)
 	}
 	for _, name := range Services {

@@ -283,12 +283,17 @@ func (w *walker) tls(n *yaml.Node, path string, t *TLS) {
 
 func (w *walker) workers(n *yaml.Node, path string, c *Workers) {
 	w.object(n, path, map[string]handler{
-		"concurrency": func(e entry) { w.intIn(e, &c.Concurrency, 1, 4096, "a number of concurrent fetches") },
+		"concurrency":     func(e entry) { w.intIn(e, &c.Concurrency, 1, 4096, "a number of concurrent fetches") },
+		"min_concurrency": func(e entry) { w.intIn(e, &c.MinConcurrency, 1, 4096, "a number of concurrent fetches") },
 		"transient_errors_for_in_minutes": func(e entry) {
 			w.intIn(e, &c.TransientErrorsForInMinutes, 0, 7*24*60, "a number of minutes (0 records the slot as failed on the first transient error)")
 		},
 		"max_event_size_in_mb": func(e entry) { w.intIn(e, &c.MaxEventSizeInMB, 1, 1024, "a number of megabytes") },
 	}, nil)
+	if c.MinConcurrency > c.Concurrency {
+		w.add(cfgErr(path+".min_concurrency", "is %d, more than workers.concurrency (%d), the adaptive limit's upper bound; set it at most %d (equal fixes the concurrency)",
+			c.MinConcurrency, c.Concurrency, c.Concurrency), n)
+	}
 }
 
 func (w *walker) coordinator(n *yaml.Node, path string, c *Coordinator) {

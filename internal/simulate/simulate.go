@@ -39,10 +39,14 @@ type Appliance struct {
 	EventSize     int
 	Latency       time.Duration
 	Jitter        time.Duration
-	FaultRate     float64
-	FaultKinds    []string
-	Faults        []string // scripted fault specs
-	Span          time.Duration
+	// LatencyPerInFlight and RateLimitAbove model an appliance that slows down and throttles
+	// under load (darktracetest.Options).
+	LatencyPerInFlight time.Duration
+	RateLimitAbove     int
+	FaultRate          float64
+	FaultKinds         []string
+	Faults             []string // scripted fault specs
+	Span               time.Duration
 	// Untidiness (see darktracetest.Untidiness); Realistic turns all of it on, and a field set
 	// explicitly keeps its value.
 	Realistic       bool
@@ -163,8 +167,8 @@ func (f *Appliance) Options() (darktracetest.Options, error) {
 	if f.FaultRate < 0 || f.FaultRate > 1 {
 		return darktracetest.Options{}, fmt.Errorf("--fault-rate must be in [0, 1], got %v", f.FaultRate)
 	}
-	if f.Latency < 0 || f.Jitter < 0 || f.EventSize < 0 {
-		return darktracetest.Options{}, errors.New("--latency, --jitter and --event-size must not be negative")
+	if f.Latency < 0 || f.Jitter < 0 || f.EventSize < 0 || f.LatencyPerInFlight < 0 || f.RateLimitAbove < 0 {
+		return darktracetest.Options{}, errors.New("--latency, --jitter, --event-size, --latency-per-inflight and --rate-limit-above must not be negative")
 	}
 	if f.PublicToken == "" || f.PrivateToken == "" {
 		return darktracetest.Options{}, errors.New("--public-token and --private-token must not be empty")
@@ -204,17 +208,19 @@ func (f *Appliance) Options() (darktracetest.Options, error) {
 		span = f.Span
 	}
 	return darktracetest.Options{
-		PublicToken:   f.PublicToken,
-		PrivateToken:  f.PrivateToken,
-		Seed:          f.Seed,
-		Start:         now.Add(-span).Truncate(time.Hour),
-		End:           now.Add(10 * 365 * 24 * time.Hour), // data keeps appearing as time passes
-		EventsPerHour: rates,
-		EventSize:     f.EventSize,
-		Latency:       f.Latency,
-		Jitter:        f.Jitter,
-		Faults:        faults,
-		Untidy:        untidy,
-		Realistic:     f.Realistic,
+		PublicToken:        f.PublicToken,
+		PrivateToken:       f.PrivateToken,
+		Seed:               f.Seed,
+		Start:              now.Add(-span).Truncate(time.Hour),
+		End:                now.Add(10 * 365 * 24 * time.Hour), // data keeps appearing as time passes
+		EventsPerHour:      rates,
+		EventSize:          f.EventSize,
+		Latency:            f.Latency,
+		Jitter:             f.Jitter,
+		LatencyPerInFlight: f.LatencyPerInFlight,
+		RateLimitAbove:     f.RateLimitAbove,
+		Faults:             faults,
+		Untidy:             untidy,
+		Realistic:          f.Realistic,
 	}, nil
 }

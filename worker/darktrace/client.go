@@ -68,6 +68,9 @@ type Config struct {
 	Proxy func(*http.Request) (*url.URL, error)
 	// Limiter is waited on before every request; nil means unlimited.
 	Limiter Limiter
+	// Pacer, when set, admits every request before the Limiter's wait and is told how it went:
+	// it bounds the requests in flight (nil: no bound beyond the caller's own).
+	Pacer Pacer
 	// Logger receives the client's log lines; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock used for DTAPI-Date and Retry-After dates; nil means time.Now.
@@ -103,6 +106,7 @@ type Client struct {
 	transport *http.Transport
 	timeout   time.Duration
 	limiter   Limiter
+	pacer     Pacer
 	logger    *slog.Logger
 	now       func() time.Time
 	metrics   *Metrics
@@ -209,6 +213,7 @@ func New(cfg Config) (*Client, error) {
 		},
 		timeout: cmp.Or(cfg.Timeout, DefaultTimeout),
 		limiter: limiter,
+		pacer:   cfg.Pacer,
 		logger:  logger,
 		now:     now,
 		metrics: cfg.Metrics,
@@ -338,9 +343,20 @@ const maxErrorBody = 64 << 10
 // returned wrapped but unclassified.
 func (c *Client) do(ctx context.Context, path, query string, n *int64, st *Stats, consume func(io.Reader) error, isCallerErr func(error) bool) (reqErr error) {
 	endpoint := path
+	var out Outcome
+	if c.pacer != nil {
+		done, err := c.pacer.Acquire(ctx)
+		if err != nil {
+			return newError(KindCanceled, endpoint, 0, "waiting for room in flight", err)
+		}
+		defer func() { done(out) }()
+	}
+	q0 := time.Now()
 	if err := c.limiter.Wait(ctx); err != nil {
+		out.Canceled = true
 		return newError(KindCanceled, endpoint, 0, "waiting for the rate limiter", err)
 	}
+	out.Queued = time.Since(q0)
 	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -367,11 +383,15 @@ func (c *Client) do(ctx context.Context, path, query string, n *int64, st *Stats
 	hreq.Header.Set("User-Agent", "dtfleet")
 
 	start := c.now()
+	sent := time.Now()
 	resp, err := c.hc.Do(hreq)
+	out.Latency = time.Since(sent)
 	defer func() { c.metrics.observe(c.input, endpoint, resp, reqErr, c.now().Sub(start), c.now()) }()
 	if err != nil {
+		out.Failed, out.Canceled = true, parent.Err() != nil
 		return c.transportError(parent, ctx, endpoint, err)
 	}
+	out.Status = resp.StatusCode
 	defer resp.Body.Close()
 	if st != nil {
 		if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {

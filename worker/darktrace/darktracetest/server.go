@@ -131,6 +131,14 @@ type Options struct {
 	EventSize int
 	// Latency and Jitter delay every response by Latency ± Jitter (uniform).
 	Latency, Jitter time.Duration
+	// LatencyPerInFlight models an appliance that slows down under load: every response is
+	// delayed by this much more for each other request being served when it arrives
+	// (latency = Latency + LatencyPerInFlight × (requests in flight - 1)).
+	LatencyPerInFlight time.Duration
+	// RateLimitAbove, when positive, answers 429 (Retry-After: 1) to a request that arrives
+	// while more than this many requests are being served, as an overloaded appliance or a
+	// proxy in front of it would. Throttled counts them.
+	RateLimitAbove int
 	// Now is the base clock; nil means time.Now. The appliance's clock (date checks, the Date
 	// header, visibility, snapshots) is Now plus Untidy.ClockOffset.
 	Now func() time.Time
@@ -163,6 +171,7 @@ type Handler struct {
 	requests    atomic.Int64
 	inFlight    atomic.Int64
 	maxInFlight atomic.Int64
+	throttled   atomic.Int64
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -242,6 +251,13 @@ func (h *Handler) EndpointRequests(path string) int64 {
 // MaxInFlight returns the most requests that were being served at the same time.
 func (h *Handler) MaxInFlight() int64 { return h.maxInFlight.Load() }
 
+// InFlight returns the number of requests being served now.
+func (h *Handler) InFlight() int64 { return h.inFlight.Load() }
+
+// Throttled returns the number of requests answered 429 because more than
+// Options.RateLimitAbove were in flight.
+func (h *Handler) Throttled() int64 { return h.throttled.Load() }
+
 // endpoints maps paths to services.
 var endpoints = map[string]string{
 	"/modelbreaches":            config.ServiceModelBreaches,
@@ -281,13 +297,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.perEndpoint[path]++
 	h.mu.Unlock()
 	rec := &statusRecorder{ResponseWriter: w}
-	h.serve(rec, r)
+	if lim := h.opts.RateLimitAbove; lim > 0 && n > int64(lim) {
+		h.throttled.Add(1)
+		rec.Header().Set("Retry-After", "1")
+		writeJSON(rec, http.StatusTooManyRequests, map[string]string{"error": "Too Many Requests"})
+	} else {
+		h.serve(rec, r, n)
+	}
 	h.logger.Debug("darktracetest request", "method", r.Method, "path", path, "query", r.URL.RawQuery,
 		"status", rec.status, "events", rec.events, "duration", time.Since(t0))
 }
 
-func (h *Handler) serve(w *statusRecorder, r *http.Request) {
-	if !h.delay(r.Context()) {
+func (h *Handler) serve(w *statusRecorder, r *http.Request, inFlight int64) {
+	if !h.delay(r.Context(), inFlight) {
 		return
 	}
 	// The appliance dates its answers by its own clock: with a skewed clock, the Date header is
@@ -333,9 +355,10 @@ func (h *Handler) serve(w *statusRecorder, r *http.Request) {
 	_ = s.bw.Flush()
 }
 
-// delay waits Latency ± Jitter; it returns false if the request or the handler ended first.
-func (h *Handler) delay(ctx context.Context) bool {
-	d := h.opts.Latency
+// delay waits Latency ± Jitter, plus LatencyPerInFlight for each other request in flight; it
+// returns false if the request or the handler ended first.
+func (h *Handler) delay(ctx context.Context, inFlight int64) bool {
+	d := h.opts.Latency + h.opts.LatencyPerInFlight*time.Duration(max(inFlight-1, 0))
 	if j := h.opts.Jitter; j > 0 {
 		h.mu.Lock()
 		d += time.Duration(h.rng.Int64N(int64(2*j)+1)) - j

@@ -1,0 +1,154 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dtfleet/dtfleet/proto"
+	"github.com/dtfleet/dtfleet/worker/darktrace"
+)
+
+// pacer is one input's adaptive concurrency limit in this process (darktrace.Pacer): requests
+// wait in Acquire while the limit is full, and each one's outcome moves the limit (aimd). Every
+// worker process adapts on its own observations; the fleet's sum is what the appliance sees,
+// and each process publishes its share (proto.Pace) for status. The rate ceiling
+// (requests_per_second) stays a separate, fleet-wide limiter the client waits on after Acquire.
+type pacer struct {
+	input  string
+	clock  clockwork.Clock
+	logger *slog.Logger
+	limitG prometheus.Gauge
+	inG    prometheus.Gauge
+	floorG prometheus.Gauge
+	decr   *prometheus.CounterVec
+
+	mu       sync.Mutex
+	a        *aimd
+	inFlight int
+	wake     chan struct{} // closed when room may have opened
+	logged   int           // the limit last logged
+}
+
+func newPacer(input string, lo, hi int, clock clockwork.Clock, logger *slog.Logger, m *metrics) *pacer {
+	p := &pacer{input: input, clock: clock, logger: logger, a: newAIMD(lo, hi), wake: make(chan struct{}),
+		limitG: m.paceLimit.WithLabelValues(input), inG: m.paceInFlight.WithLabelValues(input),
+		floorG: m.paceFloor.WithLabelValues(input), decr: m.paceDecreases}
+	p.logged = p.a.cap()
+	p.limitG.Set(float64(p.a.cap()))
+	return p
+}
+
+// Acquire waits until the limit has room for one more request, or ctx ends.
+func (p *pacer) Acquire(ctx context.Context) (func(darktrace.Outcome), error) {
+	for {
+		p.mu.Lock()
+		if p.inFlight < p.a.cap() {
+			p.inFlight++
+			busy := p.inFlight >= p.a.cap()
+			p.inG.Set(float64(p.inFlight))
+			p.mu.Unlock()
+			var once sync.Once
+			return func(o darktrace.Outcome) { once.Do(func() { p.release(o, busy) }) }, nil
+		}
+		wake := p.wake
+		p.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-wake:
+		}
+	}
+}
+
+// release ends one request: it frees its place and lets the limit learn from its outcome.
+func (p *pacer) release(o darktrace.Outcome, busy bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inFlight--
+	reason := p.a.observe(p.clock.Now(), o, busy)
+	if reason != "" {
+		p.decr.WithLabelValues(p.input, reason).Inc()
+	}
+	lim := p.a.cap()
+	p.inG.Set(float64(p.inFlight))
+	p.limitG.Set(float64(lim))
+	p.floorG.Set(p.a.floor.Seconds())
+	// Log a marked change only (the limit halved or doubled since the last line), not each step.
+	if lim >= 2*p.logged || 2*lim <= p.logged {
+		p.logger.Info("pacing: requests in flight to the appliance changed", "input", p.input, "limit", lim, "was", p.logged,
+			"max", p.a.max, "latency", o.Latency.Round(time.Millisecond), "latency_floor", p.a.floor.Round(time.Millisecond),
+			"status", o.Status, "reason", cmpReason(reason))
+		p.logged = lim
+	}
+	close(p.wake)
+	p.wake = make(chan struct{})
+}
+
+func cmpReason(r string) string {
+	if r == "" {
+		return "answers near the latency floor"
+	}
+	return r
+}
+
+// snapshot returns the pacing record of this process for input.
+func (p *pacer) snapshot(worker string, now time.Time) proto.Pace {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return proto.Pace{V: proto.SchemaVersion, Worker: worker, Limit: p.a.cap(), Max: p.a.max, InFlight: p.inFlight,
+		FloorMS: p.a.floor.Milliseconds(), At: now.UnixMilli()}
+}
+
+// limit returns the current limit.
+func (p *pacer) limit() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.a.cap()
+}
+
+// publishPace writes every pacer's record to the rate bucket (called with the heartbeat, every
+// heartbeatPeriod); a failed write is logged at debug level and written again next period.
+func (w *Worker) publishPace(ctx context.Context) {
+	kv, ok := w.ep.Rate.(ClockStore)
+	if !ok || len(w.pacers) == 0 {
+		return
+	}
+	now := w.clock.Now()
+	for input, p := range w.pacers {
+		rec := p.snapshot(w.opts.ID, now)
+		data, err := proto.Encode(&rec)
+		if err == nil {
+			_, err = kv.Put(ctx, proto.PaceKey(input, w.opts.ID), data)
+		}
+		if err != nil && ctx.Err() == nil {
+			w.logger.Debug("writing the pacing record", "input", input, "err", err)
+		}
+	}
+}
+
+// unpublishPace deletes this worker's pacing records, so status does not count a stopped worker.
+func (w *Worker) unpublishPace(ctx context.Context) {
+	kv, ok := w.ep.Rate.(RecordStore)
+	if !ok {
+		return
+	}
+	for input := range w.pacers {
+		_ = kv.Delete(ctx, proto.PaceKey(input, w.opts.ID))
+	}
+}
+
+// PacingLimit returns this process's current adaptive limit of input's requests in flight, and
+// false when the input is not paced here (fetchers given by the caller). It is safe for
+// concurrent use with Run.
+func (w *Worker) PacingLimit(input string) (int, bool) {
+	p, ok := w.pacers[input]
+	if !ok {
+		return 0, false
+	}
+	return p.limit(), true
+}
