@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -138,4 +139,82 @@ func TestFleetLimiterSurvivesASkewedHost(t *testing.T) {
 		onTime.Advance(time.Second / rps)
 		ahead.Advance(time.Second / rps)
 	}
+}
+
+// TestFleetLimiterBatchesAtHighRates: at 1000 requests/s each process reserves a batch of
+// instants per CAS (far fewer bucket updates than requests), and the fleet's instants are still
+// exactly 1/rps apart, never the same twice; an instant that passed unused is never handed out
+// late.
+func TestFleetLimiterBatchesAtHighRates(t *testing.T) {
+	ctx := context.Background()
+	kv := rateKV(t)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := clockwork.NewFakeClockAt(t0)
+	const rps, perProcess = 1000, 200
+	a := NewFleetLimiter(kv, "darktrace", rps, now).(*FleetLimiter)
+	b := NewFleetLimiter(kv, "darktrace", rps, now).(*FleetLimiter)
+	if a.batch < 2 {
+		t.Fatalf("batch %d at %d requests/s, want more than one instant per reservation", a.batch, rps)
+	}
+	rev0 := revision(t, kv)
+	var (
+		mu  sync.Mutex
+		got []time.Time
+		wg  sync.WaitGroup
+	)
+	for _, l := range []*FleetLimiter{a, b} {
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range perProcess / 4 {
+					at, err := l.reserve(ctx)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					got = append(got, at)
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	slices.SortFunc(got, time.Time.Compare)
+	interval := time.Second / rps
+	for i, at := range got {
+		if want := t0.Add(time.Duration(i) * interval); !at.Equal(want) {
+			t.Fatalf("reservation %d is at %v, want %v: batches broke the fleet-wide rate", i, at.Sub(t0), want.Sub(t0))
+		}
+	}
+	if updates := revision(t, kv) - rev0; updates > uint64(2*perProcess/a.batch) {
+		t.Errorf("%d bucket updates for %d requests in batches of %d", updates, 2*perProcess, a.batch)
+	}
+	// a has no instants left now; take one, let the rest of its batch pass, and take another.
+	first, err := a.reserve(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now.Advance(first.Sub(now.Now()) + time.Second)
+	late, err := a.reserve(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if late.Before(now.Now().Add(-interval)) {
+		t.Errorf("an instant %v in the past was handed out", now.Now().Sub(late))
+	}
+}
+
+// revision is the rate key's revision (0 before its first write).
+func revision(t *testing.T, kv jetstream.KeyValue) uint64 {
+	t.Helper()
+	e, err := kv.Get(context.Background(), "darktrace")
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.Revision()
 }
