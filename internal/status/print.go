@@ -24,6 +24,10 @@ func Print(w io.Writer, st *Status) {
 	for _, wk := range st.Workers {
 		fmt.Fprintf(w, "  %s (host %s pid %d): %d slots done, %d in flight, last seen %s\n", wk.ID, wk.Host, wk.PID, wk.Slots, wk.InFlight, wk.Seen.Format(time.RFC3339))
 	}
+	fmt.Fprintf(w, "\npacing:\n")
+	for _, p := range st.Pacing {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
 }
 
 func fmtTime(t time.Time) string {

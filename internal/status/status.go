@@ -87,6 +87,8 @@ type Status struct {
 	Lanes           []Lane       `json:"lanes"`
 	Failed          []FailedSlot `json:"failed_slots"`
 	Workers         []Worker     `json:"workers"`
+	// Pacing is the fleet's adaptive pacing per enabled input.
+	Pacing []Pacing `json:"pacing"`
 }
 
 // CaughtUp reports whether every windowed lane delivered up to end and every snapshot lane
@@ -160,6 +162,9 @@ func Read(ctx context.Context, src KVSource, cfg *config.Config, now time.Time) 
 		st.Workers = append(st.Workers, Worker{ID: h.ID, Host: h.Host, PID: h.PID, Slots: h.Slots, InFlight: h.InFlight, Seen: time.UnixMilli(h.UpdatedAt).UTC()})
 	}
 	sort.Slice(st.Workers, func(i, j int) bool { return st.Workers[i].ID < st.Workers[j].ID })
+	if st.Pacing, err = readPacing(ctx, kv[proto.BucketRate], cfg, now); err != nil {
+		return nil, err
+	}
 	return st, nil
 }
 
