@@ -82,6 +82,8 @@ type Coordinator struct {
 	usage   StreamUsage
 	paused  bool      // planning stopped because the results stream is nearly full
 	usageAt time.Time // when the results stream's usage was last read (resultsFull)
+	// backfill is logBackfill's state per lane.
+	backfill map[string]*backfillLog
 }
 
 // initialSlotBytes is the slot size assumed before a lane's first delivery tells how big its
@@ -260,6 +262,7 @@ func (c *Coordinator) PlanLane(ctx context.Context, ln config.Lane) error {
 			c.started[key] = true
 			c.logger.Info(fmt.Sprintf("Starting data collection every %d seconds", int(ln.Svc.Period/time.Second)), "input", ln.Input, "service", ln.Service)
 		}
+		c.logBackfill(ctx, ln, st, now)
 		if len(st.Pending) > 0 {
 			pending := append([]proto.WorkItem(nil), st.Pending...)
 			if err := c.plans.publish(ctx, pending); err != nil {

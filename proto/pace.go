@@ -29,7 +29,9 @@ type Pace struct {
 	Max      int    `msgpack:"max"` // the limit's upper bound (workers.concurrency)
 	InFlight int    `msgpack:"in"`  // requests in flight when written
 	FloorMS  int64  `msgpack:"fl"`  // the latency floor observed, ms; 0 before the first answer
-	At       int64  `msgpack:"at"`  // host time of the write, epoch ms
+	// Ceiling is the input's requests_per_second as this worker has it configured.
+	Ceiling float64 `msgpack:"rps"`
+	At      int64   `msgpack:"at"` // host time of the write, epoch ms
 }
 
 func (m *Pace) version() int { return m.V }

@@ -136,7 +136,7 @@ func TestPacerBoundsInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newPacer("dt", 2, 2, clockwork.NewFakeClock(), slog.New(slog.DiscardHandler), m)
+	p := newPacer("dt", 0, 2, 2, clockwork.NewFakeClock(), slog.New(slog.DiscardHandler), m)
 	ctx := context.Background()
 	d1, err := p.Acquire(ctx)
 	if err != nil {

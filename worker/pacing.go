@@ -19,13 +19,14 @@ import (
 // and each process publishes its share (proto.Pace) for status. The rate ceiling
 // (requests_per_second) stays a separate, fleet-wide limiter the client waits on after Acquire.
 type pacer struct {
-	input  string
-	clock  clockwork.Clock
-	logger *slog.Logger
-	limitG prometheus.Gauge
-	inG    prometheus.Gauge
-	floorG prometheus.Gauge
-	decr   *prometheus.CounterVec
+	input   string
+	ceiling float64 // requests_per_second, for the pacing record
+	clock   clockwork.Clock
+	logger  *slog.Logger
+	limitG  prometheus.Gauge
+	inG     prometheus.Gauge
+	floorG  prometheus.Gauge
+	decr    *prometheus.CounterVec
 
 	mu       sync.Mutex
 	a        *aimd
@@ -34,8 +35,8 @@ type pacer struct {
 	logged   int           // the limit last logged
 }
 
-func newPacer(input string, lo, hi int, clock clockwork.Clock, logger *slog.Logger, m *metrics) *pacer {
-	p := &pacer{input: input, clock: clock, logger: logger, a: newAIMD(lo, hi), wake: make(chan struct{}),
+func newPacer(input string, ceiling float64, lo, hi int, clock clockwork.Clock, logger *slog.Logger, m *metrics) *pacer {
+	p := &pacer{input: input, ceiling: ceiling, clock: clock, logger: logger, a: newAIMD(lo, hi), wake: make(chan struct{}),
 		limitG: m.paceLimit.WithLabelValues(input), inG: m.paceInFlight.WithLabelValues(input),
 		floorG: m.paceFloor.WithLabelValues(input), decr: m.paceDecreases}
 	p.logged = p.a.cap()
@@ -101,7 +102,7 @@ func (p *pacer) snapshot(worker string, now time.Time) proto.Pace {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return proto.Pace{V: proto.SchemaVersion, Worker: worker, Limit: p.a.cap(), Max: p.a.max, InFlight: p.inFlight,
-		FloorMS: p.a.floor.Milliseconds(), At: now.UnixMilli()}
+		FloorMS: p.a.floor.Milliseconds(), Ceiling: p.ceiling, At: now.UnixMilli()}
 }
 
 // limit returns the current limit.

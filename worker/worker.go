@@ -179,7 +179,7 @@ func New(ep Endpoints, cfg *config.Config, opts Options) (*Worker, error) {
 			dc.Limiter = NewFleetLimiter(ep.Rate, name, in.RequestsPerSecond, opts.Clock)
 			// workers.concurrency pullers bound the requests in flight; the pacer finds how many
 			// of them the appliance serves comfortably.
-			p := newPacer(name, min(cfg.Workers.MinConcurrency, w.conc), w.conc, opts.Clock, logger, m)
+			p := newPacer(name, in.RequestsPerSecond, min(cfg.Workers.MinConcurrency, w.conc), w.conc, opts.Clock, logger, m)
 			w.pacers[name], dc.Pacer = p, p
 			c, err := darktrace.New(dc)
 			if err != nil {
