@@ -17,6 +17,10 @@ const (
 	// latencyTolerance is how far above the floor the latency may rise before the limit shrinks:
 	// at twice the floor, half of each request's time is spent queueing in the appliance.
 	latencyTolerance = 2.0
+	// latencySlack is the least rise over the floor that counts: an appliance answering in a
+	// few milliseconds doubles its latency on a scheduler's hiccup, which is no queue worth
+	// backing off from.
+	latencySlack = 50 * time.Millisecond
 	// latencyBackoff and errorBackoff are the multiplicative decreases on a latency rise and on
 	// an overload answer (429, 5xx, no answer).
 	latencyBackoff = 0.8
@@ -86,7 +90,7 @@ func (a *aimd) observe(now time.Time, o darktrace.Outcome, busy bool) string {
 		return a.shrunk(reason)
 	}
 	a.sample(now, o.Latency)
-	if float64(o.Latency) > latencyTolerance*float64(a.floor) {
+	if float64(o.Latency) > latencyTolerance*float64(a.floor) && o.Latency-a.floor > latencySlack {
 		a.decrease(now, sent, latencyBackoff, reasonLatency)
 		return a.shrunk(reasonLatency)
 	}

@@ -94,7 +94,7 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 	f.IntVar(&o.EventsPerSlot, "events-per-slot", 5, "backfill: mean events per slot")
 	f.DurationVar(&o.Latency, "latency", 20*time.Millisecond, "backfill: appliance response latency")
 	f.DurationVar(&o.Jitter, "jitter", -1, "appliance latency jitter (uniform ±); default a tenth of the latency")
-	f.IntVar(&o.Concurrency, "concurrency", 32, "backfill, throughput, memory, freshness: requests in flight per worker process")
+	f.IntVar(&o.Concurrency, "concurrency", 0, "backfill, throughput, memory, freshness: fixed requests in flight per worker process (default: backfill runs with the adaptive pacing up to workers.concurrency's default, the others with 32)")
 	f.IntVar(&o.BaselineSlots, "baseline-slots", 100, "backfill: slots the sequential baseline runs on (0: all; fewer are extrapolated)")
 	f.IntVar(&o.Workers, "workers", 1, "worker processes (N-1 extra 'dtfleet worker' processes of this binary) for backfill, throughput, memory, freshness")
 	f.Float64Var(&o.RPS, "rps", 2000, "requests_per_second of the input (fleet-wide limit)")
@@ -115,6 +115,11 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 	f.IntVar(&o.ScaleSlots, "scale-slots", 1000, "scale: slots of each run")
 	f.DurationVar(&o.ScaleLatency, "scale-latency", 100*time.Millisecond, "scale: appliance latency")
 	f.IntVar(&o.ScaleConcurrency, "scale-concurrency", 8, "scale: requests in flight per worker process")
+	f.IntVar(&o.Pacing.Slots, "pacing-slots", 1000, "pacing: slots of each run")
+	f.DurationVar(&o.Pacing.Latency, "pacing-latency", 200*time.Millisecond, "pacing: the appliance's latency with one request in flight")
+	f.DurationVar(&o.Pacing.LatencyPerInFlight, "pacing-latency-per-inflight", 5*time.Millisecond, "pacing: added latency per other request in flight (5ms doubles 200ms at 41 in flight)")
+	f.IntVar(&o.Pacing.RateLimitAbove, "pacing-rate-limit-above", 48, "pacing: the appliance answers 429 beyond this many requests in flight")
+	f.IntSliceVar(&o.Pacing.Sweep, "pacing-sweep", []int{8, 16, 32, 48, 64}, "pacing: fixed concurrencies compared with the adaptive pacing")
 	f.Float64Var(&o.RateCheckRPS, "rate-check-rps", 20, "scale: requests_per_second of the fleet-wide limit check (0 skips it)")
 	return cmd
 }

@@ -23,7 +23,7 @@ import (
 )
 
 // Scenarios are the scenarios the bench knows, in the order it runs them.
-var Scenarios = []string{"backfill", "throughput", "freshness", "memory", "scale"}
+var Scenarios = []string{"backfill", "throughput", "freshness", "memory", "scale", "pacing"}
 
 // ParseScenarios parses a comma-separated list of scenarios, or "all".
 func ParseScenarios(list string) ([]string, error) {
@@ -43,6 +43,9 @@ func ParseScenarios(list string) ([]string, error) {
 
 // Options are the bench's settings (the flags of `dtfleet bench`).
 type Options struct {
+	// Pacing holds the pacing scenario's settings (pacing.go).
+	Pacing PacingOptions
+
 	// Scenarios to run, in order (ParseScenarios).
 	Scenarios  []string
 	Dir        string
@@ -118,6 +121,8 @@ type RunResult struct {
 	// RSSPeakReset says whether VmHWM was reset at the start of the run (otherwise the peak is
 	// since the process started).
 	RSSPeakReset bool `json:"rss_peak_reset"`
+	// Pacing is what the adaptive pacing settled at (backfill and pacing runs).
+	Pacing *PacingSeen `json:"pacing,omitempty"`
 }
 
 // BackfillReport compares the fleet with the sequential baseline.
@@ -129,6 +134,8 @@ type BackfillReport struct {
 	BaselineWallSeconds  float64 `json:"baseline_wall_seconds"`
 	BaselineExtrapolated bool    `json:"baseline_extrapolated"`
 	Speedup              float64 `json:"speedup"`
+	// CeilingRPS is the input's requests_per_second in the fleet's run.
+	CeilingRPS float64 `json:"ceiling_requests_per_second"`
 }
 
 // FreshnessReport is the live-mode latency from visibility to arrival.
@@ -159,6 +166,7 @@ type Report struct {
 	Freshness  *FreshnessReport `json:"freshness,omitempty"`
 	Memory     *RunResult       `json:"memory,omitempty"`
 	Scale      *ScaleReport     `json:"scale,omitempty"`
+	Pacing     *PacingReport    `json:"pacing,omitempty"`
 }
 
 // runSpec is one fleet run's setup.
@@ -172,6 +180,12 @@ type runSpec struct {
 	workers       int
 	rps           float64
 	lookBack      time.Duration
+	// minConcurrency is workers.min_concurrency (0: the default); equal to concurrency it fixes
+	// the concurrency. concurrency 0 is the default bound, adaptive.
+	minConcurrency int
+	// latencyPerInFlight and rateLimitAbove make the fake appliance load-sensitive.
+	latencyPerInFlight time.Duration
+	rateLimitAbove     int
 	// dataSlots, when more than slots, makes the appliance's data that many slots long, of which
 	// the run backfills the first slots (the baseline's sample).
 	dataSlots int
@@ -196,7 +210,13 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, progress io.Writer
 		o.Jitter = -1 // resolved per run from its latency
 	}
 	rep := &Report{Machine: machine()}
-	r := &benchRunner{o: o, logger: logger, progress: progress}
+	// Backfill without --concurrency runs with the defaults (adaptive pacing); the other
+	// scenarios keep their fixed concurrency.
+	backfillConc := o.Concurrency
+	if o.Concurrency <= 0 {
+		o.Concurrency = fixedConcurrency
+	}
+	r := &benchRunner{o: o, logger: logger, progress: progress, backfillConc: backfillConc}
 	for _, sc := range o.Scenarios {
 		var err error
 		switch sc {
@@ -213,6 +233,8 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, progress io.Writer
 			rep.Freshness, err = r.freshness(ctx)
 		case "scale":
 			rep.Scale, err = r.scale(ctx)
+		case "pacing":
+			rep.Pacing, err = r.pacing(ctx)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("scenario %s: %w", sc, err)
@@ -223,9 +245,10 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, progress io.Writer
 
 // benchRunner runs the scenarios of one bench.
 type benchRunner struct {
-	o        Options
-	logger   *slog.Logger
-	progress io.Writer
+	o            Options
+	backfillConc int // --concurrency as given: 0 runs the backfill adaptive
+	logger       *slog.Logger
+	progress     io.Writer
 }
 
 func (r *benchRunner) tpSpec(name string, slots int) runSpec {
@@ -235,13 +258,13 @@ func (r *benchRunner) tpSpec(name string, slots int) runSpec {
 
 func (r *benchRunner) backfill(ctx context.Context) (*BackfillReport, error) {
 	spec := runSpec{name: "backfill", slots: r.o.Slots, eventsPerSlot: float64(r.o.EventsPerSlot), latency: r.o.Latency,
-		concurrency: r.o.Concurrency, workers: r.o.Workers, rps: r.o.RPS, lookBack: r.o.LookBack}
-	fleet, err := r.run(ctx, spec)
+		concurrency: r.backfillConc, workers: r.o.Workers, rps: r.o.RPS, lookBack: r.o.LookBack}
+	fleet, err := r.runPaced(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
 	base := spec
-	base.name, base.concurrency, base.workers, base.dataSlots = "baseline", 1, 1, spec.slots
+	base.name, base.concurrency, base.minConcurrency, base.workers, base.dataSlots = "baseline", 1, 1, 1, spec.slots
 	if r.o.BaselineSlots > 0 && r.o.BaselineSlots < spec.slots {
 		base.slots = r.o.BaselineSlots
 	}
@@ -249,7 +272,7 @@ func (r *benchRunner) backfill(ctx context.Context) (*BackfillReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &BackfillReport{Fleet: *fleet, Baseline: *bl, BaselineWallSeconds: bl.WallSeconds}
+	rep := &BackfillReport{Fleet: *fleet, Baseline: *bl, BaselineWallSeconds: bl.WallSeconds, CeilingRPS: spec.rps}
 	if base.slots < spec.slots {
 		rep.BaselineExtrapolated = true
 		rep.BaselineWallSeconds = bl.WallSeconds * float64(spec.slots) / float64(base.slots)

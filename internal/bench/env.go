@@ -54,6 +54,7 @@ type benchEnv struct {
 	mu         sync.Mutex
 	arrivals   map[string]time.Time // live runs: arrival of each key
 
+	running  *fleet.Running // the in-process fleet while measure runs
 	lastSlot chan struct{}
 	t0       time.Time
 	cleanup  []func()
@@ -92,7 +93,7 @@ func (r *benchRunner) setup(ctx context.Context, spec runSpec) (_ *benchEnv, err
 	}
 	env.fake = darktracetest.NewHandler(darktracetest.Options{Seed: 1, Start: env.dataStart, End: env.dataEnd,
 		EventsPerHour: map[string]float64{config.ServiceModelBreaches: perHour}, EventSize: spec.eventSize,
-		Latency: spec.latency, Jitter: jitter})
+		Latency: spec.latency, Jitter: jitter, LatencyPerInFlight: spec.latencyPerInFlight, RateLimitAbove: spec.rateLimitAbove})
 	env.hs = httptest.NewServer(http.HandlerFunc(env.serveFake))
 	env.cleanup = append(env.cleanup, func() { env.fake.Close(); env.hs.CloseClientConnections(); env.hs.Close() })
 	if !spec.live {
@@ -141,7 +142,7 @@ func (r *benchRunner) setup(ctx context.Context, spec runSpec) (_ *benchEnv, err
 		Comment:     "Written by dtfleet bench (" + spec.name + ").",
 		Globals:     fleet.FileGlobals{ID: "bench", Name: "dtfleet-bench"},
 		NATS:        fleet.FileNATS{StoreDir: filepath.Join(dir, "data"), Listen: listen},
-		Workers:     &fleet.FileWorkers{Concurrency: spec.concurrency},
+		Workers:     &fleet.FileWorkers{Concurrency: spec.concurrency, MinConcurrency: spec.minConcurrency},
 		Coordinator: &fleet.FileCoordinator{SafetyLagInSeconds: fleet.Ptr(0), MaxBacklogInMB: r.o.BacklogMB},
 		Outputs: map[string]fleet.FileOutput{"devo_1": {Type: config.OutputDevoPlatform,
 			Config: fleet.FileOutputConfig{Address: host, Port: p, Chain: pki.CA, Cert: pki.ClientCert, Key: pki.ClientKey}}},
@@ -217,6 +218,7 @@ func (e *benchEnv) measure(ctx context.Context, until func(context.Context) erro
 		return nil, err
 	}
 	defer func() { _ = f.Stop() }()
+	e.running = f
 	children, err := e.startWorkers(f.Bus.ClientURL)
 	defer stopWorkers(children)
 	if err != nil {

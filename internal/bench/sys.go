@@ -139,7 +139,11 @@ func (rep *Report) Table(w io.Writer) {
 		if r.Expected > 0 && r.Expected != r.Events {
 			ev += fmt.Sprintf(" (expected %d)", r.Expected)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d×%d\t%gms\t%.2fs\t%s\t%.0f\t%.1f\t%.1f\t%d\t%d\t%.0f\t%.0f\n", r.Name, r.Slots, r.Workers, r.Concurrency,
+		conc := strconv.Itoa(r.Concurrency)
+		if r.Concurrency == 0 {
+			conc = "adaptive"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d×%s\t%gms\t%.2fs\t%s\t%.0f\t%.1f\t%.1f\t%d\t%d\t%.0f\t%.0f\n", r.Name, r.Slots, r.Workers, conc,
 			r.LatencyMS, r.WallSeconds, ev, r.EventsPerSecond, r.MBPerSecond, r.CPUPerMillionEvent, r.Requests, r.MaxRequestsPerSecond, r.PeakRSSMB, r.PeakHeapMB)
 	}
 	var notes []string
@@ -150,8 +154,18 @@ func (rep *Report) Table(w io.Writer) {
 		if b.BaselineExtrapolated {
 			ex = fmt.Sprintf("EXTRAPOLATED from %d of %d slots", b.Baseline.Slots, b.Fleet.Slots)
 		}
-		notes = append(notes, fmt.Sprintf("backfill: %d slots in %.2fs with %d in flight vs sequential baseline %.2fs (%s): %.1f× faster",
-			b.Fleet.Slots, b.Fleet.WallSeconds, b.Fleet.Concurrency*b.Fleet.Workers, b.BaselineWallSeconds, ex, b.Speedup))
+		inFlight := strconv.Itoa(b.Fleet.Concurrency * b.Fleet.Workers)
+		if b.Fleet.Concurrency == 0 {
+			inFlight = "adaptive pacing"
+		}
+		notes = append(notes, fmt.Sprintf("backfill: %d slots in %.2fs with %s in flight vs sequential baseline %.2fs (%s): %.1f× faster",
+			b.Fleet.Slots, b.Fleet.WallSeconds, inFlight, b.BaselineWallSeconds, ex, b.Speedup))
+		if n := ceilingNote(&b.Fleet, b.CeilingRPS); n != "" {
+			notes = append(notes, n)
+		}
+		if b.Fleet.Pacing != nil {
+			notes = append(notes, pacingNote("backfill", b.Fleet.Pacing))
+		}
 	}
 	if t := rep.Throughput; t != nil {
 		row(t)
@@ -173,6 +187,20 @@ func (rep *Report) Table(w io.Writer) {
 		if s.Rate != nil {
 			row(s.Rate)
 			notes = append(notes, fmt.Sprintf("rate limit: %g requests/s configured, at most %d in any second across %d processes", s.RateRPS, s.Rate.MaxRequestsPerSecond, s.Rate.Workers))
+		}
+	}
+	if p := rep.Pacing; p != nil {
+		row(&p.Adaptive)
+		for i := range p.Fixed {
+			row(&p.Fixed[i])
+		}
+		notes = append(notes, fmt.Sprintf("pacing: appliance at %gms + %gms per request in flight, 429 above %d in flight: adaptive %.2fs vs best fixed (%s) %.2f× its speed",
+			p.LatencyMS, p.LatencyPerInFlight, p.RateLimitAbove, p.Adaptive.WallSeconds, p.Best, p.AdaptiveVsBest))
+		notes = append(notes, pacingNote("pacing-adaptive", p.Adaptive.Pacing))
+		for i := range p.Fixed {
+			if f := p.Fixed[i].Pacing; f != nil {
+				notes = append(notes, fmt.Sprintf("%s: %.2fs, the appliance saw at most %d in flight, %d answered 429", p.Fixed[i].Name, p.Fixed[i].WallSeconds, f.ApplianceMaxInFlight, f.Throttled))
+			}
 		}
 	}
 	_ = tw.Flush()

@@ -42,7 +42,8 @@ type FileNATS struct {
 
 // FileWorkers is the workers section.
 type FileWorkers struct {
-	Concurrency int `yaml:"concurrency,omitempty"`
+	Concurrency    int `yaml:"concurrency,omitempty"`
+	MinConcurrency int `yaml:"min_concurrency,omitempty"`
 }
 
 // FileCoordinator is the coordinator section; a nil pointer keeps the default.
