@@ -258,7 +258,7 @@ func (r *benchRunner) tpSpec(name string, slots int) runSpec {
 
 func (r *benchRunner) backfill(ctx context.Context) (*BackfillReport, error) {
 	spec := runSpec{name: "backfill", slots: r.o.Slots, eventsPerSlot: float64(r.o.EventsPerSlot), latency: r.o.Latency,
-		concurrency: r.backfillConc, workers: r.o.Workers, rps: r.o.RPS, lookBack: r.o.LookBack}
+		concurrency: r.backfillConc, minConcurrency: r.backfillConc, workers: r.o.Workers, rps: r.o.RPS, lookBack: r.o.LookBack}
 	fleet, err := r.runPaced(ctx, spec)
 	if err != nil {
 		return nil, err
