@@ -358,7 +358,7 @@ func (h *Handler) serve(w *statusRecorder, r *http.Request, inFlight int64) {
 // delay waits Latency ± Jitter, plus LatencyPerInFlight for each other request in flight; it
 // returns false if the request or the handler ended first.
 func (h *Handler) delay(ctx context.Context, inFlight int64) bool {
-	d := h.opts.Latency + h.opts.LatencyPerInFlight*time.Duration(max(inFlight-1, 0))
+	d := h.latency(inFlight)
 	if j := h.opts.Jitter; j > 0 {
 		h.mu.Lock()
 		d += time.Duration(h.rng.Int64N(int64(2*j)+1)) - j
@@ -368,6 +368,12 @@ func (h *Handler) delay(ctx context.Context, inFlight int64) bool {
 		return true
 	}
 	return h.wait(ctx, d)
+}
+
+// latency is the delay of a response that arrived with inFlight requests being served (itself
+// included), before jitter.
+func (h *Handler) latency(inFlight int64) time.Duration {
+	return h.opts.Latency + h.opts.LatencyPerInFlight*time.Duration(max(inFlight-1, 0))
 }
 
 // wait sleeps d (forever when d is 0); it returns false if ctx or the handler ended first.
