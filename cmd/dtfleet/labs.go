@@ -118,8 +118,8 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 	f.IntVar(&o.Pacing.Slots, "pacing-slots", 1000, "pacing: slots of each run")
 	f.DurationVar(&o.Pacing.Latency, "pacing-latency", 200*time.Millisecond, "pacing: the appliance's latency with one request in flight")
 	f.DurationVar(&o.Pacing.LatencyPerInFlight, "pacing-latency-per-inflight", 5*time.Millisecond, "pacing: added latency per other request in flight (5ms doubles 200ms at 41 in flight)")
-	f.IntVar(&o.Pacing.RateLimitAbove, "pacing-rate-limit-above", 48, "pacing: the appliance answers 429 beyond this many requests in flight")
-	f.IntSliceVar(&o.Pacing.Sweep, "pacing-sweep", []int{8, 16, 32, 48, 64}, "pacing: fixed concurrencies compared with the adaptive pacing")
+	f.IntVar(&o.Pacing.RateLimitAbove, "pacing-rate-limit-above", 40, "pacing: the appliance answers 429 beyond this many requests in flight (40: where its latency has doubled)")
+	f.IntSliceVar(&o.Pacing.Sweep, "pacing-sweep", []int{8, 16, 24, 32, 40, 48}, "pacing: fixed concurrencies compared with the adaptive pacing")
 	f.Float64Var(&o.RateCheckRPS, "rate-check-rps", 20, "scale: requests_per_second of the fleet-wide limit check (0 skips it)")
 	return cmd
 }
