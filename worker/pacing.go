@@ -31,6 +31,7 @@ type pacer struct {
 	mu       sync.Mutex
 	a        *aimd
 	inFlight int
+	waiting  int           // requests waiting in Acquire
 	wake     chan struct{} // closed when room may have opened
 	logged   int           // the limit last logged
 }
@@ -50,26 +51,33 @@ func (p *pacer) Acquire(ctx context.Context) (func(darktrace.Outcome), error) {
 		p.mu.Lock()
 		if p.inFlight < p.a.cap() {
 			p.inFlight++
-			busy := p.inFlight >= p.a.cap()
 			p.inG.Set(float64(p.inFlight))
 			p.mu.Unlock()
 			var once sync.Once
-			return func(o darktrace.Outcome) { once.Do(func() { p.release(o, busy) }) }, nil
+			return func(o darktrace.Outcome) { once.Do(func() { p.release(o) }) }, nil
 		}
 		wake := p.wake
+		p.waiting++
 		p.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
 		case <-wake:
+		}
+		p.mu.Lock()
+		p.waiting--
+		p.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			return nil, err
 		}
 	}
 }
 
-// release ends one request: it frees its place and lets the limit learn from its outcome.
-func (p *pacer) release(o darktrace.Outcome, busy bool) {
+// release ends one request: it frees its place and lets the limit learn from its outcome. The
+// limit was used in full when requests wait for room or every place is taken.
+func (p *pacer) release(o darktrace.Outcome) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	busy := p.waiting > 0 || p.inFlight >= p.a.cap()
 	p.inFlight--
 	reason := p.a.observe(p.clock.Now(), o, busy)
 	if reason != "" {
