@@ -30,6 +30,10 @@ const (
 	// data, another tenant) is re-measured within two windows, while a spell of load does not
 	// lift the floor at once.
 	floorWindow = 5 * time.Minute
+	// smoothing is the weight of a new latency in the recent latency (an exponentially weighted
+	// mean) that is compared with the floor: one slow answer of a jittery appliance is not a
+	// queue, a run of them is.
+	smoothing = 0.2
 )
 
 // aimd is the adaptive concurrency limit of one input in one process: additive increase,
@@ -41,6 +45,7 @@ type aimd struct {
 	limit     float64
 	slowStart bool
 
+	recent     float64       // the smoothed latency of the latest answers, ns; 0: none yet
 	floor      time.Duration // least latency of the current and previous window; 0: none yet
 	winMin     time.Duration // least latency of the current window; 0: none yet
 	prevMin    time.Duration
@@ -90,7 +95,7 @@ func (a *aimd) observe(now time.Time, o darktrace.Outcome, busy bool) string {
 		return a.shrunk(reason)
 	}
 	a.sample(now, o.Latency)
-	if float64(o.Latency) > latencyTolerance*float64(a.floor) && o.Latency-a.floor > latencySlack {
+	if a.recent > latencyTolerance*float64(a.floor) && time.Duration(a.recent)-a.floor > latencySlack {
 		a.decrease(now, sent, latencyBackoff, reasonLatency)
 		return a.shrunk(reasonLatency)
 	}
@@ -148,5 +153,10 @@ func (a *aimd) sample(now time.Time, d time.Duration) {
 	a.floor = a.winMin
 	if a.prevMin > 0 && a.prevMin < a.floor {
 		a.floor = a.prevMin
+	}
+	if a.recent == 0 {
+		a.recent = float64(d)
+	} else {
+		a.recent += smoothing * (float64(d) - a.recent)
 	}
 }

@@ -48,10 +48,13 @@ func TestAIMD(t *testing.T) {
 		{name: "never above the upper bound", lo: 1, hi: 8, steps: repeat(500, ok(200*ms)),
 			want: func(_, a int) bool { return a == 8 }, wantDesc: "== 8"},
 		{name: "shrinks when latency rises above twice the floor", lo: 1, hi: 64, warmup: repeat(40, ok(200*ms)),
-			steps: []step{{latency: 500 * ms, status: 200, advance: time.Second}},
+			steps: repeat(10, step{latency: 500 * ms, status: 200, advance: time.Second}),
 			want:  func(b, a int) bool { return a < b }, wantDesc: "shrinks"},
 		{name: "holds on a modest rise", lo: 1, hi: 64, warmup: repeat(40, ok(200*ms)),
-			steps: []step{{latency: 350 * ms, status: 200, idle: true, advance: time.Second}},
+			steps: repeat(10, step{latency: 350 * ms, status: 200, idle: true, advance: time.Second}),
+			want:  func(b, a int) bool { return a == b }, wantDesc: "unchanged"},
+		{name: "holds on one slow answer among fast ones", lo: 1, hi: 64, warmup: repeat(40, ok(200*ms)),
+			steps: []step{{latency: 600 * ms, status: 200, idle: true, advance: time.Second}},
 			want:  func(b, a int) bool { return a == b }, wantDesc: "unchanged"},
 		{name: "halves on 429", lo: 1, hi: 64, warmup: repeat(40, ok(200*ms)),
 			steps: []step{{latency: 10 * ms, status: http.StatusTooManyRequests, advance: time.Second}},
@@ -112,7 +115,7 @@ func TestAIMDForgetsAnOldFloor(t *testing.T) {
 	clock := clockwork.NewFakeClockAt(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	a := newAIMD(1, 64)
 	a.observe(clock.Now(), darktrace.Outcome{Latency: 50 * time.Millisecond, Status: 200}, true)
-	for range 2 * int(floorWindow/time.Second) {
+	for range 2*int(floorWindow/time.Second) + 1 {
 		clock.Advance(time.Second)
 		a.observe(clock.Now(), darktrace.Outcome{Latency: 400 * time.Millisecond, Status: 200}, true)
 	}
