@@ -23,7 +23,7 @@ const (
 )
 
 // logBackfill logs the backfill line of ln once per lane and coordinator: when its unplanned
-// slots number backfillSlots or more, as soon as a worker has measured the appliance's latency,
+// slots number backfillSlots or more the first time it is called for the lane, as soon as a worker has measured the appliance's latency,
 // or backfillLogWait after the lane started. It reads the workers' pacing records (proto.Pace)
 // from the rate bucket at most once a second per lane; a lane not behind is never logged. The
 // pace is the ceiling (requests_per_second) or the fleet's adaptive limit per latency floor,
@@ -37,20 +37,21 @@ func (c *Coordinator) logBackfill(ctx context.Context, ln config.Lane, st *proto
 	if bl != nil && bl.done || ln.Svc.Snapshot || ln.Svc.Window <= 0 {
 		return // logged already, or a snapshot lane (one slot per period, never a backfill)
 	}
-	slots := int(now.Add(-c.lag).Sub(time.UnixMilli(st.Cursor)) / ln.Svc.Window)
-	if slots < backfillSlots {
-		c.backfill[key] = &backfillLog{done: true}
-		return
-	}
 	host := c.clock.Now()
 	if bl == nil {
-		bl = &backfillLog{first: host}
+		// Counted when the lane is first seen: planning moves the cursor on while the line waits.
+		slots := int(now.Add(-c.lag).Sub(time.UnixMilli(st.Cursor)) / ln.Svc.Window)
+		if slots < backfillSlots {
+			c.backfill[key] = &backfillLog{done: true}
+			return
+		}
+		bl = &backfillLog{first: host, slots: slots, from: st.Cursor}
 		c.backfill[key] = bl
 	} else if host.Sub(bl.checked) < time.Second {
 		return
 	}
 	bl.checked = host
-	first := bl.first
+	first, slots := bl.first, bl.slots
 	var workers, limit, most int
 	var floorMS int64
 	var ceiling float64
@@ -78,7 +79,7 @@ func (c *Coordinator) logBackfill(ctx context.Context, ln config.Lane, st *proto
 		return // the workers have not measured the appliance yet: wait for a better estimate
 	}
 	bl.done = true
-	log := c.logger.With("input", ln.Input, "service", ln.Service, "slots", slots, "from", proto.FormatMS(st.Cursor),
+	log := c.logger.With("input", ln.Input, "service", ln.Service, "slots", slots, "from", proto.FormatMS(bl.from),
 		"workers", workers, "limit", limit, "max", most, "latency_floor_ms", floorMS, "requests_per_second", ceiling)
 	if floorMS == 0 || workers == 0 {
 		log.Info(fmt.Sprintf("Backfill of %d slots starting; no worker has measured the appliance yet, so its pace is not known (status shows it once they have)", slots))
@@ -104,4 +105,6 @@ type backfillLog struct {
 	first   time.Time // when the lane was first seen behind
 	checked time.Time // when the pacing records were last read
 	done    bool      // logged, or not a backfill
+	slots   int       // slots behind when first seen
+	from    int64     // the plan's cursor then, epoch ms
 }
