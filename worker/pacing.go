@@ -34,6 +34,7 @@ type pacer struct {
 	waiting  int           // requests waiting in Acquire
 	wake     chan struct{} // closed when room may have opened
 	logged   int           // the limit last logged
+	freed    func()        // called after a request ends (the worker's room wakes its pullers)
 }
 
 func newPacer(input string, ceiling float64, lo, hi int, clock clockwork.Clock, logger *slog.Logger, m *metrics) *pacer {
@@ -75,6 +76,14 @@ func (p *pacer) Acquire(ctx context.Context) (func(darktrace.Outcome), error) {
 // release ends one request: it frees its place and lets the limit learn from its outcome. The
 // limit was used in full when requests wait for room or every place is taken.
 func (p *pacer) release(o darktrace.Outcome) {
+	p.observe(o)
+	// After p.mu is given back: the worker's take holds its own lock while it reads the limit.
+	if p.freed != nil {
+		p.freed()
+	}
+}
+
+func (p *pacer) observe(o darktrace.Outcome) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	busy := p.waiting > 0 || p.inFlight >= p.a.cap()
@@ -149,6 +158,61 @@ func (w *Worker) unpublishPace(ctx context.Context) {
 	for input := range w.pacers {
 		_ = kv.Delete(ctx, proto.PaceKey(input, w.opts.ID))
 	}
+}
+
+// held is the work items a process may hold: twice its inputs' current limits plus one per
+// input. An item holds a place from its pull until its results are stored, and after its request
+// ended it waits on the stream's acknowledgements; twice the limit keeps the limit's requests
+// busy through that wait, and the one more has a request ready the moment a place frees. 0 means
+// no pacer bounds this process.
+func (w *Worker) held() int64 {
+	n := 0
+	for _, p := range w.pacers {
+		n += 2*p.limit() + 1
+	}
+	return int64(n)
+}
+
+// take waits until this process holds fewer work items than its pacing allows (held) and takes
+// a place for one more, or returns ctx's error. The caller gives the place back with freed once
+// the item it pulled is handled, or at once when the pull brought none. Without it every puller
+// would take an item from the stream and wait on the pacer with it: a process whose limit is 4
+// would sit on workers.concurrency items that another worker process with room could fetch now,
+// and a killed process would leave them all to AckWait.
+func (w *Worker) take(ctx context.Context) error {
+	for {
+		n := w.held() // before roomMu: a pacer calls freed, which takes roomMu, after its own lock
+		w.roomMu.Lock()
+		if n == 0 || w.places < n {
+			w.places++
+			w.roomMu.Unlock()
+			return nil
+		}
+		ch := w.roomCh
+		w.roomMu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// give returns a place taken with take and wakes the pullers waiting for one.
+func (w *Worker) give() {
+	w.roomMu.Lock()
+	w.places--
+	w.roomMu.Unlock()
+	w.freed()
+}
+
+// freed wakes the pullers waiting in take: a place was given back or a request ended (the
+// limit may have grown).
+func (w *Worker) freed() {
+	w.roomMu.Lock()
+	close(w.roomCh)
+	w.roomCh = make(chan struct{})
+	w.roomMu.Unlock()
 }
 
 // PacingLimit returns this process's current adaptive limit of input's requests in flight, and

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -197,4 +198,65 @@ func TestPacingKeepsTheCeiling(t *testing.T) {
 	if len(arrivals) < slots {
 		t.Errorf("%d requests, want at least %d", len(arrivals), slots)
 	}
+}
+
+// TestPullersTakeNoMoreThanThePacingHolds: while the appliance has not answered once, the limit
+// stays at its start (1), so the worker takes at most 2×limit+1 work items from the stream and
+// leaves the rest to worker processes with room, although workers.concurrency (32) pullers run.
+func TestPullersTakeNoMoreThanThePacingHolds(t *testing.T) {
+	b := bustest.New(t)
+	end := time.Now().UTC().Truncate(time.Hour).Add(-time.Hour)
+	fake := darktracetest.NewHandler(darktracetest.Options{Seed: 3, Start: end.Add(-48 * time.Hour), End: end, EventSize: 300,
+		EventsPerHour: map[string]float64{config.ServiceModelBreaches: 5}})
+	release := make(chan struct{})
+	var reached sync.Once
+	arrived := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/modelbreaches" {
+			reached.Do(func() { close(arrived) })
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fake.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(fake.Close)
+	var unblock sync.Once
+	t.Cleanup(func() { unblock.Do(func() { close(release) }) })
+	startWorker(t, b, pacedConfig(t, srv.URL, 32, 1000), worker.Options{})
+	const slots = 10
+	publishSlots(t, b, slots, end)
+	select {
+	case <-arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no request reached the appliance in 30 s")
+	}
+	ctx := context.Background()
+	c, err := b.JS.Consumer(ctx, proto.StreamWork, proto.ConsumerWorkers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The 32 pullers ask for items once a second at most (FetchMaxWait); over three of their
+	// rounds, the items taken must stay at twice the pacing's limit (1) plus one ready to go.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		ci, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ci.NumAckPending > 3 {
+			t.Fatalf("the worker holds %d work items while its limit is 1; want at most 3", ci.NumAckPending)
+		}
+		runtime.Gosched()
+	}
+	unblock.Do(func() { close(release) })
+	for seq := uint64(1); seq <= slots; seq++ {
+		if d := waitDone(t, b, seq); d.Failed {
+			t.Fatalf("slot %d failed: %+v", seq, d)
+		}
+	}
+	waitSettled(t, b)
 }

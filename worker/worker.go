@@ -104,6 +104,9 @@ type Worker struct {
 
 	slots    atomic.Uint64
 	inFlight atomic.Int64
+	roomMu   sync.Mutex
+	roomCh   chan struct{} // closed and replaced by freed
+	places   int64         // work items pulled or being pulled (take/give), under roomMu
 	started  time.Time
 
 	inputs       map[string]config.Input
@@ -169,6 +172,7 @@ func New(ep Endpoints, cfg *config.Config, opts Options) (*Worker, error) {
 		w.lanes[ln.Key()] = &lane{ln: ln, proc: proc}
 	}
 	w.pacers = map[string]*pacer{}
+	w.roomCh = make(chan struct{})
 	if w.fetchers == nil {
 		w.fetchers = map[string]Fetcher{}
 		for _, name := range cfg.EnabledInputs() {
@@ -180,6 +184,7 @@ func New(ep Endpoints, cfg *config.Config, opts Options) (*Worker, error) {
 			// workers.concurrency pullers bound the requests in flight; the pacer finds how many
 			// of them the appliance serves comfortably.
 			p := newPacer(name, in.RequestsPerSecond, min(cfg.Workers.MinConcurrency, w.conc), w.conc, opts.Clock, logger, m)
+			p.freed = w.freed
 			w.pacers[name], dc.Pacer = p, p
 			c, err := darktrace.New(dc)
 			if err != nil {
@@ -211,22 +216,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		g.Go(func() error {
 			defer wg.Done()
 			for gctx.Err() == nil {
-				msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
-				if err != nil {
-					if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) || gctx.Err() != nil {
-						w.unreachableSince.Store(0)
-						continue
-					}
-					w.unreachableSince.CompareAndSwap(0, w.clock.Now().UnixNano())
-					w.logger.Warn("fetching work item", "err", err)
-					select {
-					case <-gctx.Done():
-					case <-w.clock.After(time.Second):
-					}
+				if w.take(gctx) != nil {
 					continue
 				}
-				w.unreachableSince.Store(0)
-				w.handle(workCtx, msg)
+				w.pullOne(gctx, workCtx, cons)
+				w.give()
 			}
 			return nil
 		})
@@ -245,6 +239,27 @@ func (w *Worker) Run(ctx context.Context) error {
 	err = g.Wait()
 	w.deregister()
 	return err
+}
+
+// pullOne takes at most one work item from cons and handles it in workCtx (which outlives ctx
+// for the shutdown grace); a failed pull is logged and waited out for a second.
+func (w *Worker) pullOne(ctx, workCtx context.Context, cons WorkSource) {
+	msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) || ctx.Err() != nil {
+			w.unreachableSince.Store(0)
+			return
+		}
+		w.unreachableSince.CompareAndSwap(0, w.clock.Now().UnixNano())
+		w.logger.Warn("fetching work item", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-w.clock.After(time.Second):
+		}
+		return
+	}
+	w.unreachableSince.Store(0)
+	w.handle(workCtx, msg)
 }
 
 func (w *Worker) heartbeat(ctx context.Context) {
