@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -82,6 +83,8 @@ type Coordinator struct {
 	usage   StreamUsage
 	paused  bool      // planning stopped because the results stream is nearly full
 	usageAt time.Time // when the results stream's usage was last read (resultsFull)
+	clockMu sync.Mutex
+	anchors map[string]clockAnchor // per input: the last clock observation read (applianceOffset)
 }
 
 // initialSlotBytes is the slot size assumed before a lane's first delivery tells how big its
@@ -166,6 +169,7 @@ func New(ctx context.Context, b Bus, pub Publisher, cfg *config.Config, opts Opt
 		perStep:   opts.MaxSlotsPerStep,
 		started:   map[string]bool{},
 		usage:     opts.Usage,
+		anchors:   map[string]clockAnchor{},
 	}
 	if js, ok := pub.(jetstream.JetStream); ok && c.usage == nil {
 		c.usage = JetStreamUsage{JS: js}

@@ -174,6 +174,10 @@ func New(ep Endpoints, cfg *config.Config, opts Options) (*Worker, error) {
 			dc := darktrace.ConfigFromInput(in)
 			dc.Logger = logger.With("input", name)
 			dc.Metrics, dc.Input = opts.DarktraceMetrics, name
+			// The signed DTAPI-Date and the clock offset read from the Date header come from the
+			// worker's clock, so a shifted clock (a test's, or cmd/dtfleet's debug knob) is the
+			// clock the appliance sees.
+			dc.Now = opts.Clock.Now
 			dc.Limiter = NewFleetLimiter(ep.Rate, name, in.RequestsPerSecond, opts.Clock)
 			c, err := darktrace.New(dc)
 			if err != nil {

@@ -62,7 +62,7 @@ func profileFor(t *testing.T) profile {
 
 // faultKinds are the kinds the schedule cycles through, in this order.
 var faultKinds = []string{
-	"appliance 5xx", "SIGKILL worker", "appliance 429", "Devo connection reset", "SIGKILL coordinator (leader)",
+	"appliance 5xx", "SIGKILL worker", "worker clock skew", "appliance 429", "Devo connection reset", "SIGKILL coordinator (leader)",
 	"appliance stall", "kill NATS node leading DTF_RESULTS", "appliance truncated body", "Devo early graceful close",
 	"SIGKILL shipper (leader)", "appliance connection reset", "Devo stall",
 }
@@ -334,7 +334,10 @@ func (s *suite) inject(kind string) error {
 	case "SIGKILL worker":
 		w := s.workers[s.roundRobin%len(s.workers)]
 		s.roundRobin++
+		w.env = nil // a skewed worker comes back on the host's clock
 		return s.kill(kind, w)
+	case "worker clock skew":
+		return s.skewWorkers(kind)
 	case "SIGKILL coordinator (leader)":
 		return s.kill(kind, s.leader(s.coordinators, `"msg":"coordinator lease acquired; planning"`))
 	case "SIGKILL shipper (leader)":
@@ -343,6 +346,32 @@ func (s *suite) inject(kind string) error {
 		return s.killResultsLeader(kind)
 	}
 	return fmt.Errorf("unknown fault kind %q", kind)
+}
+
+// workerSkews are the clock offsets a "worker clock skew" injection gives two workers, through
+// the binary's DTFLEET_DEBUG_CLOCK_OFFSET test knob: an hour ahead (beyond the appliance's ±30
+// minute DTAPI-Date check: every request of that worker fails with API DATE ERROR, so its slots
+// must be retried by the others, never lost, and its clock must not hold the fleet's rate limiter
+// or planning back), and ten minutes behind (accepted by the appliance: its clock observations
+// must not make the coordinator plan windows the appliance has not lived yet).
+var workerSkews = []string{"1h", "-10m"}
+
+// skewWorkers restarts two workers, one per offset of workerSkews, with their clocks shifted
+// (the workers the round-robin of "SIGKILL worker" reaches last, so the skew lasts). A skewed
+// worker keeps its skew until the suite kills it again.
+func (s *suite) skewWorkers(kind string) error {
+	for i, off := range workerSkews {
+		w := s.workers[(s.roundRobin+len(s.workers)-1-i)%len(s.workers)]
+		if err := w.cur.signal(syscall.SIGKILL, 30*time.Second); err != nil {
+			return err
+		}
+		w.kills++
+		w.env = []string{"DTFLEET_DEBUG_CLOCK_OFFSET=" + off}
+		w.start()
+		s.injected[kind]++
+		s.t.Logf("%s restarted with its clock shifted by %s", w.cur.name, off)
+	}
+	return nil
 }
 
 // applianceFaults scripts n one-shot faults like f on the fake appliance.
