@@ -405,7 +405,7 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 			tooLarge.Inc()
 			w.logger.Error("event larger than workers.max_event_size_in_mb dropped; the rest of the slot is delivered",
 				"input", it.Input, "service", it.Service, "seq", it.Seq, "key", ev.Key, "bytes", len(ev.Data), "max_bytes", w.maxEvent)
-			return nil
+			return w.recordTooLarge(ctx, it, ev.Key, -1, int64(len(ev.Data)))
 		}
 		return acc.add(ev)
 	}
@@ -419,15 +419,17 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 		}
 	}
 	// The client never holds an event over the bound either: one 2 GB event costs the bound,
-	// not 2 GB. Its key is unknown (the event is not kept): its place in the response says which.
+	// not 2 GB. Its key is read from the start of it the client kept, when the key field comes
+	// before the bulk (as the appliance writes it); else its place in the response says which.
 	req.MaxEventSize = w.maxEvent
-	req.TooLarge = func(index int, size int64) error {
+	req.TooLarge = func(index int, size int64, head []byte) error {
 		received.Inc()
 		dropped++
 		tooLarge.Inc()
+		key, _ := events.KeyFromHead(it.Service, head)
 		w.logger.Error("event larger than workers.max_event_size_in_mb dropped unread; the rest of the slot is delivered",
-			"input", it.Input, "service", it.Service, "seq", it.Seq, "index", index, "bytes", size, "max_bytes", w.maxEvent)
-		return nil
+			"input", it.Input, "service", it.Service, "seq", it.Seq, "key", key, "index", index, "bytes", size, "max_bytes", w.maxEvent)
+		return w.recordTooLarge(ctx, it, key, index, size)
 	}
 	st, err := f.Fetch(ctx, req, func(raw []byte) error {
 		received.Inc()

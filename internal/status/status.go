@@ -63,6 +63,10 @@ type FailedSlot struct {
 	NextRetry *time.Time `json:"next_retry,omitempty"`
 	// Key is the record's key in proto.BucketFailed, for `dtfleet failed clear KEY`.
 	Key string `json:"key"`
+	// Event, when set, makes this the record of one event of the slot that failed while the
+	// rest of the slot was delivered (an event over workers.max_event_size_in_mb): its dedupe key,
+	// or "index N" in the slot's response. A replay does not clear it; `failed clear` does.
+	Event string `json:"event,omitempty"`
 	// Replay is the command (without -c) that replays the window to the millisecond and so
 	// clears the record once the replayed slot is delivered.
 	Replay string `json:"replay"`
