@@ -83,15 +83,15 @@ type Coordinator struct {
 	started   map[string]bool
 	// limited is set by PlanLane when a lane had slots due but no room: the leader then checks
 	// again soon, not a whole tick later, so workers do not idle while the shipper catches up.
-	limited bool
-	usage   StreamUsage
-	paused  bool      // planning stopped because the results stream is nearly full
-	usageAt time.Time // when the results stream's usage was last read (resultsFull)
+	limited       bool
+	usage         StreamUsage
+	paused        bool      // planning stopped because the results stream is nearly full
+	usageAt       time.Time // when the results stream's usage was last read (resultsFull)
 	storage       StorageUsage
 	storagePaused bool      // planning stopped because the JetStream storage is nearly full
 	storageAt     time.Time // when the storage usage was last read (storageFull)
 	clockMu       sync.Mutex
-	anchors map[string]clockAnchor // per input: the last clock observation read (applianceOffset)
+	anchors       map[string]clockAnchor // per input: the last clock observation read (applianceOffset)
 }
 
 // initialSlotBytes is the slot size assumed before a lane's first delivery tells how big its

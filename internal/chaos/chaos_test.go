@@ -46,7 +46,7 @@ type profile struct {
 // profileFor returns the long profile when DTFLEET_CHAOS_LONG holds a duration, else the short
 // one.
 func profileFor(t *testing.T) profile {
-	short := profile{name: "short", days: 3, window: 5 * time.Minute, chaos: 100 * time.Second, gap: 8 * time.Second,
+	short := profile{name: "short", days: 3, window: 5 * time.Minute, chaos: 110 * time.Second, gap: 8 * time.Second,
 		devoStall: 5 * time.Second, catchUp: 4 * time.Minute}
 	v := os.Getenv("DTFLEET_CHAOS_LONG")
 	if v == "" {
@@ -556,6 +556,7 @@ func (s *suite) report(caughtUpBy time.Time, backfilled, took time.Duration) {
 	fmt.Fprintf(w, "role exits the suite did not cause\t-\t%d\t\n", exits)
 	fmt.Fprintf(w, "shipper deliveries failed and retried (observed)\t-\t%d\t\n", s.logged(s.shippers, `failed; retrying"`))
 	fmt.Fprintf(w, "coordinator plannings failed and retried (observed)\t-\t%d\t\n", s.logged(s.coordinators, `"msg":"planning failed; retrying next tick"`))
+	fmt.Fprintf(w, "worker requests refused for their date, API DATE ERROR (observed)\t-\t%d\t\n", s.logged(s.workers, `API DATE ERROR`))
 	_ = w.Flush()
 	tb.WriteString("\n")
 	w = tabwriter.NewWriter(&tb, 0, 0, 2, ' ', tabwriter.AlignRight)
