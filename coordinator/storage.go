@@ -3,6 +3,8 @@ package coordinator
 import (
 	"context"
 	"fmt"
+
+	"github.com/dtfleet/dtfleet/proto"
 )
 
 // StorageUsage reports how full the JetStream storage is that the KV buckets share (they have no
@@ -47,13 +49,36 @@ func (c *Coordinator) storageFull(ctx context.Context) bool {
 	if full != c.storagePaused {
 		c.storagePaused = full
 		if full {
-			c.logger.Error("the JetStream storage the KV buckets share is nearly full; planning stops until it has room (raise the server's max_file_store or the account's storage limit, check that the shippers deliver and that dedupe keys expire)",
+			c.logger.Error(storageFullReason+"; planning stops until it has room (raise the server's max_file_store or the account's storage limit, check that the shippers deliver and that dedupe keys expire)",
 				"used_bytes", used, "room_bytes", room, "used", fmt.Sprintf("%.0f%%", ratio*100), "stop_at", fmt.Sprintf("%.0f%%", fullShare*100))
 			c.metrics.paused.WithLabelValues(storageStream).Set(1)
+			c.recordPaused(ctx, &proto.Paused{V: proto.SchemaVersion, Reason: storageFullReason, Used: used, Room: room, At: now.UnixMilli()})
 		} else {
 			c.logger.Info("the JetStream storage has room again; planning resumes", "used_bytes", used, "room_bytes", room)
 			c.metrics.paused.WithLabelValues(storageStream).Set(0)
+			c.recordPaused(ctx, nil)
 		}
 	}
 	return full
+}
+
+// storageFullReason is why planning stops on a nearly full storage, in the log and for status.
+const storageFullReason = "the JetStream storage the KV buckets share is nearly full"
+
+// recordPaused writes p under proto.PausedStorageKey in the plan bucket for status to show, or
+// deletes the record when p is nil. A write that fails (the storage may well be full) is logged
+// at debug level: the error log and the gauge already say why planning stopped.
+func (c *Coordinator) recordPaused(ctx context.Context, p *proto.Paused) {
+	var err error
+	if p == nil {
+		err = c.plans.kv.Delete(ctx, proto.PausedStorageKey)
+	} else {
+		var data []byte
+		if data, err = proto.Encode(p); err == nil {
+			_, err = c.plans.kv.Put(ctx, proto.PausedStorageKey, data)
+		}
+	}
+	if err != nil && ctx.Err() == nil {
+		c.logger.Debug("recording the planning pause for status", "err", err)
+	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dtfleet/dtfleet/coordinator"
 	"github.com/dtfleet/dtfleet/internal/bustest"
+	"github.com/dtfleet/dtfleet/internal/status"
 	"github.com/dtfleet/dtfleet/proto"
 )
 
@@ -53,12 +54,12 @@ func TestPlanningStopsWhenStorageIsNearlyFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	failed, err := b.KV(ctx, proto.BucketFailed)
+	filler, err := b.KV(ctx, proto.BucketDedupe)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 8 { // 4 MiB: the buckets' whole room
-		if _, err := failed.Put(ctx, fmt.Sprintf("filler%d", i), bytes.Repeat([]byte{'x'}, 512<<10)); err != nil {
+		if _, err := filler.Put(ctx, fmt.Sprintf("filler%d", i), bytes.Repeat([]byte{'x'}, 512<<10)); err != nil {
 			t.Fatalf("filling the storage: %v", err)
 		}
 	}
@@ -83,8 +84,15 @@ func TestPlanningStopsWhenStorageIsNearlyFull(t *testing.T) {
 	if n := strings.Count(logs.String(), why); n != 1 {
 		t.Fatalf("%d log lines saying why planning stopped; want 1:\n%s", n, logs.String())
 	}
+	st, err := status.Read(ctx, b, cfg, clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := st.PlanningPaused; p == nil || !strings.Contains(p.Reason, "storage") || p.RoomBytes != 4<<20 || p.UsedBytes < p.RoomBytes*9/10 {
+		t.Fatalf("status shows planning paused as %+v; want the storage reason with 4 MiB of room over 90%% used", p)
+	}
 
-	s, err := b.JS.Stream(ctx, "KV_"+proto.BucketFailed)
+	s, err := b.JS.Stream(ctx, "KV_"+proto.BucketDedupe)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,5 +111,8 @@ func TestPlanningStopsWhenStorageIsNearlyFull(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "the JetStream storage has room again; planning resumes") {
 		t.Fatalf("no log line saying planning resumed:\n%s", logs.String())
+	}
+	if st, err := status.Read(ctx, b, cfg, clk.Now()); err != nil || st.PlanningPaused != nil {
+		t.Fatalf("status after planning resumed: paused %+v, err %v; want not paused", st.PlanningPaused, err)
 	}
 }

@@ -235,6 +235,20 @@ func FailedEventKey(input, service string, start, end int64, id string) string {
 	return FailedKey(input, service, start, end) + ".event." + id
 }
 
+// PausedStorageKey is the key, in BucketPlan, of the Paused record the leading coordinator keeps
+// while it plans nothing new because the JetStream storage the KV buckets share is nearly full;
+// it is deleted when planning resumes.
+const PausedStorageKey = "paused.storage"
+
+// Paused says why the leading coordinator stopped planning, for status.
+type Paused struct {
+	V      int    `msgpack:"v"`
+	Reason string `msgpack:"r"`
+	Used   uint64 `msgpack:"u"` // bytes used of Room
+	Room   uint64 `msgpack:"m"`
+	At     int64  `msgpack:"at"` // when planning stopped, epoch ms
+}
+
 // ClockKey is the key, in BucketRate, of an input's ClockOffset.
 func ClockKey(input string) string { return "clock." + input }
 
@@ -313,6 +327,7 @@ type Lease struct {
 type Versioned interface{ version() int }
 
 func (m *WorkItem) version() int     { return m.V }
+func (m *Paused) version() int       { return m.V }
 func (m *Chunk) version() int        { return m.V }
 func (m *Done) version() int         { return m.V }
 func (m *Failure) version() int      { return m.V }

@@ -72,6 +72,14 @@ type FailedSlot struct {
 	Replay string `json:"replay"`
 }
 
+// PlanningPaused says why the leading coordinator stopped planning, and since when.
+type PlanningPaused struct {
+	Reason    string    `json:"reason"`
+	UsedBytes uint64    `json:"used_bytes"`
+	RoomBytes uint64    `json:"room_bytes"`
+	Since     time.Time `json:"since"`
+}
+
 // Worker is a worker's last heartbeat.
 type Worker struct {
 	ID       string    `json:"id"`
@@ -87,10 +95,13 @@ type Status struct {
 	Now         time.Time `json:"now"`
 	Coordinator string    `json:"coordinator_leader,omitempty"`
 	// CoordinatorHost is where the coordinator leader runs ("host pid N"), when its lease says.
-	CoordinatorHost string       `json:"coordinator_leader_host,omitempty"`
-	Lanes           []Lane       `json:"lanes"`
-	Failed          []FailedSlot `json:"failed_slots"`
-	Workers         []Worker     `json:"workers"`
+	CoordinatorHost string `json:"coordinator_leader_host,omitempty"`
+	// PlanningPaused is set while the leading coordinator plans nothing new because the JetStream
+	// storage the KV buckets share is nearly full (proto.PausedStorageKey).
+	PlanningPaused *PlanningPaused `json:"planning_paused,omitempty"`
+	Lanes          []Lane          `json:"lanes"`
+	Failed         []FailedSlot    `json:"failed_slots"`
+	Workers        []Worker        `json:"workers"`
 }
 
 // CaughtUp reports whether every windowed lane delivered up to end and every snapshot lane
@@ -130,6 +141,11 @@ func Read(ctx context.Context, src KVSource, cfg *config.Config, now time.Time) 
 		return nil, err
 	} else if l != nil {
 		st.Coordinator, st.CoordinatorHost = l.Holder, leaseHost(l)
+	}
+	if p, err := get[proto.Paused](ctx, kv[proto.BucketPlan], proto.PausedStorageKey); err != nil {
+		return nil, err
+	} else if p != nil {
+		st.PlanningPaused = &PlanningPaused{Reason: p.Reason, UsedBytes: p.Used, RoomBytes: p.Room, Since: time.UnixMilli(p.At).UTC()}
 	}
 	for _, ln := range cfg.Lanes() {
 		// Lag is measured on the appliance's clock (the offset the workers recorded from its Date
