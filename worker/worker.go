@@ -224,7 +224,12 @@ func (w *Worker) Run(ctx context.Context) error {
 					continue
 				}
 				w.unreachableSince.Store(0)
-				w.handle(workCtx, msg)
+				if d := w.handle(workCtx, msg); d > 0 {
+					select {
+					case <-gctx.Done():
+					case <-w.clock.After(d):
+					}
+				}
 			}
 			return nil
 		})
@@ -271,25 +276,26 @@ func (w *Worker) deregister() {
 	_ = w.ep.Heartbeats.Delete(ctx, w.opts.ID)
 }
 
-// handle processes one work item and settles it: Ack, Nak with delay, or Term.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+// handle processes one work item and settles it: Ack, Nak with delay, or Term. It returns how
+// long the calling puller should step back before it takes another item (0: at once).
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) (stepBack time.Duration) {
 	w.inFlight.Add(1)
 	defer w.inFlight.Add(-1)
 	meta, err := msg.Metadata()
 	if err != nil {
 		w.logger.Error("work item without metadata; terminating it", "err", err)
 		_ = msg.Term()
-		return
+		return 0
 	}
 	var it proto.WorkItem
 	if err := proto.Decode(msg.Data(), &it); err != nil {
 		if errors.Is(err, proto.ErrSchema) && it.V > proto.SchemaVersion {
 			w.newerItem(ctx, msg, meta, it, err)
-			return
+			return 0
 		}
 		w.logger.Error("undecodable work item; terminating it", "subject", msg.Subject(), "err", err)
 		_ = msg.TermWithReason(err.Error())
-		return
+		return 0
 	}
 	l := w.lanes[proto.LaneKey(it.Input, it.Service)]
 	f := w.fetchers[it.Input]
@@ -297,7 +303,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		// Another worker's configuration may know this lane; do not fail the slot for it.
 		w.logger.Warn("work item for a lane this worker is not configured for; leaving it to others", "input", it.Input, "service", it.Service)
 		_ = msg.NakWithDelay(30 * time.Second)
-		return
+		return 0
 	}
 	stop := w.keepAlive(ctx, msg)
 	attempt := strconv.FormatUint(meta.NumDelivered, 10)
@@ -332,11 +338,21 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		if ferr := w.fail(ctx, it, attempt, meta.NumDelivered, err, next); ferr != nil {
 			log.Warn("recording the failed slot; retrying it", "err", ferr)
 			_ = msg.NakWithDelay(w.opts.Backoff.Delay(int(meta.NumDelivered)))
-			return
+			return 0
 		}
 		w.forget(it.SlotID)
 		w.metrics.slots.WithLabelValues(it.Input, it.Service, resultFailed).Inc()
 		_ = msg.TermWithReason("failed for good")
+	case class == darktrace.Transient && isDateError(err):
+		// The appliance refused the request's date: this host's clock (or the appliance's) is
+		// off, not the slot. The slot is left to another worker at once, without the growing
+		// backoff (a worker an hour ahead took the same slots again and again, each time with a
+		// longer delay, and held a lane for minutes), and this puller steps back for a while so
+		// that it does not take the slot straight back.
+		log.Warn(darktrace.PullErrorMessage(err)+" The appliance refused this host's request date; leaving the slot to another worker.",
+			"err", err, "failing_for", failingFor.Round(time.Second), "retry_in", dateErrorRetry, "step_back", dateErrorStepBack)
+		_ = msg.NakWithDelay(dateErrorRetry)
+		return dateErrorStepBack
 	case class == darktrace.Transient:
 		delay := max(w.opts.Backoff.Delay(int(meta.NumDelivered)), darktrace.RetryAfter(err))
 		log.Warn(darktrace.PullErrorMessage(err)+fmt.Sprintf(" The appliance answered with an error that usually clears by itself; retrying, for up to %v before the slot is recorded as failed.", w.transientFor),
@@ -347,6 +363,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		log.Warn(darktrace.PullErrorMessage(err)+" Retrying.", "err", err, "retry_in", delay.Round(time.Millisecond))
 		_ = msg.NakWithDelay(delay)
 	}
+	return 0
 }
 
 func (w *Worker) done(it proto.WorkItem, attempt string, chunks, n int) *proto.Done {
@@ -473,3 +490,17 @@ func (w *Worker) Blocked(bound time.Duration) error {
 // antigenaViewReach is how far back the no-window /antigena view is trusted to reach: the
 // appliance keeps 14 days; a day less leaves room for clock differences and a slot's length.
 const antigenaViewReach = 13 * 24 * time.Hour
+
+// dateErrorRetry is how soon a slot refused for its request date (API DATE ERROR) may be taken
+// again, by any worker; dateErrorStepBack is how long the puller that met the refusal takes no
+// item, so that a worker with a healthy clock takes the slot.
+const (
+	dateErrorRetry    = time.Second
+	dateErrorStepBack = 5 * time.Second
+)
+
+// isDateError reports whether err is the appliance refusing the request's date.
+func isDateError(err error) bool {
+	var dt *darktrace.Error
+	return errors.As(err, &dt) && dt.Kind == darktrace.KindDate
+}

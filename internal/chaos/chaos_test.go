@@ -105,7 +105,15 @@ func TestChaos(t *testing.T) {
 	dtfleet, natsServer := buildBinaries(t)
 	t.Logf("profile %s: %d days of backfill in %v slots, faults for %v (one every %v); binaries built in %v",
 		p.name, p.days, p.window, p.chaos, p.gap, binaries.buildPeriod.Round(time.Second))
-	s := &suite{t: t, p: p, dir: t.TempDir(), injected: map[string]int{}, scheduled: map[string]int{}}
+	// DTFLEET_CHAOS_DIR keeps the processes' logs, configurations and stores there for a
+	// post-mortem; by default they go with the test's temporary directory.
+	dir := os.Getenv("DTFLEET_CHAOS_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s := &suite{t: t, p: p, dir: dir, injected: map[string]int{}, scheduled: map[string]int{}}
 
 	// The fake appliance has data from the backfill's start until a day ahead: what becomes
 	// visible while the suite runs is polled live.
