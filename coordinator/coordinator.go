@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -54,6 +55,10 @@ type Options struct {
 	// Usage tells how full the results stream is; planning stops while it is nearly full. Nil
 	// uses the publisher when it is a jetstream.JetStream (JetStreamUsage), else checks nothing.
 	Usage StreamUsage
+	// Storage tells how full the JetStream storage the KV buckets share is; planning stops while
+	// it is nearly full. Nil uses the Bus when it implements StorageUsage (*bus.Bus does), else
+	// checks nothing.
+	Storage StorageUsage
 }
 
 // Coordinator plans every lane of a configuration while it holds the coordinator lease.
@@ -78,10 +83,15 @@ type Coordinator struct {
 	started   map[string]bool
 	// limited is set by PlanLane when a lane had slots due but no room: the leader then checks
 	// again soon, not a whole tick later, so workers do not idle while the shipper catches up.
-	limited bool
-	usage   StreamUsage
-	paused  bool      // planning stopped because the results stream is nearly full
-	usageAt time.Time // when the results stream's usage was last read (resultsFull)
+	limited       bool
+	usage         StreamUsage
+	paused        bool      // planning stopped because the results stream is nearly full
+	usageAt       time.Time // when the results stream's usage was last read (resultsFull)
+	storage       StorageUsage
+	storagePaused bool      // planning stopped because the JetStream storage is nearly full
+	storageAt     time.Time // when the storage usage was last read (storageFull)
+	clockMu       sync.Mutex
+	anchors       map[string]clockAnchor // per input: the last clock observation read (applianceOffset)
 	// backfill is logBackfill's state per lane.
 	backfill map[string]*backfillLog
 }
@@ -168,11 +178,17 @@ func New(ctx context.Context, b Bus, pub Publisher, cfg *config.Config, opts Opt
 		perStep:   opts.MaxSlotsPerStep,
 		started:   map[string]bool{},
 		usage:     opts.Usage,
+		anchors:   map[string]clockAnchor{},
 	}
 	if js, ok := pub.(jetstream.JetStream); ok && c.usage == nil {
 		c.usage = JetStreamUsage{JS: js}
 	}
+	c.storage = opts.Storage
+	if su, ok := b.(StorageUsage); ok && c.storage == nil {
+		c.storage = su
+	}
 	c.metrics.paused.WithLabelValues(proto.StreamResults).Set(0)
+	c.metrics.paused.WithLabelValues(storageStream).Set(0)
 	c.setLeader(0) // standby until the lease is acquired
 	if c.tick <= 0 {
 		c.tick = time.Second
@@ -283,8 +299,8 @@ func (c *Coordinator) PlanLane(ctx context.Context, ln config.Lane) error {
 			c.purgeDedupe(ctx, ln, st.Epoch-1)
 			continue
 		}
-		if c.resultsFull(ctx) {
-			return nil // logged and counted by resultsFull; reservations above still went out
+		if c.resultsFull(ctx) || c.storageFull(ctx) {
+			return nil // logged and counted by resultsFull and storageFull; reservations above still went out
 		}
 		room, err := c.room(ctx, key, st)
 		if err != nil {

@@ -13,6 +13,7 @@ type metrics struct {
 	leader  *prometheus.GaugeVec
 	planned *prometheus.CounterVec
 	paused  *prometheus.GaugeVec
+	storage prometheus.Gauge
 }
 
 // newMetrics creates the coordinator's metrics and registers them with reg; a nil reg registers
@@ -31,8 +32,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"input", "service"}),
 		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dtfleet_coordinator_planning_paused",
-			Help: "1 while this coordinator plans nothing new because the stream is nearly full (90% of its MaxBytes).",
+			Help: "1 while this coordinator plans nothing new because the stream is nearly full (90% of its MaxBytes), or, for stream=\"jetstream_storage\", the JetStream storage the KV buckets share (90% of its room).",
 		}, []string{"stream"}),
+		storage: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dtfleet_coordinator_storage_used_ratio",
+			Help: "Share of the JetStream storage room the KV buckets can use that is used (account or embedded server limit, minus the results stream's reservation), as the leading coordinator last read it; planning stops at 0.9.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -49,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.leader = existing
 	}
 	var done []prometheus.Collector
-	for _, c := range []prometheus.Collector{m.planned, m.paused} {
+	for _, c := range []prometheus.Collector{m.planned, m.paused, m.storage} {
 		if err := reg.Register(c); err != nil {
 			// Leave reg as it was, so the caller may retry with another registerer.
 			for _, d := range done {

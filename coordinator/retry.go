@@ -15,23 +15,51 @@ import (
 // retryCheck is how often the leader looks for failed slots whose retry is due.
 const retryCheck = time.Second
 
-// applianceOffset returns the appliance's clock minus the host's for input, as the workers last
-// recorded it, or 0 when none did (or the record cannot be read: planning by the host's clock
-// is what dtfleet did before it knew better).
+// applianceOffset returns the appliance's clock minus this coordinator's for input, or 0 when no
+// worker recorded an observation yet (planning by the host's clock is what dtfleet did before it
+// knew better).
+//
+// A record's offset is relative to the clock of the worker that wrote it, which need not agree
+// with this host's: a worker an hour ahead records -1h, one ten minutes behind +10m, and applying
+// those to this host's clock would stop planning for an hour or plan ten minutes into the
+// appliance's future (events not yet visible, lost). So the record is read as the appliance's
+// own time at the observation (the worker's time plus its offset: the worker's clock cancels
+// out), anchored at this coordinator's time when it first read that revision. The appliance's
+// time then advances with this host's clock from there. A record written a while before it is
+// first read makes the estimate late by that age, never early: planning waits a little, until
+// the next observation (every answer of every fetch, at least every 30 s on a busy worker)
+// corrects it. A record that cannot be read keeps the last anchor.
 func (c *Coordinator) applianceOffset(ctx context.Context, input string) time.Duration {
+	c.clockMu.Lock()
+	defer c.clockMu.Unlock()
+	last, known := c.anchors[input]
 	e, err := c.rate.Get(ctx, proto.ClockKey(input))
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyNotFound) && ctx.Err() == nil {
 			c.logger.Debug("reading the appliance's clock offset", "input", input, "err", err)
 		}
-		return 0
+		return last.offset
+	}
+	if known && e.Revision() == last.rev {
+		return last.offset
 	}
 	var off proto.ClockOffset
 	if err := proto.Decode(e.Value(), &off); err != nil {
 		c.logger.Debug("reading the appliance's clock offset", "input", input, "err", err)
-		return 0
+		return last.offset
 	}
-	return time.Duration(off.OffsetMS) * time.Millisecond
+	appliance := time.UnixMilli(off.At + off.OffsetMS)
+	a := clockAnchor{rev: e.Revision(), offset: appliance.Sub(c.clock.Now())}
+	c.anchors[input] = a
+	return a.offset
+}
+
+// clockAnchor is the last clock observation of an input the coordinator read: its revision in
+// the rate bucket, and the appliance's time at the observation minus this coordinator's time
+// when it read it.
+type clockAnchor struct {
+	rev    uint64
+	offset time.Duration
 }
 
 // RetryFailed replays every failed slot whose NextRetry has come, as a new slot at the end of its

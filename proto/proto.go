@@ -220,6 +220,33 @@ type Failure struct {
 	// off, or one in flight).
 	Retries   int   `msgpack:"rt,omitempty"`
 	NextRetry int64 `msgpack:"nr,omitempty"`
+	// Event, set on the record of one event that failed while its slot was delivered (an event
+	// over workers.max_event_size_in_mb), names it: its dedupe key, or "index N" (its place in
+	// the slot's response) when the key could not be read. Key is then the record's own key in
+	// BucketFailed (FailedEventKey), which the slot's delivery does not clear.
+	Event string `msgpack:"ev,omitempty"`
+	Key   string `msgpack:"k,omitempty"`
+}
+
+// FailedEventKey is the KV key of the failure record of one event of a slot: the slot's
+// FailedKey, ".event." and id (KV-safe: hex or digits), so fetching the slot again rewrites the
+// same record.
+func FailedEventKey(input, service string, start, end int64, id string) string {
+	return FailedKey(input, service, start, end) + ".event." + id
+}
+
+// PausedStorageKey is the key, in BucketPlan, of the Paused record the leading coordinator keeps
+// while it plans nothing new because the JetStream storage the KV buckets share is nearly full;
+// it is deleted when planning resumes.
+const PausedStorageKey = "paused.storage"
+
+// Paused says why the leading coordinator stopped planning, for status.
+type Paused struct {
+	V      int    `msgpack:"v"`
+	Reason string `msgpack:"r"`
+	Used   uint64 `msgpack:"u"` // bytes used of Room
+	Room   uint64 `msgpack:"m"`
+	At     int64  `msgpack:"at"` // when planning stopped, epoch ms
 }
 
 // ClockKey is the key, in BucketRate, of an input's ClockOffset.
@@ -300,6 +327,7 @@ type Lease struct {
 type Versioned interface{ version() int }
 
 func (m *WorkItem) version() int     { return m.V }
+func (m *Paused) version() int       { return m.V }
 func (m *Chunk) version() int        { return m.V }
 func (m *Done) version() int         { return m.V }
 func (m *Failure) version() int      { return m.V }

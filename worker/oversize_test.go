@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/dtfleet/dtfleet/internal/bustest"
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/status"
+	"github.com/dtfleet/dtfleet/proto"
 	"github.com/dtfleet/dtfleet/worker"
 	"github.com/dtfleet/dtfleet/worker/darktrace"
 )
@@ -125,5 +129,83 @@ inputs:
 	// whole.
 	if out := logs.String(); !strings.Contains(out, "dropped unread") || !strings.Contains(out, `"index":1`) {
 		t.Fatalf("no log line of the event dropped unread at index 1:\n%s", out)
+	}
+}
+
+// TestOversizeEventIsRecordedByKey (issue 9, row 7): an event too large to read is recorded as a
+// failed event that status shows, named by its dedupe key when the key field comes before its
+// bulk in the part the client read ("mb:2"), else by its index in the slot's response; the slot
+// itself is delivered and its delivery does not clear those records.
+func TestOversizeEventIsRecordedByKey(t *testing.T) {
+	b := bustest.New(t)
+	y := `
+outputs: {console_1: {type: console}}
+workers: {concurrency: 2, max_event_size_in_mb: 1}
+inputs:
+  darktrace:
+    credentials: {public_token: pub, private_token: priv, instance: "https://dt.example"}
+    services:
+      modelbreaches: {look_back_in_minutes: 0}
+`
+	cfg, err := config.Parse([]byte(y), config.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Hour)
+	keyLast := fmt.Appendf(nil, `{"pad":"%s","time":%d,"pbid":5}`, strings.Repeat("y", 2<<20), now.Add(-25*time.Minute).UnixMilli())
+	body := []byte("[" + string(bytes.Join([][]byte{
+		breach(1, now.Add(-50*time.Minute), 100),
+		breach(2, now.Add(-40*time.Minute), 2<<20), // over the 1 MB bound, its pbid first
+		breach(3, now.Add(-30*time.Minute), 100),
+		keyLast, // over the bound, its pbid after the bulk: index 3
+	}, []byte(","))) + "]")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	}))
+	defer srv.Close()
+	client, err := darktrace.New(darktrace.Config{BaseURL: srv.URL, PublicToken: "pub", PrivateToken: "priv",
+		Proxy: func(*http.Request) (*url.URL, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	runWorker(t, b, cfg, worker.Options{Fetchers: map[string]worker.Fetcher{"darktrace": client}})
+	it := publishItem(t, b, 1, now.Add(-time.Hour), now)
+	d := waitDone(t, b, 1)
+	if d.Failed || d.Events != 2 || d.Dropped != 2 {
+		t.Fatalf("done marker %+v; want 2 events delivered and 2 dropped", d)
+	}
+	failed, err := status.ListFailed(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]status.FailedSlot{}
+	for _, f := range failed {
+		got[f.Event] = f
+	}
+	for _, want := range []string{"mb:2", "index 3"} {
+		f, ok := got[want]
+		if !ok {
+			t.Fatalf("no failed-event record for %q; records: %+v", want, failed)
+		}
+		if f.Seq != it.Seq || !f.From.Equal(time.UnixMilli(it.Start).UTC()) || !strings.Contains(f.Error, want) ||
+			!strings.Contains(f.Error, "max_event_size_in_mb") {
+			t.Errorf("record %+v; want slot %d's window and an error naming %q and the limit", f, it.Seq, want)
+		}
+		if f.Key == proto.FailedKey(it.Input, it.Service, it.Start, it.End) {
+			t.Errorf("record of %q under the slot's own key %s, which its delivery clears", want, f.Key)
+		}
+	}
+	if len(failed) != 2 {
+		t.Fatalf("%d failure records; want the 2 events: %+v", len(failed), failed)
+	}
+	// `failed clear` deletes exactly the record status names.
+	cleared, err := status.ClearFailed(context.Background(), b, func(f status.FailedSlot) bool { return f.Event == "mb:2" })
+	if err != nil || len(cleared) != 1 {
+		t.Fatalf("clearing the record of mb:2: %v (%d cleared)", err, len(cleared))
+	}
+	if left, err := status.ListFailed(context.Background(), b); err != nil || len(left) != 1 || left[0].Event != "index 3" {
+		t.Fatalf("after clearing mb:2: %+v, %v; want only the record of index 3", left, err)
 	}
 }

@@ -180,6 +180,10 @@ func New(ep Endpoints, cfg *config.Config, opts Options) (*Worker, error) {
 			dc := darktrace.ConfigFromInput(in)
 			dc.Logger = logger.With("input", name)
 			dc.Metrics, dc.Input = opts.DarktraceMetrics, name
+			// The signed DTAPI-Date and the clock offset read from the Date header come from the
+			// worker's clock, so a shifted clock (a test's, or cmd/dtfleet's debug knob) is the
+			// clock the appliance sees.
+			dc.Now = opts.Clock.Now
 			dc.Limiter = NewFleetLimiter(ep.Rate, name, in.RequestsPerSecond, opts.Clock)
 			// workers.concurrency pullers bound the requests in flight; the pacer finds how many
 			// of them the appliance serves comfortably.
@@ -219,8 +223,14 @@ func (w *Worker) Run(ctx context.Context) error {
 				if w.take(gctx) != nil {
 					continue
 				}
-				w.pullOne(gctx, workCtx, cons)
+				stepBack := w.pullOne(gctx, workCtx, cons)
 				w.give()
+				if stepBack > 0 {
+					select {
+					case <-gctx.Done():
+					case <-w.clock.After(stepBack):
+					}
+				}
 			}
 			return nil
 		})
@@ -242,13 +252,14 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 // pullOne takes at most one work item from cons and handles it in workCtx (which outlives ctx
-// for the shutdown grace); a failed pull is logged and waited out for a second.
-func (w *Worker) pullOne(ctx, workCtx context.Context, cons WorkSource) {
+// for the shutdown grace); a failed pull is logged and waited out for a second. It returns how
+// long the puller should step back before it takes another item (handle's answer).
+func (w *Worker) pullOne(ctx, workCtx context.Context, cons WorkSource) time.Duration {
 	msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
 	if err != nil {
 		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) || ctx.Err() != nil {
 			w.unreachableSince.Store(0)
-			return
+			return 0
 		}
 		w.unreachableSince.CompareAndSwap(0, w.clock.Now().UnixNano())
 		w.logger.Warn("fetching work item", "err", err)
@@ -256,10 +267,10 @@ func (w *Worker) pullOne(ctx, workCtx context.Context, cons WorkSource) {
 		case <-ctx.Done():
 		case <-w.clock.After(time.Second):
 		}
-		return
+		return 0
 	}
 	w.unreachableSince.Store(0)
-	w.handle(workCtx, msg)
+	return w.handle(workCtx, msg)
 }
 
 func (w *Worker) heartbeat(ctx context.Context) {
@@ -290,25 +301,26 @@ func (w *Worker) deregister() {
 	w.unpublishPace(ctx)
 }
 
-// handle processes one work item and settles it: Ack, Nak with delay, or Term.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+// handle processes one work item and settles it: Ack, Nak with delay, or Term. It returns how
+// long the calling puller should step back before it takes another item (0: at once).
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) (stepBack time.Duration) {
 	w.inFlight.Add(1)
 	defer w.inFlight.Add(-1)
 	meta, err := msg.Metadata()
 	if err != nil {
 		w.logger.Error("work item without metadata; terminating it", "err", err)
 		_ = msg.Term()
-		return
+		return 0
 	}
 	var it proto.WorkItem
 	if err := proto.Decode(msg.Data(), &it); err != nil {
 		if errors.Is(err, proto.ErrSchema) && it.V > proto.SchemaVersion {
 			w.newerItem(ctx, msg, meta, it, err)
-			return
+			return 0
 		}
 		w.logger.Error("undecodable work item; terminating it", "subject", msg.Subject(), "err", err)
 		_ = msg.TermWithReason(err.Error())
-		return
+		return 0
 	}
 	l := w.lanes[proto.LaneKey(it.Input, it.Service)]
 	f := w.fetchers[it.Input]
@@ -316,7 +328,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		// Another worker's configuration may know this lane; do not fail the slot for it.
 		w.logger.Warn("work item for a lane this worker is not configured for; leaving it to others", "input", it.Input, "service", it.Service)
 		_ = msg.NakWithDelay(30 * time.Second)
-		return
+		return 0
 	}
 	stop := w.keepAlive(ctx, msg)
 	attempt := strconv.FormatUint(meta.NumDelivered, 10)
@@ -351,11 +363,21 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		if ferr := w.fail(ctx, it, attempt, meta.NumDelivered, err, next); ferr != nil {
 			log.Warn("recording the failed slot; retrying it", "err", ferr)
 			_ = msg.NakWithDelay(w.opts.Backoff.Delay(int(meta.NumDelivered)))
-			return
+			return 0
 		}
 		w.forget(it.SlotID)
 		w.metrics.slots.WithLabelValues(it.Input, it.Service, resultFailed).Inc()
 		_ = msg.TermWithReason("failed for good")
+	case class == darktrace.Transient && isDateError(err):
+		// The appliance refused the request's date: this host's clock (or the appliance's) is
+		// off, not the slot. The slot is left to another worker at once, without the growing
+		// backoff (a worker an hour ahead took the same slots again and again, each time with a
+		// longer delay, and held a lane for minutes), and this puller steps back for a while so
+		// that it does not take the slot straight back.
+		log.Warn(darktrace.PullErrorMessage(err)+" The appliance refused this host's request date; leaving the slot to another worker.",
+			"err", err, "failing_for", failingFor.Round(time.Second), "retry_in", dateErrorRetry, "step_back", dateErrorStepBack)
+		_ = msg.NakWithDelay(dateErrorRetry)
+		return dateErrorStepBack
 	case class == darktrace.Transient:
 		delay := max(w.opts.Backoff.Delay(int(meta.NumDelivered)), darktrace.RetryAfter(err))
 		log.Warn(darktrace.PullErrorMessage(err)+fmt.Sprintf(" The appliance answered with an error that usually clears by itself; retrying, for up to %v before the slot is recorded as failed.", w.transientFor),
@@ -366,6 +388,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		log.Warn(darktrace.PullErrorMessage(err)+" Retrying.", "err", err, "retry_in", delay.Round(time.Millisecond))
 		_ = msg.NakWithDelay(delay)
 	}
+	return 0
 }
 
 func (w *Worker) done(it proto.WorkItem, attempt string, chunks, n int) *proto.Done {
@@ -424,7 +447,7 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 			tooLarge.Inc()
 			w.logger.Error("event larger than workers.max_event_size_in_mb dropped; the rest of the slot is delivered",
 				"input", it.Input, "service", it.Service, "seq", it.Seq, "key", ev.Key, "bytes", len(ev.Data), "max_bytes", w.maxEvent)
-			return nil
+			return w.recordTooLarge(ctx, it, ev.Key, -1, int64(len(ev.Data)))
 		}
 		return acc.add(ev)
 	}
@@ -438,15 +461,17 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 		}
 	}
 	// The client never holds an event over the bound either: one 2 GB event costs the bound,
-	// not 2 GB. Its key is unknown (the event is not kept): its place in the response says which.
+	// not 2 GB. Its key is read from the start of it the client kept, when the key field comes
+	// before the bulk (as the appliance writes it); else its place in the response says which.
 	req.MaxEventSize = w.maxEvent
-	req.TooLarge = func(index int, size int64) error {
+	req.TooLarge = func(index int, size int64, head []byte) error {
 		received.Inc()
 		dropped++
 		tooLarge.Inc()
+		key, _ := events.KeyFromHead(it.Service, head)
 		w.logger.Error("event larger than workers.max_event_size_in_mb dropped unread; the rest of the slot is delivered",
-			"input", it.Input, "service", it.Service, "seq", it.Seq, "index", index, "bytes", size, "max_bytes", w.maxEvent)
-		return nil
+			"input", it.Input, "service", it.Service, "seq", it.Seq, "key", key, "index", index, "bytes", size, "max_bytes", w.maxEvent)
+		return w.recordTooLarge(ctx, it, key, index, size)
 	}
 	st, err := f.Fetch(ctx, req, func(raw []byte) error {
 		received.Inc()
@@ -490,3 +515,17 @@ func (w *Worker) Blocked(bound time.Duration) error {
 // antigenaViewReach is how far back the no-window /antigena view is trusted to reach: the
 // appliance keeps 14 days; a day less leaves room for clock differences and a slot's length.
 const antigenaViewReach = 13 * 24 * time.Hour
+
+// dateErrorRetry is how soon a slot refused for its request date (API DATE ERROR) may be taken
+// again, by any worker; dateErrorStepBack is how long the puller that met the refusal takes no
+// item, so that a worker with a healthy clock takes the slot.
+const (
+	dateErrorRetry    = time.Second
+	dateErrorStepBack = 5 * time.Second
+)
+
+// isDateError reports whether err is the appliance refusing the request's date.
+func isDateError(err error) bool {
+	var dt *darktrace.Error
+	return errors.As(err, &dt) && dt.Kind == darktrace.KindDate
+}

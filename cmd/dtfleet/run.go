@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -45,8 +46,15 @@ func newRoleCmd(g *globalFlags, name, short string, r fleet.Roles) *cobra.Comman
 			}
 			bi := buildinfo.Read()
 			logger.Info(bi.StartupLine(), "version", bi.Version, "commit", bi.Commit, "os", bi.OS)
+			clock, offset, err := debugClock(os.Getenv)
+			if err != nil {
+				return err
+			}
+			if clock != nil {
+				logger.Warn("test knob: this process's clock is shifted from the host's", "env", debugClockEnv, "offset", offset.String())
+			}
 			reg := metrics.NewRegistry()
-			f := fleet.Fleet{Config: cfg, Roles: r, Deps: fleet.Dependencies{Logger: logger, Registerer: reg, Gatherer: reg},
+			f := fleet.Fleet{Config: cfg, Roles: r, Deps: fleet.Dependencies{Logger: logger, Registerer: reg, Gatherer: reg, Clock: clock},
 				Overrides: fleet.Overrides{MetricsListen: metricsListen}}
 			// A backfill shows its progress: a bar on a terminal, plain lines or JSON records otherwise.
 			return ops.RunFleet(cmd.Context(), &f, g.show(cmd, logger))

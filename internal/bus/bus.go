@@ -58,6 +58,9 @@ type Options struct {
 	// Without it, a cfg.URL whose servers are all on this machine and that names no other
 	// authentication uses the credentials in cfg.StoreDir if that directory has them.
 	JoinStore string
+	// MaxStore, when positive, caps the embedded server's JetStream file storage in bytes
+	// (default: nats-server's, most of the disk's free space). Tests use it to fill the storage.
+	MaxStore int64
 }
 
 // Connect starts the embedded server (cfg.URL empty) or connects to cfg.URL.
@@ -82,7 +85,7 @@ func Connect(ctx context.Context, cfg config.NATS, opts Options) (*Bus, error) {
 	nopts = append(nopts, connHandlers(logger)...)
 	addr := cfg.URL
 	if addr == "" {
-		lock, srv, auth, err := startEmbedded(cfg, opts.ListenOverride, logger)
+		lock, srv, auth, err := startEmbedded(cfg, opts.ListenOverride, opts.MaxStore, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -128,7 +131,7 @@ func Connect(ctx context.Context, cfg config.NATS, opts Options) (*Bus, error) {
 // without them anyone could read, publish to or purge the streams. A store directory it creates
 // is owner-only (0700) for the same reason. A listener on an address other than loopback is
 // reachable from the network without TLS, which it logs as a warning at every start.
-func startEmbedded(cfg config.NATS, listenOverride string, logger *slog.Logger) (lock *os.File, srv *server.Server, auth Credentials, err error) {
+func startEmbedded(cfg config.NATS, listenOverride string, maxStore int64, logger *slog.Logger) (lock *os.File, srv *server.Server, auth Credentials, err error) {
 	// Callers that build config.NATS by hand (tests, tools) get the file's defaults.
 	dir := cmp.Or(cfg.StoreDir, config.DefaultStoreDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -168,6 +171,7 @@ func startEmbedded(cfg config.NATS, listenOverride string, logger *slog.Logger) 
 		NoSigs:             true,
 		NoLog:              true,
 		JetStreamMaxMemory: 256 << 20,
+		JetStreamMaxStore:  maxStore,
 	}
 	listen := cmp.Or(listenOverride, cfg.Listen, config.DefaultNATSListen)
 	switch listen {
@@ -297,6 +301,44 @@ func (b *Bus) ClientOptions() []nats.Option {
 
 // Embedded reports whether this bus runs its own server.
 func (b *Bus) Embedded() bool { return b.srv != nil }
+
+// StorageUsage reports how much of the JetStream file storage that streams without a byte limit
+// (every KV bucket, the work stream) can use is used: used is the account's stored bytes minus
+// those of the streams that reserve their MaxBytes (the results stream), room is the storage
+// limit minus those reservations. The limit is the account's MaxStore when the account has one
+// (an operator-configured NATS), else the embedded server's max file store; room is 0 when
+// neither is known (a NATS cluster whose account has no storage limit: its servers' limits are
+// not visible to a client). Replicated bytes count once per replica, as the server counts them.
+func (b *Bus) StorageUsage(ctx context.Context) (used, room uint64, err error) {
+	ai, err := b.JS.AccountInfo(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the JetStream account's storage: %w", err)
+	}
+	limit := ai.Limits.MaxStore
+	if limit <= 0 && b.srv != nil {
+		limit = b.srv.JetStreamConfig().MaxStore
+	}
+	if limit <= 0 {
+		return 0, 0, nil
+	}
+	var inReserved uint64
+	lister := b.JS.ListStreams(ctx)
+	for info := range lister.Info() {
+		if info.Config.MaxBytes > 0 && info.Config.Storage == jetstream.FileStorage {
+			inReserved += min(info.State.Bytes, uint64(info.Config.MaxBytes)) * uint64(max(info.Config.Replicas, 1))
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return 0, 0, fmt.Errorf("reading the JetStream account's storage: %w", err)
+	}
+	used = ai.Store - min(ai.Store, inReserved)
+	if reserved := ai.ReservedStore; uint64(limit) > reserved {
+		room = uint64(limit) - reserved
+	} else {
+		room = 1 // everything is reserved: any use is over the limit
+	}
+	return used, room, nil
+}
 
 // Settings are the retention knobs of Provision that come from the configuration. Both are
 // required: their defaults live in internal/config (defaults.go), and SettingsFor derives them

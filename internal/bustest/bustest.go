@@ -27,9 +27,22 @@ func New(t testing.TB) *bus.Bus {
 // NewWith is New with other settings (a lease test chooses its bucket's TTL).
 func NewWith(t testing.TB, s bus.Settings) *bus.Bus {
 	t.Helper()
+	return newBus(t, s, 0)
+}
+
+// NewWithMaxStore is New on a server whose JetStream file storage is capped at maxStore bytes
+// (bus.Options.MaxStore). The results stream reserves its MaxBytes (8 GiB) of it, so a cap a few
+// MiB above that leaves the buckets a few MiB: a test can fill the storage.
+func NewWithMaxStore(t testing.TB, maxStore int64) *bus.Bus {
+	t.Helper()
+	return newBus(t, Settings, maxStore)
+}
+
+func newBus(t testing.TB, s bus.Settings, maxStore int64) *bus.Bus {
+	t.Helper()
 	ctx := context.Background()
 	// TempDir's removal is registered first, so it runs after Close (cleanups run last-in first-out).
-	b, err := bus.Connect(ctx, config.NATS{StoreDir: t.TempDir()}, bus.Options{Name: t.Name(), ListenOverride: "127.0.0.1:-1"})
+	b, err := bus.Connect(ctx, config.NATS{StoreDir: t.TempDir()}, bus.Options{Name: t.Name(), ListenOverride: "127.0.0.1:-1", MaxStore: maxStore})
 	if err != nil {
 		t.Fatalf("starting an embedded JetStream server: %v", err)
 	}

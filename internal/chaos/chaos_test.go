@@ -46,7 +46,7 @@ type profile struct {
 // profileFor returns the long profile when DTFLEET_CHAOS_LONG holds a duration, else the short
 // one.
 func profileFor(t *testing.T) profile {
-	short := profile{name: "short", days: 3, window: 5 * time.Minute, chaos: 100 * time.Second, gap: 8 * time.Second,
+	short := profile{name: "short", days: 3, window: 5 * time.Minute, chaos: 110 * time.Second, gap: 8 * time.Second,
 		devoStall: 5 * time.Second, catchUp: 4 * time.Minute}
 	v := os.Getenv("DTFLEET_CHAOS_LONG")
 	if v == "" {
@@ -62,7 +62,7 @@ func profileFor(t *testing.T) profile {
 
 // faultKinds are the kinds the schedule cycles through, in this order.
 var faultKinds = []string{
-	"appliance 5xx", "SIGKILL worker", "appliance 429", "Devo connection reset", "SIGKILL coordinator (leader)",
+	"appliance 5xx", "SIGKILL worker", "worker clock skew", "appliance 429", "Devo connection reset", "SIGKILL coordinator (leader)",
 	"appliance stall", "kill NATS node leading DTF_RESULTS", "appliance truncated body", "Devo early graceful close",
 	"SIGKILL shipper (leader)", "appliance connection reset", "Devo stall",
 }
@@ -105,7 +105,15 @@ func TestChaos(t *testing.T) {
 	dtfleet, natsServer := buildBinaries(t)
 	t.Logf("profile %s: %d days of backfill in %v slots, faults for %v (one every %v); binaries built in %v",
 		p.name, p.days, p.window, p.chaos, p.gap, binaries.buildPeriod.Round(time.Second))
-	s := &suite{t: t, p: p, dir: t.TempDir(), injected: map[string]int{}, scheduled: map[string]int{}}
+	// DTFLEET_CHAOS_DIR keeps the processes' logs, configurations and stores there for a
+	// post-mortem; by default they go with the test's temporary directory.
+	dir := os.Getenv("DTFLEET_CHAOS_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s := &suite{t: t, p: p, dir: dir, injected: map[string]int{}, scheduled: map[string]int{}}
 
 	// The fake appliance has data from the backfill's start until a day ahead: what becomes
 	// visible while the suite runs is polled live.
@@ -334,7 +342,10 @@ func (s *suite) inject(kind string) error {
 	case "SIGKILL worker":
 		w := s.workers[s.roundRobin%len(s.workers)]
 		s.roundRobin++
+		w.env = nil // a skewed worker comes back on the host's clock
 		return s.kill(kind, w)
+	case "worker clock skew":
+		return s.skewWorkers(kind)
 	case "SIGKILL coordinator (leader)":
 		return s.kill(kind, s.leader(s.coordinators, `"msg":"coordinator lease acquired; planning"`))
 	case "SIGKILL shipper (leader)":
@@ -343,6 +354,32 @@ func (s *suite) inject(kind string) error {
 		return s.killResultsLeader(kind)
 	}
 	return fmt.Errorf("unknown fault kind %q", kind)
+}
+
+// workerSkews are the clock offsets a "worker clock skew" injection gives two workers, through
+// the binary's DTFLEET_DEBUG_CLOCK_OFFSET test knob: an hour ahead (beyond the appliance's ±30
+// minute DTAPI-Date check: every request of that worker fails with API DATE ERROR, so its slots
+// must be retried by the others, never lost, and its clock must not hold the fleet's rate limiter
+// or planning back), and ten minutes behind (accepted by the appliance: its clock observations
+// must not make the coordinator plan windows the appliance has not lived yet).
+var workerSkews = []string{"1h", "-10m"}
+
+// skewWorkers restarts two workers, one per offset of workerSkews, with their clocks shifted
+// (the workers the round-robin of "SIGKILL worker" reaches last, so the skew lasts). A skewed
+// worker keeps its skew until the suite kills it again.
+func (s *suite) skewWorkers(kind string) error {
+	for i, off := range workerSkews {
+		w := s.workers[(s.roundRobin+len(s.workers)-1-i)%len(s.workers)]
+		if err := w.cur.signal(syscall.SIGKILL, 30*time.Second); err != nil {
+			return err
+		}
+		w.kills++
+		w.env = []string{"DTFLEET_DEBUG_CLOCK_OFFSET=" + off}
+		w.start()
+		s.injected[kind]++
+		s.t.Logf("%s restarted with its clock shifted by %s", w.cur.name, off)
+	}
+	return nil
 }
 
 // applianceFaults scripts n one-shot faults like f on the fake appliance.
@@ -527,6 +564,7 @@ func (s *suite) report(caughtUpBy time.Time, backfilled, took time.Duration) {
 	fmt.Fprintf(w, "role exits the suite did not cause\t-\t%d\t\n", exits)
 	fmt.Fprintf(w, "shipper deliveries failed and retried (observed)\t-\t%d\t\n", s.logged(s.shippers, `failed; retrying"`))
 	fmt.Fprintf(w, "coordinator plannings failed and retried (observed)\t-\t%d\t\n", s.logged(s.coordinators, `"msg":"planning failed; retrying next tick"`))
+	fmt.Fprintf(w, "worker requests refused for their date, API DATE ERROR (observed)\t-\t%d\t\n", s.logged(s.workers, `API DATE ERROR`))
 	_ = w.Flush()
 	tb.WriteString("\n")
 	w = tabwriter.NewWriter(&tb, 0, 0, 2, ' ', tabwriter.AlignRight)

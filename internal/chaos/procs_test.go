@@ -86,9 +86,10 @@ type proc struct {
 	killed bool  // the suite sent it SIGKILL or SIGTERM
 }
 
-// startProc starts bin with args in dir, logging to dir/<name>.log. The process is killed and
-// waited for in t.Cleanup if the test did not stop it.
-func startProc(t *testing.T, dir, name, bin string, args ...string) *proc {
+// startProc starts bin with args in dir, logging to dir/<name>.log, with the test's environment
+// plus env (KEY=value). The process is killed and waited for in t.Cleanup if the test did not
+// stop it.
+func startProc(t *testing.T, dir, name string, env []string, bin string, args ...string) *proc {
 	t.Helper()
 	logPath := filepath.Join(dir, name+".log")
 	lf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -97,6 +98,9 @@ func startProc(t *testing.T, dir, name, bin string, args ...string) *proc {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		_ = lf.Close()
@@ -182,6 +186,7 @@ type member struct {
 	name   string
 	bin    string
 	args   []string
+	env    []string // added to the environment of the next incarnations (KEY=value)
 	dir    string
 	n      int // incarnations started
 	cur    *proc
@@ -194,7 +199,7 @@ type member struct {
 
 func (m *member) start() {
 	m.n++
-	m.cur = startProc(m.t, m.dir, fmt.Sprintf("%s.%d", m.name, m.n), m.bin, m.args...)
+	m.cur = startProc(m.t, m.dir, fmt.Sprintf("%s.%d", m.name, m.n), m.env, m.bin, m.args...)
 	m.all = append(m.all, m.cur)
 }
 

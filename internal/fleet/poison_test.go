@@ -68,7 +68,7 @@ func TestPoisonResponses(t *testing.T) {
 			var lines [][]byte
 			tooLarge := 0
 			req := darktrace.Request{Service: config.ServiceModelBreaches, Start: start, End: start.Add(time.Hour),
-				MaxEventSize: maxEvent, TooLarge: func(int, int64) error { tooLarge++; return nil }}
+				MaxEventSize: maxEvent, TooLarge: func(int, int64, []byte) error { tooLarge++; return nil }}
 			_, err = c.Fetch(ctx, req, func(raw []byte) error {
 				return p.Process(raw, start, func(ev events.Event) error {
 					lines = append(lines, devo.AppendLine(nil, ev.Time, "host", "edr.darktrace.respond.model_breach", ev.Data))

@@ -38,8 +38,13 @@ type scanner struct {
 	// dropped at each refill (fill), its dropped bytes counted in spilled. Split's values only.
 	limit    int
 	spilled  int64
-	tooLarge func(index int, size int64) error
+	tooLarge func(index int, size int64, head []byte) error
 	index    int // values Split has yielded (or reported too large) so far
+	// headMax, when positive, is how much of a too-large value's compact form is kept in head
+	// (its start, taken when its output is first dropped) for tooLarge: enough to read the key
+	// of an event whose key comes before its bulk.
+	headMax int
+	head    []byte
 	// v, when not nil, observes every value as it is consumed (see visitor). Split leaves it nil.
 	v visitor
 }
@@ -85,6 +90,9 @@ func (s *scanner) fill() bool {
 	// Output grows by at most what the previous read held, so dropping it here, once per read,
 	// bounds it by limit plus one read without a check in the per-byte loops.
 	if s.discard || (s.limit > 0 && len(s.out) > s.limit) {
+		if s.spilled == 0 && s.headMax > 0 && !s.discard {
+			s.head = append(s.head[:0], s.out[:min(len(s.out), s.headMax)]...)
+		}
 		s.spilled += int64(len(s.out))
 		s.out = s.out[:0]
 	}

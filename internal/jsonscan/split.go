@@ -81,7 +81,22 @@ type Option func(*scanner)
 func MaxValue(max int, tooLarge func(index int, size int64) error) Option {
 	return func(s *scanner) {
 		if max > 0 {
-			s.limit, s.tooLarge = max, tooLarge
+			s.limit, s.tooLarge = max, nil
+			if tooLarge != nil {
+				s.tooLarge = func(index int, size int64, _ []byte) error { return tooLarge(index, size) }
+			}
+		}
+	}
+}
+
+// MaxValueHead is MaxValue that also hands tooLarge the start of the value's compact form, at
+// most headLen bytes (fewer when the value's output was dropped earlier, at a read boundary):
+// enough for a caller to name the value by a field that comes before its bulk. head is valid
+// only during the call. Memory still follows max plus headLen, not the value.
+func MaxValueHead(max, headLen int, tooLarge func(index int, size int64, head []byte) error) Option {
+	return func(s *scanner) {
+		if max > 0 {
+			s.limit, s.tooLarge, s.headMax = max, tooLarge, headLen
 		}
 	}
 }
@@ -92,11 +107,15 @@ func (s *scanner) emit(fn func([]byte) error) error {
 	s.index++
 	if s.limit > 0 && (s.spilled > 0 || len(s.out) > s.limit) {
 		size := s.spilled + int64(len(s.out))
-		s.out = s.out[:0]
+		head := s.head
+		if s.spilled == 0 {
+			head = s.out[:min(len(s.out), s.headMax)]
+		}
+		defer func() { s.out, s.head = s.out[:0], s.head[:0] }()
 		if s.tooLarge == nil {
 			return nil
 		}
-		return s.tooLarge(i, size)
+		return s.tooLarge(i, size, head)
 	}
 	return fn(s.out)
 }

@@ -15,6 +15,9 @@ func failedSlot(f *proto.Failure) FailedSlot {
 	fs := FailedSlot{Input: f.Input, Service: f.Service, Seq: f.Seq, Retries: f.Retries,
 		From: time.UnixMilli(f.Start).UTC(), To: time.UnixMilli(f.End).UTC(), Error: f.Error, At: time.UnixMilli(f.At).UTC(),
 		Key: proto.FailedKey(f.Input, f.Service, f.Start, f.End), Replay: proto.ReplayCommand(f.Input, f.Service, f.Start, f.End)}
+	if f.Key != "" {
+		fs.Key, fs.Event = f.Key, f.Event
+	}
 	if f.NextRetry > 0 {
 		next := time.UnixMilli(f.NextRetry).UTC()
 		fs.NextRetry = &next

@@ -10,7 +10,11 @@ import (
 
 // Print writes st for people: a table of lanes, then the failed slots and the workers seen.
 func Print(w io.Writer, st *Status) {
-	fmt.Fprintf(w, "dtfleet status at %s\ncoordinator leader: %s\n\n", st.Now.Format(time.RFC3339), withHost(st.Coordinator, st.CoordinatorHost))
+	fmt.Fprintf(w, "dtfleet status at %s\ncoordinator leader: %s\n", st.Now.Format(time.RFC3339), withHost(st.Coordinator, st.CoordinatorHost))
+	if p := st.PlanningPaused; p != nil {
+		fmt.Fprintf(w, "PLANNING PAUSED since %s: %s (%d of %d bytes used)\n", p.Since.Format(time.RFC3339), p.Reason, p.UsedBytes, p.RoomBytes)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "INPUT\tSERVICE\tPLANNED\tPLANNED UNTIL\tDELIVERED\tDELIVERED UNTIL\tLAG\tBACKLOG\tEVENTS\tDUPS\tFAILED\tSHIPPER")
 	for _, l := range st.Lanes {

@@ -63,9 +63,21 @@ type FailedSlot struct {
 	NextRetry *time.Time `json:"next_retry,omitempty"`
 	// Key is the record's key in proto.BucketFailed, for `dtfleet failed clear KEY`.
 	Key string `json:"key"`
+	// Event, when set, makes this the record of one event of the slot that failed while the
+	// rest of the slot was delivered (an event over workers.max_event_size_in_mb): its dedupe key,
+	// or "index N" in the slot's response. A replay does not clear it; `failed clear` does.
+	Event string `json:"event,omitempty"`
 	// Replay is the command (without -c) that replays the window to the millisecond and so
 	// clears the record once the replayed slot is delivered.
 	Replay string `json:"replay"`
+}
+
+// PlanningPaused says why the leading coordinator stopped planning, and since when.
+type PlanningPaused struct {
+	Reason    string    `json:"reason"`
+	UsedBytes uint64    `json:"used_bytes"`
+	RoomBytes uint64    `json:"room_bytes"`
+	Since     time.Time `json:"since"`
 }
 
 // Worker is a worker's last heartbeat.
@@ -83,10 +95,13 @@ type Status struct {
 	Now         time.Time `json:"now"`
 	Coordinator string    `json:"coordinator_leader,omitempty"`
 	// CoordinatorHost is where the coordinator leader runs ("host pid N"), when its lease says.
-	CoordinatorHost string       `json:"coordinator_leader_host,omitempty"`
-	Lanes           []Lane       `json:"lanes"`
-	Failed          []FailedSlot `json:"failed_slots"`
-	Workers         []Worker     `json:"workers"`
+	CoordinatorHost string `json:"coordinator_leader_host,omitempty"`
+	// PlanningPaused is set while the leading coordinator plans nothing new because the JetStream
+	// storage the KV buckets share is nearly full (proto.PausedStorageKey).
+	PlanningPaused *PlanningPaused `json:"planning_paused,omitempty"`
+	Lanes          []Lane          `json:"lanes"`
+	Failed         []FailedSlot    `json:"failed_slots"`
+	Workers        []Worker        `json:"workers"`
 	// Pacing is the fleet's adaptive pacing per enabled input.
 	Pacing []Pacing `json:"pacing"`
 }
@@ -128,6 +143,11 @@ func Read(ctx context.Context, src KVSource, cfg *config.Config, now time.Time) 
 		return nil, err
 	} else if l != nil {
 		st.Coordinator, st.CoordinatorHost = l.Holder, leaseHost(l)
+	}
+	if p, err := get[proto.Paused](ctx, kv[proto.BucketPlan], proto.PausedStorageKey); err != nil {
+		return nil, err
+	} else if p != nil {
+		st.PlanningPaused = &PlanningPaused{Reason: p.Reason, UsedBytes: p.Used, RoomBytes: p.Room, Since: time.UnixMilli(p.At).UTC()}
 	}
 	for _, ln := range cfg.Lanes() {
 		// Lag is measured on the appliance's clock (the offset the workers recorded from its Date

@@ -256,11 +256,11 @@ func (c *Client) Fetch(ctx context.Context, req Request, fn func(raw []byte) err
 	var fnErr error
 	// An event over req.MaxEventSize is never held whole: one 2 GB event costs the limit, not
 	// 2 GB (issue 9, row 7).
-	tooLarge := func(index int, size int64) error {
+	tooLarge := func(index int, size int64, head []byte) error {
 		if req.TooLarge == nil {
 			return nil
 		}
-		if err := req.TooLarge(index, size); err != nil {
+		if err := req.TooLarge(index, size, head); err != nil {
 			fnErr = err
 			return err
 		}
@@ -274,7 +274,7 @@ func (c *Client) Fetch(ctx context.Context, req Request, fn func(raw []byte) err
 			}
 			st.Events++
 			return nil
-		}, jsonscan.MaxValue(req.MaxEventSize, tooLarge))
+		}, jsonscan.MaxValueHead(req.MaxEventSize, TooLargeHead, tooLarge))
 	}, func(err error) bool { return fnErr != nil && errors.Is(err, fnErr) })
 	st.Duration = time.Since(t0)
 	if err != nil {

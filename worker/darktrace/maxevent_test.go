@@ -36,7 +36,7 @@ func TestFetchMaxEventSize(t *testing.T) {
 		size  int64
 	}
 	var reports []report
-	req.TooLarge = func(index int, size int64) error {
+	req.TooLarge = func(index int, size int64, _ []byte) error {
 		reports = append(reports, report{index, size})
 		return nil
 	}
@@ -56,7 +56,7 @@ func TestFetchMaxEventSize(t *testing.T) {
 	}
 
 	stop := errors.New("stop")
-	req.TooLarge = func(int, int64) error { return stop }
+	req.TooLarge = func(int, int64, []byte) error { return stop }
 	_, err = c.Fetch(ctx, req, func([]byte) error { return nil })
 	var dtErr *Error
 	if !errors.Is(err, stop) || errors.As(err, &dtErr) {

@@ -27,11 +27,14 @@ type Request struct {
 	View bool
 	// MaxEventSize, when positive, bounds the memory one event of the response takes: an event
 	// whose compact JSON is longer is read and validated but not kept, and is reported to
-	// TooLarge instead of the fetch's callback (its index in the response and its size).
+	// TooLarge instead of the fetch's callback (its index in the response, its size and the
+	// start of its compact JSON).
 	MaxEventSize int
-	// TooLarge receives each event over MaxEventSize; an error from it stops the fetch as one
+	// TooLarge receives each event over MaxEventSize: its index in the response, its compact
+	// size and head, the first bytes of its compact JSON (at most TooLargeHead; valid only during
+	// the call), from which the caller may read its key. An error from it stops the fetch as one
 	// from the fetch's callback does. nil drops such events silently.
-	TooLarge func(index int, size int64) error
+	TooLarge func(index int, size int64, head []byte) error
 }
 
 // defaultEndpoints maps each service to its endpoint.
@@ -137,3 +140,8 @@ func checkPath(p string) error {
 	}
 	return nil
 }
+
+// TooLargeHead is how much of an event over Request.MaxEventSize the client keeps for
+// Request.TooLarge: the top-level fields that name an event (pbid, id, codeid) come before its
+// bulk in the appliance's answers, well within this.
+const TooLargeHead = 64 << 10
