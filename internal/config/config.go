@@ -57,11 +57,15 @@ type Config struct {
 	Source string `yaml:"-"`
 }
 
-// Globals identifies the deployment.
+// Globals identifies the deployment and holds the process-wide settings.
 type Globals struct {
 	ID    string `yaml:"id"`
 	Name  string `yaml:"name"`
 	Debug bool   `yaml:"debug"`
+	// MemoryLimitInMB is the soft memory limit (runtime/debug.SetMemoryLimit) a dtfleet process
+	// sets when it starts its roles, in MiB; 0 leaves the Go runtime's default (no limit). The
+	// GOMEMLIMIT environment variable, when set, wins over it.
+	MemoryLimitInMB int `yaml:"memory_limit_in_mb"`
 }
 
 // TLS is the client-side TLS block shared by every connection dtfleet makes.

@@ -203,6 +203,18 @@ func (w *walker) globals(n *yaml.Node, path string, g *Globals) {
 		},
 		"name":  func(e entry) { w.text(e, &g.Name, "the collector's name") },
 		"debug": func(e entry) { w.boolInto(e, &g.Debug) },
+		"memory_limit_in_mb": func(e entry) {
+			var v int
+			const what = "a number of megabytes (0: no limit)"
+			if w.intIn(e, &v, 0, 1_000_000, what) != valid {
+				return
+			}
+			if v != 0 && v < MinMemoryLimitInMB {
+				w.add(cfgErr(e.path, "must be 0 (no limit) or %s from %d to %d, found %d", "a number of megabytes", MinMemoryLimitInMB, 1_000_000, v), deref(e.value))
+				return
+			}
+			g.MemoryLimitInMB = v
+		},
 	}, nil)
 }
 
