@@ -123,7 +123,9 @@ type Coordinator struct {
 	SafetyLagInSeconds int `yaml:"safety_lag_in_seconds"`
 	MaxSlotsAhead      int `yaml:"max_slots_ahead"`
 	// MaxBacklogInMB bounds, in MB of event JSON, the results a lane may have planned but not
-	// delivered, estimated from the sizes of the slots it delivered so far.
+	// delivered, estimated from the sizes of the slots it delivered so far. The slots in flight
+	// are most of a busy process's live heap, so it is sized with globals.memory_limit_in_mb
+	// (DefaultMaxBacklogInMB).
 	MaxBacklogInMB    int `yaml:"max_backlog_in_mb"`
 	LeaseTTLInSeconds int `yaml:"lease_ttl_in_seconds"`
 	// RetryFailedSlots makes the coordinator replay failed slots by itself, with a backoff from

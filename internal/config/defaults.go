@@ -12,7 +12,7 @@ const (
 	DefaultConcurrency                = 8
 	DefaultSafetyLagInSeconds         = 5
 	DefaultMaxSlotsAhead              = 1000
-	DefaultMaxBacklogInMB             = 128
+	DefaultMaxBacklogInMB             = 64
 	DefaultLeaseTTLInSeconds          = 10
 	DefaultDedupeTTLInHours           = 168
 	DefaultSenderStatsPeriodInSeconds = 300
@@ -45,6 +45,11 @@ const (
 	// RSS). 170 MiB of Go memory keeps the process's RSS (the limit plus the binary's code and
 	// the memory the runtime has not yet returned) under 200 MB; it is a soft limit, so a process
 	// that needs more takes it, at the price of more frequent collections.
+	//
+	// The live heap is mostly the slots in flight (a worker holds a response while it splits it,
+	// and its compressed chunks until they are stored), which coordinator.max_backlog_in_mb
+	// bounds: DefaultMaxBacklogInMB (64) keeps it well under this limit, so that the collector
+	// does not run almost continuously.
 	DefaultMemoryLimitInMB = 170
 	// MinMemoryLimitInMB is the smallest memory limit accepted: below it the garbage collector
 	// would run almost continuously.

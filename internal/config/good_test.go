@@ -136,7 +136,7 @@ func TestMinimalDefaults(t *testing.T) {
 		{"nats.listen", cfg.NATS.Listen, "127.0.0.1:4222"},
 		{"nats.replicas", cfg.NATS.Replicas, 1},
 		{"workers.concurrency", cfg.Workers.Concurrency, 8},
-		{"coordinator", cfg.Coordinator, Coordinator{SafetyLagInSeconds: 5, MaxSlotsAhead: 1000, MaxBacklogInMB: 128, LeaseTTLInSeconds: 10, RetryFailedBaseInSeconds: 60, RetryFailedMaxInSeconds: 3600}},
+		{"coordinator", cfg.Coordinator, Coordinator{SafetyLagInSeconds: 5, MaxSlotsAhead: 1000, MaxBacklogInMB: 64, LeaseTTLInSeconds: 10, RetryFailedBaseInSeconds: 60, RetryFailedMaxInSeconds: 3600}},
 		{"shipper", cfg.Shipper, Shipper{DedupeTTLInHours: 168, SenderStatsPeriodInSeconds: 300, LeaseTTLInSeconds: 10}},
 		{"inputs", cfg.EnabledInputs(), []string{"darktrace"}},
 		{"input.id", in.ID, "darktrace"},
