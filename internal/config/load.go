@@ -205,12 +205,12 @@ func (w *walker) globals(n *yaml.Node, path string, g *Globals) {
 		"debug": func(e entry) { w.boolInto(e, &g.Debug) },
 		"memory_limit_in_mb": func(e entry) {
 			var v int
-			const what = "a number of megabytes (0: no limit)"
-			if w.intIn(e, &v, 0, 1_000_000, what) != valid {
+			if w.intIn(e, &v, 0, 1_000_000, "a number of megabytes (0: no limit)") != valid {
 				return
 			}
+			// Below the minimum the collector would run almost all the time.
 			if v != 0 && v < MinMemoryLimitInMB {
-				w.add(cfgErr(e.path, "must be 0 (no limit) or %s from %d to %d, found %d", "a number of megabytes", MinMemoryLimitInMB, 1_000_000, v), deref(e.value))
+				w.add(cfgErr(e.path, "must be 0 (no limit) or a number of megabytes from %d to %d, found %d", MinMemoryLimitInMB, 1_000_000, v), deref(e.value))
 				return
 			}
 			g.MemoryLimitInMB = v
