@@ -97,7 +97,7 @@ type Coordinator struct {
 }
 
 // initialSlotBytes is the slot size assumed before a lane's first delivery tells how big its
-// slots are (so that 128 MB of backlog is 64 slots).
+// slots are (so that the default 64 MB of backlog is 32 slots).
 const initialSlotBytes = 2 << 20
 
 // limitedRecheck is how soon the leader plans again when a lane is at its backlog limit.

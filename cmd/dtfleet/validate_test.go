@@ -110,7 +110,7 @@ inputs:
       status: 7
 `,
 			wantLines: []string{
-				`ConfigError: globals.idd: unknown key (did you mean "id"?); valid keys here: debug, id, name`,
+				`ConfigError: globals.idd: unknown key (did you mean "id"?); valid keys here: debug, id, memory_limit_in_mb, name`,
 				"ConfigError: outputs.relay_1.config.port: must be a TCP port from 1 to 65535, found 0",
 				"ConfigError: outputs.relay_1.config.address: mandatory property is missing or empty; expected the relay's host name or IP address",
 				"InitVariablesError(25): inputs.darktrace.credentials.public_token property must be a string (found an integer)",

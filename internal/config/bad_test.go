@@ -149,6 +149,8 @@ func TestBadConfigs(t *testing.T) {
 		{"not_mapping.bad.yaml", 0, "", "must be a YAML mapping"},
 		{"two_documents.bad.yaml", 0, "", "second YAML document"},
 		{"globals_id_bad.bad.yaml", 0, "globals.id", "only letters, digits"},
+		{"globals_memory_limit_too_small.bad.yaml", 0, "globals.memory_limit_in_mb", "must be 0 (no limit) or a number of megabytes from 64 to 1000000, found 16"},
+		{"globals_memory_limit_negative.bad.yaml", 0, "globals.memory_limit_in_mb", "from 0 to 1000000, found -1"},
 	}
 	covered := make(map[string]bool, len(tests))
 	for _, tc := range tests {

@@ -57,11 +57,15 @@ type Config struct {
 	Source string `yaml:"-"`
 }
 
-// Globals identifies the deployment.
+// Globals identifies the deployment and holds the process-wide settings.
 type Globals struct {
 	ID    string `yaml:"id"`
 	Name  string `yaml:"name"`
 	Debug bool   `yaml:"debug"`
+	// MemoryLimitInMB is the soft memory limit (runtime/debug.SetMemoryLimit) a dtfleet process
+	// sets when it starts its roles, in MiB; 0 leaves the Go runtime's default (no limit). The
+	// GOMEMLIMIT environment variable, when set, wins over it.
+	MemoryLimitInMB int `yaml:"memory_limit_in_mb"`
 }
 
 // TLS is the client-side TLS block shared by every connection dtfleet makes.
@@ -124,7 +128,9 @@ type Coordinator struct {
 	SafetyLagInSeconds int `yaml:"safety_lag_in_seconds"`
 	MaxSlotsAhead      int `yaml:"max_slots_ahead"`
 	// MaxBacklogInMB bounds, in MB of event JSON, the results a lane may have planned but not
-	// delivered, estimated from the sizes of the slots it delivered so far.
+	// delivered, estimated from the sizes of the slots it delivered so far. The slots in flight
+	// are most of a busy process's live heap, so it is sized with globals.memory_limit_in_mb
+	// (DefaultMaxBacklogInMB).
 	MaxBacklogInMB    int `yaml:"max_backlog_in_mb"`
 	LeaseTTLInSeconds int `yaml:"lease_ttl_in_seconds"`
 	// RetryFailedSlots makes the coordinator replay failed slots by itself, with a backoff from

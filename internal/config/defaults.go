@@ -18,7 +18,7 @@ const (
 	DefaultMinConcurrency             = 1
 	DefaultSafetyLagInSeconds         = 5
 	DefaultMaxSlotsAhead              = 1000
-	DefaultMaxBacklogInMB             = 128
+	DefaultMaxBacklogInMB             = 64
 	DefaultLeaseTTLInSeconds          = 10
 	DefaultDedupeTTLInHours           = 168
 	DefaultSenderStatsPeriodInSeconds = 300
@@ -39,6 +39,27 @@ const (
 	DefaultRetryFailedMaxInSeconds     = 3600
 	// ListenNone as nats.listen disables the embedded server's client listener.
 	ListenNone = "none"
+)
+
+// The process's soft memory limit.
+const (
+	// DefaultMemoryLimitInMB is globals.memory_limit_in_mb. Most of a busy process's heap is
+	// short-lived: the embedded NATS server's 8 MiB file-store block buffers, which it holds
+	// only weakly once a read or write is done, and the responses the workers are splitting.
+	// Without a limit the garbage collector lets the heap grow to twice what it kept at its last
+	// cycle (GOGC=100), so the buffers pile up between cycles (a 5 GB backfill peaked at 402 MB
+	// RSS). 170 MiB of Go memory keeps the process's RSS (the limit plus the binary's code and
+	// the memory the runtime has not yet returned) under 200 MB; it is a soft limit, so a process
+	// that needs more takes it, at the price of more frequent collections.
+	//
+	// The live heap is mostly the slots in flight (a worker holds a response while it splits it,
+	// and its compressed chunks until they are stored), which coordinator.max_backlog_in_mb
+	// bounds: DefaultMaxBacklogInMB (64) keeps it well under this limit, so that the collector
+	// does not run almost continuously.
+	DefaultMemoryLimitInMB = 170
+	// MinMemoryLimitInMB is the smallest memory limit accepted: below it the garbage collector
+	// would run almost continuously.
+	MinMemoryLimitInMB = 64
 )
 
 // devoPlatformRegions maps the region shortcuts allowed in a devo_platform output's address to
@@ -63,7 +84,7 @@ var httpRegions = map[string]string{
 // defaultConfig returns the configuration before the user's file is applied.
 func defaultConfig() *Config {
 	return &Config{
-		Globals: Globals{Name: DefaultName},
+		Globals: Globals{Name: DefaultName, MemoryLimitInMB: DefaultMemoryLimitInMB},
 		NATS: NATS{
 			StoreDir: DefaultStoreDir,
 			Listen:   DefaultNATSListen,

@@ -130,13 +130,14 @@ func TestMinimalDefaults(t *testing.T) {
 		got, want any
 	}{
 		{"globals.name", cfg.Globals.Name, "darktrace_collector"},
+		{"globals.memory_limit_in_mb", cfg.Globals.MemoryLimitInMB, 170},
 		{"nats.embedded", cfg.NATS.Embedded(), true},
 		{"nats.store_dir (default resolved against the file's directory)", cfg.NATS.StoreDir, filepath.Join(absDir, "data")},
 		{"nats.listen", cfg.NATS.Listen, "127.0.0.1:4222"},
 		{"nats.replicas", cfg.NATS.Replicas, 1},
 		{"workers.concurrency", cfg.Workers.Concurrency, 64},
 		{"workers.min_concurrency", cfg.Workers.MinConcurrency, 1},
-		{"coordinator", cfg.Coordinator, Coordinator{SafetyLagInSeconds: 5, MaxSlotsAhead: 1000, MaxBacklogInMB: 128, LeaseTTLInSeconds: 10, RetryFailedBaseInSeconds: 60, RetryFailedMaxInSeconds: 3600}},
+		{"coordinator", cfg.Coordinator, Coordinator{SafetyLagInSeconds: 5, MaxSlotsAhead: 1000, MaxBacklogInMB: 64, LeaseTTLInSeconds: 10, RetryFailedBaseInSeconds: 60, RetryFailedMaxInSeconds: 3600}},
 		{"shipper", cfg.Shipper, Shipper{DedupeTTLInHours: 168, SenderStatsPeriodInSeconds: 300, LeaseTTLInSeconds: 10}},
 		{"inputs", cfg.EnabledInputs(), []string{"darktrace"}},
 		{"input.id", in.ID, "darktrace"},
@@ -325,6 +326,27 @@ func TestExpandEnv(t *testing.T) {
 		}
 		if err != nil || got != tc.want || changed != tc.changed {
 			t.Errorf("expandEnv(%q) = %q, %v, %v; want %q, %v", tc.in, got, changed, err, tc.want, tc.changed)
+		}
+	}
+}
+
+// TestMemoryLimit checks globals.memory_limit_in_mb: its default, 0 (no limit) and the bounds
+// that are accepted.
+func TestMemoryLimit(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		globals string
+		want    int
+	}{
+		{"", DefaultMemoryLimitInMB},
+		{"globals: {memory_limit_in_mb: 0}\n", 0},
+		{"globals: {memory_limit_in_mb: 64}\n", 64},
+		{"globals: {memory_limit_in_mb: 1024}\n", 1024},
+	}
+	for _, tc := range tests {
+		cfg := mustParse(t, tc.globals+minimalWith(""), testOptions(nil))
+		if got := cfg.Globals.MemoryLimitInMB; got != tc.want {
+			t.Errorf("%q: MemoryLimitInMB = %d, want %d", tc.globals, got, tc.want)
 		}
 	}
 }

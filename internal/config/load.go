@@ -203,6 +203,18 @@ func (w *walker) globals(n *yaml.Node, path string, g *Globals) {
 		},
 		"name":  func(e entry) { w.text(e, &g.Name, "the collector's name") },
 		"debug": func(e entry) { w.boolInto(e, &g.Debug) },
+		"memory_limit_in_mb": func(e entry) {
+			var v int
+			if w.intIn(e, &v, 0, 1_000_000, "a number of megabytes (0: no limit)") != valid {
+				return
+			}
+			// Below the minimum the collector would run almost all the time.
+			if v != 0 && v < MinMemoryLimitInMB {
+				w.add(cfgErr(e.path, "must be 0 (no limit) or a number of megabytes from %d to %d, found %d", MinMemoryLimitInMB, 1_000_000, v), deref(e.value))
+				return
+			}
+			g.MemoryLimitInMB = v
+		},
 	}, nil)
 }
 

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -58,6 +59,8 @@ type Dependencies struct {
 	Fetchers map[string]worker.Fetcher
 	// Outputs replaces the configured outputs (nil: opened from the config, closed on return).
 	Outputs []devo.Output
+	// Getenv reads the environment the Go runtime read GOMEMLIMIT from (default os.Getenv).
+	Getenv func(string) string
 }
 
 // Overrides change settings a process takes from its flags rather than the config file.
@@ -101,8 +104,18 @@ type Fleet struct {
 // in-flight slots, the shipper stops after its current batch), closes the bus and the outputs it
 // opened, and returns once every goroutine it started has exited. It returns the first role's
 // error; a role stopped by ctx returns nil.
+//
+// Run first sets the process's soft memory limit from globals.memory_limit_in_mb, unless the
+// GOMEMLIMIT environment variable set it, and puts back the limit it found when it returns.
 func (f *Fleet) Run(ctx context.Context) error {
 	logger := f.logger()
+	// Before anything allocates: the embedded server's store and the workers' responses are
+	// what the limit is for.
+	getenv := f.Deps.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	defer setMemoryLimit(f.Config.Globals.MemoryLimitInMB, getenv, logger)()
 	// The outputs are opened first: a bad certificate, key or chain file stops the process with
 	// an error naming it before any role starts, so nothing is planned, fetched or delivered.
 	outs := f.Deps.Outputs
