@@ -48,6 +48,11 @@ type laneRunner struct {
 	chunkBufs [][]byte
 	usedBufs  [][]byte
 	decoded   proto.Chunk
+	// inBatch, batchKeys and batchEvents are the gathering batch's, kept for the next one so
+	// that a batch does not grow them anew.
+	inBatch     map[string]bool
+	batchKeys   []string
+	batchEvents []devo.Event
 
 	cycleTotal, cycleDups int
 	cycleStart            time.Time
@@ -222,9 +227,9 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 	}
 	var (
 		units    []*unit
-		batch    = &devo.Batch{Tag: r.ln.Svc.Tag}
-		keys     []string
-		inBatch  = map[string]bool{}
+		batch    = &devo.Batch{Tag: r.ln.Svc.Tag, Events: r.batchEvents[:0]}
+		keys     = r.batchKeys[:0]
+		inBatch  = r.inBatch
 		bytes    int // event bytes in the batch
 		read     int // event bytes read from the results, duplicates included
 		minStart = int64(1<<63 - 1)
@@ -236,9 +241,19 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 		forcedTo int64
 	)
 	full := func() bool { return bytes >= r.s.opts.BatchBytes || len(batch.Events) >= r.s.opts.BatchEvents }
-	// Once this returns, nothing holds the batch's events (outputs do not keep them after Send):
-	// their chunks' buffers serve the next batch.
-	defer r.recycleChunkBufs()
+	// Once this returns, nothing holds the batch's events (outputs do not keep them after Send),
+	// nor its keys (the dedupe set copies them): their memory serves the next batch.
+	if inBatch == nil {
+		inBatch = map[string]bool{}
+		r.inBatch = inBatch
+	}
+	clear(inBatch)
+	defer func() {
+		r.recycleChunkBufs()
+		clear(batch.Events)
+		clear(keys)
+		r.batchEvents, r.batchKeys = batch.Events[:0], keys[:0]
+	}()
 	for seq := next; !full(); seq++ {
 		d, ok := r.marker(seq)
 		if !ok {

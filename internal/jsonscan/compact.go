@@ -1,6 +1,9 @@
 package jsonscan
 
-import "fmt"
+import (
+	"fmt"
+	"io"
+)
 
 // Compact validates raw as exactly one JSON value (whitespace around it allowed) and returns a new
 // compact copy of it, with Split's grammar and compaction rules. Its errors wrap ErrMalformed.
@@ -16,17 +19,30 @@ func CompactLookup(raw []byte, names []string, vals [][]byte) ([]byte, error) {
 	for i := range names {
 		vals[i] = nil
 	}
-	s := newMemScanner(raw)
+	// One allocation holds the scanner, its visitor and the values it finds (the caller's vals
+	// are written only at the end, so they need not escape), besides the output.
+	l := &lookup{s: scanner{buf: raw, end: len(raw), rerr: io.EOF, out: make([]byte, 0, len(raw))}}
+	s := &l.s
 	if len(names) > 0 {
-		s.v = &finder{s: s, names: names, vals: vals, want: -1}
+		found := l.found[:0]
+		if len(names) > len(l.found) {
+			found = make([][]byte, len(names))
+		}
+		l.f = finder{s: s, names: names, vals: found[:len(names)], want: -1}
+		s.v = &l.f
 	}
 	if err := s.one(); err != nil {
-		for i := range names {
-			vals[i] = nil
-		}
 		return nil, fmt.Errorf("compacting: %w", err)
 	}
+	copy(vals, l.f.vals)
 	return s.out, nil
+}
+
+// lookup is CompactLookup's scanner and finder, allocated together.
+type lookup struct {
+	s     scanner
+	f     finder
+	found [8][]byte
 }
 
 // finder is the visitor of CompactLookup: it records the values of the top-level members whose

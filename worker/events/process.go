@@ -177,8 +177,10 @@ func (p *Processor) route(data []byte, vals [][]byte, pollMs int64) (string, int
 	)
 	switch p.service {
 	case config.ServiceModelBreaches:
-		key, ok = parseID(vals[0])
-		key = "mb:" + key
+		var buf [24]byte
+		var b []byte
+		b, ok = appendID(append(buf[:0], "mb:"...), vals[0])
+		key = string(b)
 		t = eventTime(vals[1], pollMs)
 	case config.ServiceIncidentEvents:
 		key, ok = parseTextID(vals[0])
