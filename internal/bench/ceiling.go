@@ -203,8 +203,9 @@ func (s *splitEncoder) run(body []byte, poll time.Time) error {
 		s.events++
 		return nil
 	}
-	err := jsonscan.Split(bytes.NewReader(body), s.shape, func(raw []byte) error {
-		return s.proc.Process(raw, poll, emit)
+	// As the worker's fetch does: the key and time fields are found while splitting.
+	err := jsonscan.SplitLookup(bytes.NewReader(body), s.shape, s.proc.Fields(), func(raw []byte, vals [][]byte) error {
+		return s.proc.ProcessFound(raw, vals, poll, emit)
 	}, jsonscan.MaxValue(s.maxSize, func(int, int64) error { return nil }))
 	s.drain()
 	return err

@@ -42,6 +42,8 @@ type scanner struct {
 	index    int // values Split has yielded (or reported too large) so far
 	// v, when not nil, observes every value as it is consumed (see visitor). Split leaves it nil.
 	v visitor
+	// look is SplitLookup's finder (also v), reset for every value Split yields.
+	look *finder
 }
 
 // visitor observes the structure a scanner consumes. Offsets index the scanner's out buffer:
