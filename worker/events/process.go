@@ -298,7 +298,7 @@ func (p *Processor) processStatus(data []byte, owned bool, pollMs int64, emit fu
 func (p *Processor) obfuscate(data []byte, owned bool) ([]byte, error) {
 	if p.ob == nil {
 		if !owned {
-			data = append(make([]byte, 0, len(data)), data...)
+			data = append(data[:0:0], data...) // not make+copy: that would clear the buffer first
 		}
 		return data, nil
 	}
