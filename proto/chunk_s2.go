@@ -18,6 +18,10 @@ const (
 	EncodingS2     = "s2"
 )
 
+// CompressedBound is the capacity CompressChunk needs in dst for an encoding of n bytes (it
+// allocates otherwise): a buffer of that size serves for the encoding and for its compression.
+func CompressedBound(n int) int { return s2.MaxEncodedLen(n) }
+
 // CompressChunk appends the S2 compression of an AppendChunk encoding to dst[:0] (reusing its
 // capacity when it suffices) and returns it.
 func CompressChunk(dst, encoded []byte) []byte {
