@@ -80,3 +80,22 @@ func parseTextID(tok []byte) (string, bool) {
 	}
 	return s, true
 }
+
+// appendTextID appends the textual id parseTextID reads from tok to dst, so that a key is built
+// in one allocation; a string without escapes (the usual uuid) is checked and copied as is.
+func appendTextID(dst, tok []byte) ([]byte, bool) {
+	if len(tok) >= 2 && tok[0] == '"' && bytes.IndexByte(tok, '\\') < 0 {
+		s := tok[1 : len(tok)-1]
+		if len(s) == 0 || len(s) > maxTextID {
+			return dst, false
+		}
+		for _, c := range s {
+			if c <= ' ' || c > '~' {
+				return dst, false
+			}
+		}
+		return append(dst, s...), true
+	}
+	id, ok := parseTextID(tok)
+	return append(dst, id...), ok
+}

@@ -203,8 +203,10 @@ func (p *Processor) route(data []byte, vals [][]byte, pollMs int64) (string, int
 		key = string(b)
 		t = eventTime(vals[1], pollMs)
 	case config.ServiceIncidentEvents:
-		key, ok = parseTextID(vals[0])
-		key = "ai:" + key
+		var buf [48]byte
+		var b []byte
+		b, ok = appendTextID(append(buf[:0], "ai:"...), vals[0])
+		key = string(b)
 		t = eventTime(vals[1], pollMs)
 	default:
 		key, ok = parseID(vals[0])
