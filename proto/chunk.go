@@ -120,7 +120,9 @@ var ErrCorruptChunk = errors.New("corrupt chunk")
 const maxDepth = 64
 
 // DecodeChunk decodes a chunk as Decode does, but without reflection, and with each event's D a
-// sub-slice of data (no copy): data must stay unchanged while the chunk is used. It reads any
+// sub-slice of data (no copy): data must stay unchanged while the chunk is used. c.Events' array
+// is reused when it has room for the chunk's events, so a caller that decodes into the same
+// Chunk again must be done with the previous events. It reads any
 // msgpack encoding of a Chunk (AppendChunk's and Encode's), ignoring unknown keys.
 //
 // Every length the input declares is checked against the bytes that remain before anything is
@@ -131,7 +133,8 @@ func DecodeChunk(data []byte, c *Chunk) error {
 	if len(data) > MaxChunkBytes {
 		return fmt.Errorf("decoding *proto.Chunk: %w: %d bytes, more than %d", ErrCorruptChunk, len(data), MaxChunkBytes)
 	}
-	d := decoder{b: data}
+	d := decoder{b: data, events: c.Events}
+	*c = Chunk{}
 	if err := d.chunk(c); err != nil {
 		return fmt.Errorf("decoding *proto.Chunk: %w: %w", ErrCorruptChunk, err)
 	}
@@ -145,6 +148,8 @@ type decoder struct {
 	b     []byte
 	pos   int
 	depth int // nesting of the value skip is in
+	// events is the array of the Chunk decoded into, reused when it is large enough.
+	events []Event
 }
 
 func (d *decoder) byte1() (byte, error) {
@@ -394,7 +399,13 @@ func (d *decoder) chunk(c *Chunk) error {
 			}
 			// Grown as events decode (m is at most the bytes left, but an Event is 56 bytes),
 			// so a short message that claims many events allocates little before it fails.
-			c.Events = make([]Event, 0, min(m, 1024))
+			if cap(d.events) >= m && m > 0 {
+				// A reader decoding chunk after chunk into one Chunk reuses its events array.
+				clear(d.events[:cap(d.events)])
+				c.Events = d.events[:0]
+			} else {
+				c.Events = make([]Event, 0, min(m, 1024))
+			}
 			for range m {
 				var ev Event
 				if err := d.event(&ev); err != nil {

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/s2"
 )
 
 func testChunks() []Chunk {
@@ -153,4 +155,76 @@ func TestCompressedChunkRoundTrip(t *testing.T) {
 	if err := ReadChunk([]byte("not s2"), EncodingS2, &got); err == nil {
 		t.Error("a corrupt compressed chunk decoded")
 	}
+}
+
+// TestReadChunkBufReuse decodes compressed chunks one after the other into one Chunk and one
+// buffer, as the shipper does, largest first: each must read exactly as a fresh ReadChunk reads
+// it (no event or field left over from the previous chunk), and a buffer large enough must be
+// reused rather than replaced.
+func TestReadChunkBufReuse(t *testing.T) {
+	chunks := testChunks()
+	var (
+		into Chunk
+		buf  []byte
+	)
+	for _, i := range []int{2, 1, 0, 1, 2} {
+		c := chunks[i]
+		data := CompressChunk(nil, AppendChunk(nil, &c))
+		var want Chunk
+		if err := ReadChunk(data, EncodingS2, &want); err != nil {
+			t.Fatal(err)
+		}
+		prev := buf
+		var err error
+		if buf, err = ReadChunkBuf(buf, data, EncodingS2, &into); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(into, want) {
+			t.Errorf("chunk %d read into a used Chunk differs from a fresh read", i)
+		}
+		if n, _ := s2.DecodedLen(data); cap(prev) >= n && &buf[:1][0] != &prev[:1][0] {
+			t.Errorf("chunk %d: a buffer of capacity %d for %d bytes was not reused", i, cap(prev), n)
+		}
+	}
+	// An uncompressed body needs no buffer: the events point into it.
+	plain := AppendChunk(nil, &chunks[1])
+	got, err := ReadChunkBuf(buf, plain, "", &into)
+	if err != nil || got != nil {
+		t.Errorf("ReadChunkBuf of a plain body = %d-byte buffer, %v; want nil, nil", len(got), err)
+	}
+}
+
+// BenchmarkReadChunk reads a compressed chunk of 500 2 KB events with a new buffer each time
+// (ReadChunk) and with a reused one (ReadChunkBuf into the same Chunk), as the shipper does.
+func BenchmarkReadChunk(b *testing.B) {
+	d := bytes.Repeat([]byte(`{"pbid":12345,"model":{"name":"Anomalous Connection::Data Sent"}},`), 32)
+	c := Chunk{V: SchemaVersion, SlotID: "slot", Seq: 7}
+	for i := range 500 {
+		c.Events = append(c.Events, Event{K: "mb:" + string(rune('a'+i%26)), T: int64(i), D: d})
+	}
+	data := CompressChunk(nil, AppendChunk(nil, &c))
+	b.Run("new", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			var ch Chunk
+			if err := ReadChunk(data, EncodingS2, &ch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("reused", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(data)))
+		var (
+			ch  Chunk
+			buf []byte
+			err error
+		)
+		for b.Loop() {
+			if buf, err = ReadChunkBuf(buf, data, EncodingS2, &ch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

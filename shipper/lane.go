@@ -42,6 +42,18 @@ type laneRunner struct {
 	deliveredSeq atomic.Uint64 // st.Seq, for the marker callback
 	sendingSince atomic.Int64  // unix nanoseconds the batch being sent was first tried at; 0 when none
 
+	// chunkBufs are decompression buffers of chunks whose events were sent, reused for the next
+	// batch's chunks (a batch's events point into them until its Send returns); decoded is the
+	// chunk being read, whose events array is reused the same way.
+	chunkBufs [][]byte
+	usedBufs  [][]byte
+	decoded   proto.Chunk
+	// inBatch, batchKeys and batchEvents are the gathering batch's, kept for the next one so
+	// that a batch does not grow them anew.
+	inBatch     map[string]bool
+	batchKeys   []string
+	batchEvents []devo.Event
+
 	cycleTotal, cycleDups int
 	cycleStart            time.Time
 
@@ -215,9 +227,9 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 	}
 	var (
 		units    []*unit
-		batch    = &devo.Batch{Tag: r.ln.Svc.Tag}
-		keys     []string
-		inBatch  = map[string]bool{}
+		batch    = &devo.Batch{Tag: r.ln.Svc.Tag, Events: r.batchEvents[:0]}
+		keys     = r.batchKeys[:0]
+		inBatch  = r.inBatch
 		bytes    int // event bytes in the batch
 		read     int // event bytes read from the results, duplicates included
 		minStart = int64(1<<63 - 1)
@@ -229,6 +241,19 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 		forcedTo int64
 	)
 	full := func() bool { return bytes >= r.s.opts.BatchBytes || len(batch.Events) >= r.s.opts.BatchEvents }
+	// Once this returns, nothing holds the batch's events (outputs do not keep them after Send),
+	// nor its keys (the dedupe set copies them): their memory serves the next batch.
+	if inBatch == nil {
+		inBatch = map[string]bool{}
+		r.inBatch = inBatch
+	}
+	clear(inBatch)
+	defer func() {
+		r.recycleChunkBufs()
+		clear(batch.Events)
+		clear(keys)
+		r.batchEvents, r.batchKeys = batch.Events[:0], keys[:0]
+	}()
 	for seq := next; !full(); seq++ {
 		d, ok := r.marker(seq)
 		if !ok {
@@ -361,11 +386,32 @@ func (r *laneRunner) chunk(ctx context.Context, d proto.Done, i int) (*proto.Chu
 	if err != nil {
 		return nil, fmt.Errorf("reading chunk %d of slot %d: %w", i, d.Seq, err)
 	}
-	var ch proto.Chunk
-	if err := proto.ReadChunk(data, encoding, &ch); err != nil {
+	var buf []byte
+	if n := len(r.chunkBufs); n > 0 {
+		buf, r.chunkBufs = r.chunkBufs[n-1], r.chunkBufs[:n-1]
+	}
+	buf, err = proto.ReadChunkBuf(buf, data, encoding, &r.decoded)
+	if buf != nil {
+		r.usedBufs = append(r.usedBufs, buf)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("reading chunk %d of slot %d: %w", i, d.Seq, err)
 	}
-	return &ch, nil
+	return &r.decoded, nil
+}
+
+// maxChunkBufs bounds the decompression buffers a lane keeps between batches.
+const maxChunkBufs = 64
+
+// recycleChunkBufs makes the buffers of the batch just gathered available to the next one.
+func (r *laneRunner) recycleChunkBufs() {
+	for _, b := range r.usedBufs {
+		if len(r.chunkBufs) < maxChunkBufs {
+			r.chunkBufs = append(r.chunkBufs, b)
+		}
+	}
+	clear(r.usedBufs)
+	r.usedBufs = r.usedBufs[:0]
 }
 
 // checkpoint moves the delivery checkpoint past the batch, with a revision check so two

@@ -16,6 +16,13 @@ type Fetcher interface {
 	Fetch(ctx context.Context, req darktrace.Request, fn func(raw []byte) error) (darktrace.Stats, error)
 }
 
+// lookupFetcher is a Fetcher that also finds top-level members while it splits a response, as
+// *darktrace.Client does (see its FetchLookup); the worker uses it when a Fetcher has it, so an
+// event is scanned once.
+type lookupFetcher interface {
+	FetchLookup(ctx context.Context, req darktrace.Request, names []string, fn func(raw []byte, vals [][]byte) error) (darktrace.Stats, error)
+}
+
 // WorkQueue opens the workers' shared durable pull consumer on the work stream, whose items are
 // redelivered when not acknowledged (or in-progress acknowledged) within ackWait. Every worker
 // of a fleet must pass the same ackWait. *bus.Bus implements it; the worker only calls Next on

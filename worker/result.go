@@ -165,18 +165,11 @@ func (c *chunkWriter) addPart(pe proto.Event) error {
 func (c *chunkWriter) flush() error {
 	ch := proto.Chunk{V: proto.SchemaVersion, SlotID: c.it.SlotID, Seq: c.it.Seq, Index: c.index, Events: c.cur}
 	size := proto.ChunkSize(&ch)
-	var buf []byte
-	if p, ok := c.bufs.Get().(*[]byte); ok && cap(*p) >= size {
-		buf = (*p)[:0]
-	} else {
-		buf = make([]byte, 0, max(size, c.max+64<<10))
-	}
-	raw := proto.AppendChunk(buf, &ch)
-	var out []byte
-	if p, ok := c.bufs.Get().(*[]byte); ok {
-		out = *p
-	}
-	data := proto.CompressChunk(out, raw)
+	// Every pooled buffer is big enough for either use (an encoding, or its compression), so
+	// none is dropped for being the wrong size: the worker's chunk buffers are reused instead of
+	// allocated (and cleared) again, one or two per chunk.
+	raw := proto.AppendChunk(c.buffer(size), &ch)
+	data := proto.CompressChunk(c.buffer(proto.CompressedBound(len(raw))), raw)
 	c.bufs.Put(&raw)
 	if err := c.acquire(budgetOf(data)); err != nil {
 		return err
@@ -193,6 +186,15 @@ func (c *chunkWriter) flush() error {
 	clear(c.cur)
 	c.cur, c.curBytes = c.cur[:0], 0
 	return nil
+}
+
+// buffer returns an empty buffer of at least n bytes' capacity from the pool, or a new one of the
+// capacity every chunk's encoding and compression fit in.
+func (c *chunkWriter) buffer(n int) []byte {
+	if p, ok := c.bufs.Get().(*[]byte); ok && cap(*p) >= n {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, max(n, proto.CompressedBound(c.max+64<<10)))
 }
 
 // acquire reserves n bytes of the publish budget. While the budget is spent it settles this

@@ -473,10 +473,20 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 			"input", it.Input, "service", it.Service, "seq", it.Seq, "key", key, "index", index, "bytes", size, "max_bytes", w.maxEvent)
 		return w.recordTooLarge(ctx, it, key, index, size)
 	}
-	st, err := f.Fetch(ctx, req, func(raw []byte) error {
-		received.Inc()
-		return l.proc.Process(raw, poll, add)
-	})
+	var st darktrace.Stats
+	var err error
+	if lf, ok := f.(lookupFetcher); ok {
+		// The key and time fields are found in the pass that splits the response.
+		st, err = lf.FetchLookup(ctx, req, l.proc.Fields(), func(raw []byte, vals [][]byte) error {
+			received.Inc()
+			return l.proc.ProcessFound(raw, vals, poll, add)
+		})
+	} else {
+		st, err = f.Fetch(ctx, req, func(raw []byte) error {
+			received.Inc()
+			return l.proc.Process(raw, poll, add)
+		})
+	}
 	if st.Dated {
 		w.recordClock(ctx, it.Input, st.ClockOffset)
 	}

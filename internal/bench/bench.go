@@ -160,13 +160,15 @@ type ScaleReport struct {
 
 // Report is the bench command's output.
 type Report struct {
-	Machine    Machine          `json:"machine"`
-	Backfill   *BackfillReport  `json:"backfill,omitempty"`
-	Throughput *RunResult       `json:"throughput,omitempty"`
-	Freshness  *FreshnessReport `json:"freshness,omitempty"`
-	Memory     *RunResult       `json:"memory,omitempty"`
-	Scale      *ScaleReport     `json:"scale,omitempty"`
-	Pacing     *PacingReport    `json:"pacing,omitempty"`
+	Machine    Machine         `json:"machine"`
+	Backfill   *BackfillReport `json:"backfill,omitempty"`
+	Throughput *RunResult      `json:"throughput,omitempty"`
+	// Ceiling is the split-and-encode path alone on the throughput run's responses.
+	Ceiling   *CeilingResult   `json:"throughput_ceiling,omitempty"`
+	Freshness *FreshnessReport `json:"freshness,omitempty"`
+	Memory    *RunResult       `json:"memory,omitempty"`
+	Scale     *ScaleReport     `json:"scale,omitempty"`
+	Pacing    *PacingReport    `json:"pacing,omitempty"`
 }
 
 // runSpec is one fleet run's setup.
@@ -223,8 +225,7 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, progress io.Writer
 		case "backfill":
 			rep.Backfill, err = r.backfill(ctx)
 		case "throughput":
-			spec := r.tpSpec("throughput", o.TPSlots)
-			rep.Throughput, err = r.run(ctx, spec)
+			rep.Throughput, rep.Ceiling, err = r.throughput(ctx)
 		case "memory":
 			perSlot := float64(o.TPEventsPerSlot) * float64(max(o.EventSize, 1))
 			slots := max(int(math.Ceil(float64(o.MemoryMB)*(1<<20)/perSlot)), 1)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -175,7 +176,9 @@ func (e *benchEnv) serveFake(w http.ResponseWriter, req *http.Request) {
 		e.reqTimes = append(e.reqTimes, time.Now())
 		e.reqMu.Unlock()
 	}
-	e.fake.ServeHTTP(w, req)
+	// Labelled, so that a CPU profile tells the fake appliance's rendering from the fleet's work
+	// (go tool pprof -tagignore fake=appliance).
+	pprof.Do(req.Context(), pprof.Labels("fake", "appliance"), func(context.Context) { e.fake.ServeHTTP(w, req) })
 }
 
 func (e *benchEnv) onReceive(ev devotest.Received) {

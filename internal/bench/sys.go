@@ -170,6 +170,10 @@ func (rep *Report) Table(w io.Writer) {
 	if t := rep.Throughput; t != nil {
 		row(t)
 		notes = append(notes, fmt.Sprintf("throughput: %.0f events/s, %.1f MB/s of event JSON, %.1f CPU-s per million events", t.EventsPerSecond, t.MBPerSecond, t.CPUPerMillionEvent))
+		if c := rep.Ceiling; c != nil {
+			notes = append(notes, fmt.Sprintf("throughput: %s events/s = %.0f%% of the split-only ceiling %s events/s (%.1f CPU-s per million events, %.1f allocations per event)",
+				kilo(t.EventsPerSecond), c.ThroughputPercent, kilo(c.EventsPerSecond), c.CPUPerMillionEvent, c.AllocsPerEvent))
+		}
 	}
 	if f := rep.Freshness; f != nil {
 		row(&f.Run)
@@ -209,3 +213,6 @@ func (rep *Report) Table(w io.Writer) {
 		fmt.Fprintln(w, n)
 	}
 }
+
+// kilo writes a rate in thousands ("66k").
+func kilo(v float64) string { return strconv.FormatFloat(v/1000, 'f', 0, 64) + "k" }

@@ -1,6 +1,7 @@
 package jsonscan
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,8 @@ type scanner struct {
 	head    []byte
 	// v, when not nil, observes every value as it is consumed (see visitor). Split leaves it nil.
 	v visitor
+	// look is SplitLookup's finder (also v), reset for every value Split yields.
+	look *finder
 }
 
 // visitor observes the structure a scanner consumes. Offsets index the scanner's out buffer:
@@ -335,6 +338,17 @@ var strPlain = func() (t [256]bool) {
 	return t
 }()
 
+// plainWord reports whether all eight bytes of w are strPlain: none is '"', '\\' or below 0x20.
+// (x - 0x01…) &^ x has a byte's high bit set where x has a zero byte, and subtracting 0x20… does
+// so for a byte below 0x20; a borrow can only spread above a byte already found, so the test is
+// exact. Bytes of 0x80 and above are plain, and &^ w keeps their own high bit out.
+func plainWord(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q := w ^ ('"' * ones)
+	b := w ^ ('\\' * ones)
+	return ((w-0x20*ones)|(q-ones)|(b-ones))&^w&highs == 0
+}
+
 // str consumes a string token (the opening quote is the next byte) and appends it verbatim.
 func (s *scanner) str() error {
 	s.pos++
@@ -342,6 +356,11 @@ func (s *scanner) str() error {
 	for {
 		buf := s.buf[:s.end]
 		i := s.pos
+		// Skip plain bytes eight at a time (see plainWord), then one at a time up to the end of
+		// the run.
+		for i+8 <= len(buf) && plainWord(binary.LittleEndian.Uint64(buf[i:])) {
+			i += 8
+		}
 		for i < len(buf) && strPlain[buf[i]] {
 			i++
 		}

@@ -69,6 +69,26 @@ func Split(r io.Reader, shape Shape, fn func(raw []byte) error, opts ...Option) 
 	return s.split(shape, fn)
 }
 
+// SplitLookup is Split that also reads top-level members in the same pass, as CompactLookup does
+// for one value: fn gets, with each value raw, vals, where vals[i] is the compact value token of
+// raw's first top-level member named names[i], or nil when it has none (or raw is not an object).
+// The tokens alias raw and, like raw and vals itself, are valid only during the call. Everything
+// else is as for Split.
+func SplitLookup(r io.Reader, shape Shape, names []string, fn func(raw []byte, vals [][]byte) error, opts ...Option) error {
+	s := scanner{r: r, buf: make([]byte, readBufSize)}
+	for _, o := range opts {
+		o(&s)
+	}
+	// The finder and the vals handed to fn live as long as the split: one allocation per body.
+	f := &finder{s: &s, names: names, spans: make([]span, len(names)), want: -1}
+	vals := make([][]byte, len(names))
+	s.v, s.look = f, f
+	return s.split(shape, func(raw []byte) error {
+		f.vals(raw, vals)
+		return fn(raw, vals)
+	})
+}
+
 // Option changes how Split scans.
 type Option func(*scanner)
 
@@ -98,6 +118,14 @@ func MaxValueHead(max, headLen int, tooLarge func(index int, size int64, head []
 		if max > 0 {
 			s.limit, s.tooLarge, s.headMax = max, tooLarge, headLen
 		}
+	}
+}
+
+// begin starts the output of the next value Split yields.
+func (s *scanner) begin() {
+	s.out, s.spilled = s.out[:0], 0
+	if s.look != nil {
+		s.look.reset()
 	}
 }
 
@@ -150,7 +178,7 @@ func (s *scanner) split(shape Shape, fn func([]byte) error) error {
 	case c == '{' && shape.kind == kindWrapped:
 		err = s.wrapped(shape.member, fn)
 	case c == '{' && shape.kind == kindObject:
-		s.out, s.spilled = s.out[:0], 0
+		s.begin()
 		if err = s.object(); err == nil {
 			err = s.emit(fn)
 		}
@@ -185,7 +213,7 @@ func (s *scanner) elements(fn func([]byte) error) error {
 		return nil
 	}
 	for {
-		s.out, s.spilled = s.out[:0], 0
+		s.begin()
 		if err := s.value(c); err != nil {
 			return err
 		}
@@ -255,10 +283,14 @@ func (s *scanner) wrapped(member string, fn func([]byte) error) error {
 		case isMember:
 			return s.syntaxErr(c, "looking for the "+member+" array")
 		default:
+			// Another member, validated only: its values are nobody's top-level members.
 			s.out = s.out[:0]
-			s.discard = true
+			s.discard, s.v = true, nil
 			err := s.value(c)
 			s.discard = false
+			if s.look != nil {
+				s.v = s.look
+			}
 			if err != nil {
 				return err
 			}

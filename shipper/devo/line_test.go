@@ -202,6 +202,14 @@ func FuzzAppendLine(f *testing.F) {
 	f.Fuzz(func(t *testing.T, tms int64, host, tag string, msg []byte) {
 		line := AppendLine(nil, tms, host, tag, msg)
 		checkLine(t, tms, host, tag, msg, line)
+		// The word-at-a-time scan gives what a byte-at-a-time one gives, wherever the bytes that
+		// need escaping fall.
+		for _, pad := range []int{0, 1, 7} {
+			padded := append(bytes.Repeat([]byte("x"), pad), msg...)
+			if got, want := appendMessage(nil, padded), appendMessageBytewise(nil, padded); !bytes.Equal(got, want) {
+				t.Fatalf("appendMessage(%q) = %q, byte-wise %q", padded, got, want)
+			}
+		}
 		// Appending to a non-empty buffer leaves its prefix alone.
 		prefixed := AppendLine([]byte("prefix"), tms, host, tag, msg)
 		if !bytes.Equal(prefixed, append([]byte("prefix"), line...)) {
@@ -266,4 +274,41 @@ func BenchmarkAppendLine(b *testing.B) {
 			buf = AppendLine(buf[:0], c.Time, c.Host, c.Tag, msgs[i])
 		}
 	}
+}
+
+// appendMessageBytewise is appendMessage without its word-at-a-time fast path, the reference the
+// fuzz target compares it with.
+func appendMessageBytewise(dst []byte, msg []byte) []byte {
+	start := 0
+	for i := 0; i < len(msg); {
+		c := msg[i]
+		if c < utf8.RuneSelf {
+			if c >= ' ' || c == '\t' {
+				i++
+				continue
+			}
+			dst = append(dst, msg[start:i]...)
+			switch c {
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRune(msg[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, msg[start:i]...)
+			dst = append(dst, "\uFFFD"...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	return append(dst, msg[start:]...)
 }

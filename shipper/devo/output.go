@@ -31,7 +31,8 @@ type Output interface {
 	// written and fsynced; console: written). On error nothing may be assumed delivered; the caller
 	// retries the same batch (duplicates possible, loss never). An empty batch is a no-op; a batch
 	// whose tag fails ValidateTag is refused with an error wrapping ErrInvalidTag. Send is not
-	// called concurrently on one Output.
+	// called concurrently on one Output. Send must not keep b or its messages after it returns:
+	// the shipper reuses their memory for the next batch.
 	Send(ctx context.Context, b *Batch) error
 	// Close releases connections and files.
 	Close() error

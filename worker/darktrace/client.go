@@ -246,6 +246,13 @@ type Stats struct {
 // does not count it). Because events stream, fn may have seen some events of a fetch that then
 // fails: a caller must discard a failed fetch's events.
 func (c *Client) Fetch(ctx context.Context, req Request, fn func(raw []byte) error) (Stats, error) {
+	return c.FetchLookup(ctx, req, nil, func(raw []byte, _ [][]byte) error { return fn(raw) })
+}
+
+// FetchLookup is Fetch that also hands fn, with each event, the value tokens of its top-level
+// members named names, found in the pass that splits the response (see jsonscan.SplitLookup):
+// vals[i] is the token of names[i] in raw, or nil. vals, like raw, is valid only during the call.
+func (c *Client) FetchLookup(ctx context.Context, req Request, names []string, fn func(raw []byte, vals [][]byte) error) (Stats, error) {
 	t0 := time.Now()
 	var st Stats
 	path, query, err := req.PathAndQuery()
@@ -267,8 +274,8 @@ func (c *Client) Fetch(ctx context.Context, req Request, fn func(raw []byte) err
 		return nil
 	}
 	err = c.do(ctx, path, query, &st.Bytes, &st, func(body io.Reader) error {
-		return jsonscan.Split(body, shape, func(raw []byte) error {
-			if err := fn(raw); err != nil {
+		return jsonscan.SplitLookup(body, shape, names, func(raw []byte, vals [][]byte) error {
+			if err := fn(raw, vals); err != nil {
 				fnErr = err
 				return err
 			}

@@ -107,6 +107,28 @@ func BenchmarkSplitProcess(b *testing.B) {
 	}
 }
 
+// BenchmarkSplitLookupProcessFound measures the worker's per-event path since the key and time
+// fields are found while splitting (SplitLookup, then ProcessFound for each event) on the body
+// of BenchmarkSplitProcess.
+func BenchmarkSplitLookupProcessFound(b *testing.B) {
+	body := incidentBody(b, 2000)
+	p, err := NewProcessor(Options{Service: config.ServiceIncidentEvents})
+	if err != nil {
+		b.Fatal(err)
+	}
+	poll := time.Now()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		err := jsonscan.SplitLookup(bytes.NewReader(body), jsonscan.ShapeArray, p.Fields(), func(raw []byte, vals [][]byte) error {
+			return p.ProcessFound(raw, vals, poll, func(Event) error { return nil })
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkProcessStatusFlatten measures flattening the composite /status sample.
 func BenchmarkProcessStatusFlatten(b *testing.B) {
 	body, err := os.ReadFile(filepath.Join("testdata", "status-apiguide6-cleaned", "response.json"))

@@ -35,18 +35,26 @@ func parseMillis(tok []byte) (int64, bool) {
 // parseID reads an integer id (pbid, codeid) from a value token: a JSON integer or a string
 // holding one. It returns the id in canonical decimal form.
 func parseID(tok []byte) (string, bool) {
+	var buf [20]byte
+	b, ok := appendID(buf[:0], tok)
+	return string(b), ok
+}
+
+// appendID appends the canonical decimal of an id token (a JSON integer or a string holding one)
+// to dst, so that a key is built in one allocation.
+func appendID(dst, tok []byte) ([]byte, bool) {
 	if len(tok) >= 2 && tok[0] == '"' {
 		s, ok := jsonscan.Unquote(tok)
 		if !ok {
-			return "", false
+			return dst, false
 		}
 		tok = []byte(s)
 	}
 	n, err := strconv.ParseInt(string(tok), 10, 64)
 	if err != nil {
-		return "", false
+		return dst, false
 	}
-	return strconv.FormatInt(n, 10), true
+	return strconv.AppendInt(dst, n, 10), true
 }
 
 // maxTextID bounds a textual id's length.
@@ -71,4 +79,23 @@ func parseTextID(tok []byte) (string, bool) {
 		}
 	}
 	return s, true
+}
+
+// appendTextID appends the textual id parseTextID reads from tok to dst, so that a key is built
+// in one allocation; a string without escapes (the usual uuid) is checked and copied as is.
+func appendTextID(dst, tok []byte) ([]byte, bool) {
+	if len(tok) >= 2 && tok[0] == '"' && bytes.IndexByte(tok, '\\') < 0 {
+		s := tok[1 : len(tok)-1]
+		if len(s) == 0 || len(s) > maxTextID {
+			return dst, false
+		}
+		for _, c := range s {
+			if c <= ' ' || c > '~' {
+				return dst, false
+			}
+		}
+		return append(dst, s...), true
+	}
+	id, ok := parseTextID(tok)
+	return append(dst, id...), ok
 }

@@ -260,6 +260,18 @@ func FuzzProcess(f *testing.F) {
 			if len(evs) != 1 {
 				t.Fatalf("%s: %d events", svc.name, len(evs))
 			}
+			// The worker's way, with the fields found while splitting, gives the same event.
+			var found []Event
+			body := append(append([]byte("["), data...), ']')
+			err = jsonscan.SplitLookup(bytes.NewReader(body), jsonscan.ShapeArray, p.Fields(), func(raw []byte, vals [][]byte) error {
+				return p.ProcessFound(raw, vals, testPoll, func(ev Event) error {
+					found = append(found, ev)
+					return nil
+				})
+			})
+			if err != nil || len(found) != 1 || found[0].Key != evs[0].Key || found[0].Time != evs[0].Time || !bytes.Equal(found[0].Data, evs[0].Data) {
+				t.Fatalf("%s: SplitLookup and ProcessFound give %+v, %v; Process %+v", svc.name, found, err, evs)
+			}
 			var compact bytes.Buffer
 			if err := json.Compact(&compact, data); err != nil {
 				t.Fatal(err)

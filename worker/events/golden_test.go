@@ -81,6 +81,28 @@ func processBody(t testing.TB, body []byte, opts Options, pollTime time.Time) []
 	return evs
 }
 
+// processBodyFound is processBody the worker's way: jsonscan.SplitLookup finds the key and time
+// fields in the pass that splits the body, and ProcessFound uses them.
+func processBodyFound(t testing.TB, body []byte, opts Options, pollTime time.Time) []Event {
+	t.Helper()
+	p, err := NewProcessor(opts)
+	if err != nil {
+		t.Fatalf("NewProcessor: %v", err)
+	}
+	var evs []Event
+	err = jsonscan.SplitLookup(bytes.NewReader(body), darktrace.ShapeFor(opts.Service), p.Fields(), func(raw []byte, vals [][]byte) error {
+		return p.ProcessFound(raw, vals, pollTime, func(ev Event) error {
+			evs = append(evs, ev)
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatalf("SplitLookup/ProcessFound: %v", err)
+	}
+	SortByTime(evs)
+	return evs
+}
+
 // encodeJSONL renders events one per line as {"key":…,"time":…,"data":…}.
 func encodeJSONL(evs []Event) []byte {
 	var b []byte
@@ -127,6 +149,9 @@ func TestGolden(t *testing.T) {
 			}
 			if !bytes.Equal(got, want) {
 				t.Errorf("output differs from %s (run with -update to accept):\ngot:\n%s\nwant:\n%s", wantPath, got, want)
+			}
+			if found := encodeJSONL(processBodyFound(t, body, tc.opts, goldenPollTime)); !bytes.Equal(found, want) {
+				t.Errorf("SplitLookup and ProcessFound: output differs from %s:\ngot:\n%s\nwant:\n%s", wantPath, found, want)
 			}
 		})
 	}

@@ -109,7 +109,6 @@ func NewProcessor(opts Options) (*Processor, error) {
 // it is emitted under FallbackKey(service, compact original event) and logged as a warning
 // (without its contents), so it is neither dropped nor duplicated when fetched again unchanged.
 func (p *Processor) Process(raw []byte, pollTime time.Time, emit func(Event) error) error {
-	pollMs := pollTime.UnixMilli()
 	names := p.fields()
 	// The key and time fields are read in the pass that validates and compacts the event.
 	var buf [8][]byte
@@ -118,11 +117,32 @@ func (p *Processor) Process(raw []byte, pollTime time.Time, emit func(Event) err
 	if err != nil {
 		return fmt.Errorf("processing %s event: %w", p.service, err)
 	}
+	return p.process(data, true, vals, pollTime.UnixMilli(), emit)
+}
+
+// Fields returns the names of the top-level members whose value tokens ProcessFound needs (nil
+// for the snapshot services). The caller must not modify it.
+func (p *Processor) Fields() []string { return p.fields() }
+
+// ProcessFound is Process for an event already validated, compacted and scanned in the pass
+// that split it from its response: raw is a value as jsonscan.SplitLookup yields it, and vals
+// the tokens SplitLookup found in raw for Fields(). It produces exactly the Events Process
+// produces for raw, without scanning raw again (besides the copy the Events own and what
+// obfuscation and status flattening read). It does not keep raw or vals.
+func (p *Processor) ProcessFound(raw []byte, vals [][]byte, pollTime time.Time, emit func(Event) error) error {
+	return p.process(raw, false, vals, pollTime.UnixMilli(), emit)
+}
+
+// process turns the compact event data, whose top-level tokens of p.fields() are vals, into
+// Events. owned says whether data may be handed on in an Event (else it is copied first, unless
+// obfuscation or flattening rebuilds it anyway).
+func (p *Processor) process(data []byte, owned bool, vals [][]byte, pollMs int64, emit func(Event) error) error {
+	var err error
 	switch p.service {
 	case config.ServiceStatus:
-		return p.processStatus(data, pollMs, emit)
+		return p.processStatus(data, owned, pollMs, emit)
 	case config.ServiceSummary:
-		data, err = p.obfuscate(data)
+		data, err = p.obfuscate(data, owned)
 		if err != nil {
 			return err
 		}
@@ -133,7 +153,7 @@ func (p *Processor) Process(raw []byte, pollTime time.Time, emit func(Event) err
 		key = FallbackKey(p.service, data)
 		p.log.Warn("event delivered under a fallback key", "key", key, "err", err)
 	}
-	data, err = p.obfuscate(data)
+	data, err = p.obfuscate(data, owned)
 	if err != nil {
 		return err
 	}
@@ -177,12 +197,16 @@ func (p *Processor) route(data []byte, vals [][]byte, pollMs int64) (string, int
 	)
 	switch p.service {
 	case config.ServiceModelBreaches:
-		key, ok = parseID(vals[0])
-		key = "mb:" + key
+		var buf [24]byte
+		var b []byte
+		b, ok = appendID(append(buf[:0], "mb:"...), vals[0])
+		key = string(b)
 		t = eventTime(vals[1], pollMs)
 	case config.ServiceIncidentEvents:
-		key, ok = parseTextID(vals[0])
-		key = "ai:" + key
+		var buf [48]byte
+		var b []byte
+		b, ok = appendTextID(append(buf[:0], "ai:"...), vals[0])
+		key = string(b)
 		t = eventTime(vals[1], pollMs)
 	default:
 		key, ok = parseID(vals[0])
@@ -246,10 +270,10 @@ func actionState(updated, expires, active, cleared, blocked []byte) string {
 }
 
 // processStatus emits a /status snapshot as one event, or one per node when flattening.
-func (p *Processor) processStatus(data []byte, pollMs int64, emit func(Event) error) error {
+func (p *Processor) processStatus(data []byte, owned bool, pollMs int64, emit func(Event) error) error {
 	prefix := "st:" + strconv.FormatInt(pollMs, 10) + ":"
 	if !p.flatten {
-		data, err := p.obfuscate(data)
+		data, err := p.obfuscate(data, owned)
 		if err != nil {
 			return err
 		}
@@ -272,9 +296,12 @@ func (p *Processor) processStatus(data []byte, pollMs int64, emit func(Event) er
 }
 
 // obfuscate applies the obfuscation paths to a compact event, returning data itself when there
-// are none.
-func (p *Processor) obfuscate(data []byte) ([]byte, error) {
+// are none and data is owned, else a copy of it.
+func (p *Processor) obfuscate(data []byte, owned bool) ([]byte, error) {
 	if p.ob == nil {
+		if !owned {
+			data = append(data[:0:0], data...) // not make+copy: that would clear the buffer first
+		}
 		return data, nil
 	}
 	root, err := jsonscan.Parse(data)

@@ -532,3 +532,19 @@ func TestProcessConcurrent(t *testing.T) {
 		t.Errorf("emitted %d events, want %d", got, goroutines*perG)
 	}
 }
+
+// TestAppendTextID checks the one-allocation key builder against parseTextID, escapes included.
+func TestAppendTextID(t *testing.T) {
+	t.Parallel()
+	for _, tok := range []string{
+		`"4f5e6d7c-1a2b-3c4d-5e6f-7a8b9c0d1e2f"`, `"a"`, `""`, `"a b"`, `"tab\there"`, `"caf\u00e9"`, `"caf` + "\xc3\xa9" + `"`,
+		`"\u0041BC"`, `"a\"b"`, `"a\\b"`, `"` + strings.Repeat("x", 256) + `"`, `"` + strings.Repeat("x", 257) + `"`,
+		`"~!"`, `"` + "\x7f" + `"`, `12345`, `-7`, `1.5`, `null`, `true`, `{"a":1}`, `["x"]`, ``,
+	} {
+		want, wantOK := parseTextID([]byte(tok))
+		got, gotOK := appendTextID([]byte("ai:"), []byte(tok))
+		if gotOK != wantOK || (wantOK && string(got) != "ai:"+want) {
+			t.Errorf("appendTextID(%s) = %q, %v; parseTextID gives %q, %v", tok, got, gotOK, want, wantOK)
+		}
+	}
+}
