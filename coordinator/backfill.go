@@ -91,7 +91,9 @@ func (c *Coordinator) logBackfill(ctx context.Context, ln config.Lane, st *proto
 	knob := "workers.concurrency (or more workers)"
 	switch {
 	case ceiling > 0 && atMax >= ceiling:
-		pace = min(pace, ceiling)
+		// The pacing grows to the ceiling unless the appliance's latency rises first; at the
+		// first measurement the limit is still in its slow start, so its own pace says little.
+		pace = ceiling
 		knob = "requests_per_second (the ceiling binds once the pacing has grown)"
 	case limit < most:
 		knob = "workers.concurrency (or more workers), once the pacing reaches it; the appliance's latency holds it now"

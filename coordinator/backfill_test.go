@@ -27,6 +27,8 @@ func TestBackfillIsLoggedOnce(t *testing.T) {
 	}{
 		{name: "ceiling binds", pace: &proto.Pace{V: 1, Worker: "w1", Limit: 4, Max: 64, FloorMS: 200, Ceiling: 10},
 			want: []string{"Backfill of 168 slots starting at about 10 requests/s", "requests_per_second"}, before: true},
+		{name: "ceiling binds, limit in its slow start", pace: &proto.Pace{V: 1, Worker: "w1", Limit: 1, Max: 64, FloorMS: 200, Ceiling: 10},
+			want: []string{"Backfill of 168 slots starting at about 10 requests/s", "requests_per_second"}, before: true},
 		{name: "concurrency binds", pace: &proto.Pace{V: 1, Worker: "w1", Limit: 8, Max: 8, FloorMS: 200, Ceiling: 1000},
 			want: []string{"Backfill of 168 slots starting at about 40 requests/s", "workers.concurrency"}, before: true},
 		{name: "no measurement yet", wait: 31 * time.Second,
