@@ -94,7 +94,7 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 	f.IntVar(&o.EventsPerSlot, "events-per-slot", 5, "backfill: mean events per slot")
 	f.DurationVar(&o.Latency, "latency", 20*time.Millisecond, "backfill: appliance response latency")
 	f.DurationVar(&o.Jitter, "jitter", -1, "appliance latency jitter (uniform ±); default a tenth of the latency")
-	f.IntVar(&o.Concurrency, "concurrency", 0, "backfill, throughput, memory, freshness: fixed requests in flight per worker process (default: backfill runs with the adaptive pacing up to workers.concurrency's default, the others with 32)")
+	f.IntVar(&o.Concurrency, "concurrency", 0, "backfill, throughput, memory, freshness: fixed requests in flight per worker process (default: the adaptive pacing up to workers.concurrency's default, as a user gets it)")
 	f.IntVar(&o.BaselineSlots, "baseline-slots", 100, "backfill: slots the sequential baseline runs on (0: all; fewer are extrapolated)")
 	f.IntVar(&o.Workers, "workers", 1, "worker processes (N-1 extra 'dtfleet worker' processes of this binary) for backfill, throughput, memory, freshness")
 	f.Float64Var(&o.RPS, "rps", 2000, "requests_per_second of the input (fleet-wide limit)")

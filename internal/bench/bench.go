@@ -212,13 +212,9 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, progress io.Writer
 		o.Jitter = -1 // resolved per run from its latency
 	}
 	rep := &Report{Machine: machine()}
-	// Backfill without --concurrency runs with the defaults (adaptive pacing); the other
-	// scenarios keep their fixed concurrency.
-	backfillConc := o.Concurrency
-	if o.Concurrency <= 0 {
-		o.Concurrency = fixedConcurrency
-	}
-	r := &benchRunner{o: o, logger: logger, progress: progress, backfillConc: backfillConc}
+	// Without --concurrency every scenario runs with the defaults (the adaptive pacing up to
+	// workers.concurrency's default): the figures are what a user gets without tuning.
+	r := &benchRunner{o: o, logger: logger, progress: progress, conc: max(o.Concurrency, 0)}
 	for _, sc := range o.Scenarios {
 		var err error
 		switch sc {
@@ -247,19 +243,19 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, progress io.Writer
 // benchRunner runs the scenarios of one bench.
 type benchRunner struct {
 	o            Options
-	backfillConc int // --concurrency as given: 0 runs the backfill adaptive
+	conc         int // --concurrency as given: 0 runs with the defaults (adaptive), N fixes N in flight
 	logger       *slog.Logger
 	progress     io.Writer
 }
 
 func (r *benchRunner) tpSpec(name string, slots int) runSpec {
 	return runSpec{name: name, slots: slots, eventsPerSlot: float64(r.o.TPEventsPerSlot), eventSize: r.o.EventSize,
-		latency: r.o.TPLatency, concurrency: r.o.Concurrency, workers: r.o.Workers, rps: r.o.RPS, lookBack: r.o.LookBack}
+		latency: r.o.TPLatency, concurrency: r.conc, minConcurrency: r.conc, workers: r.o.Workers, rps: r.o.RPS, lookBack: r.o.LookBack}
 }
 
 func (r *benchRunner) backfill(ctx context.Context) (*BackfillReport, error) {
 	spec := runSpec{name: "backfill", slots: r.o.Slots, eventsPerSlot: float64(r.o.EventsPerSlot), latency: r.o.Latency,
-		concurrency: r.backfillConc, minConcurrency: r.backfillConc, workers: r.o.Workers, rps: r.o.RPS, lookBack: r.o.LookBack}
+		concurrency: r.conc, minConcurrency: r.conc, workers: r.o.Workers, rps: r.o.RPS, lookBack: r.o.LookBack}
 	fleet, err := r.runPaced(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -316,7 +312,7 @@ func (r *benchRunner) scale(ctx context.Context) (*ScaleReport, error) {
 
 func (r *benchRunner) freshness(ctx context.Context) (*FreshnessReport, error) {
 	spec := runSpec{name: "freshness", eventsPerSlot: r.o.LiveEventsPerHour, eventSize: r.o.EventSize, latency: r.o.Latency,
-		concurrency: r.o.Concurrency, workers: r.o.Workers, rps: r.o.RPS, lookBack: time.Duration(config.DefaultLookBackInMinutes) * time.Minute, live: true}
+		concurrency: r.conc, minConcurrency: r.conc, workers: r.o.Workers, rps: r.o.RPS, lookBack: time.Duration(config.DefaultLookBackInMinutes) * time.Minute, live: true}
 	env, err := r.setup(ctx, spec)
 	if err != nil {
 		return nil, err

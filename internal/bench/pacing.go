@@ -7,11 +7,6 @@ import (
 	"time"
 )
 
-// fixedConcurrency is the requests in flight per worker process of the scenarios other than
-// backfill and pacing when --concurrency is not given (their figures predate the adaptive
-// pacing and stay comparable).
-const fixedConcurrency = 32
-
 // PacingOptions are the pacing scenario's settings: a load-sensitive appliance (its latency grows
 // with the requests in flight, and it answers 429 beyond a number in flight), the adaptive fleet
 // on it, and a sweep of fixed concurrencies to find the best fixed one.
