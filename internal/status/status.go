@@ -152,14 +152,11 @@ func Read(ctx context.Context, src KVSource, cfg *config.Config, now time.Time) 
 	for _, ln := range cfg.Lanes() {
 		// Lag is measured on the appliance's clock (the offset the workers recorded from its Date
 		// header), since the windows are the appliance's times; the host's clock otherwise.
-		off, err := get[proto.ClockOffset](ctx, kv[proto.BucketRate], proto.ClockKey(ln.Input))
+		offset, err := applianceOffset(ctx, kv[proto.BucketRate], ln.Input)
 		if err != nil {
 			return nil, err
 		}
-		applianceNow := now
-		if off != nil {
-			applianceNow = now.Add(time.Duration(off.OffsetMS) * time.Millisecond)
-		}
+		applianceNow := now.Add(offset)
 		ls, err := readLane(ctx, kv, ln, applianceNow)
 		if err != nil {
 			return nil, err
@@ -232,6 +229,26 @@ func readLane(ctx context.Context, kv map[string]jetstream.KeyValue, ln config.L
 }
 
 // get reads and decodes key; a key that is not there is (nil, nil).
+// applianceOffset returns how far the appliance's clock is ahead of the NATS server's (0 when no
+// worker recorded it). The record holds the appliance's time at the observation (At+OffsetMS,
+// where the recording worker's own clock cancels out) and the bucket stamps when it was written
+// on the server's clock: their difference holds even when the recording worker's host clock is
+// skewed, which At alone would carry into every lag.
+func applianceOffset(ctx context.Context, kv jetstream.KeyValue, input string) (time.Duration, error) {
+	e, err := kv.Get(ctx, proto.ClockKey(input))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading %s: %w", proto.ClockKey(input), err)
+	}
+	var off proto.ClockOffset
+	if err := proto.Decode(e.Value(), &off); err != nil {
+		return 0, fmt.Errorf("reading %s: %w", proto.ClockKey(input), err)
+	}
+	return time.UnixMilli(off.At + off.OffsetMS).Sub(e.Created()), nil
+}
+
 func get[T any, P interface {
 	*T
 	proto.Versioned

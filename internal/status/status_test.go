@@ -180,11 +180,18 @@ func TestLagOnTheAppliancesClock(t *testing.T) {
 	if got := lagOf(st, config.ServiceStatus); got != "0s" {
 		t.Errorf("lag of a snapshot period ending after its poll = %q; want 0s", got)
 	}
-	put(t, b, proto.BucketRate, proto.ClockKey("darktrace"), &proto.ClockOffset{V: proto.SchemaVersion, OffsetMS: (90 * time.Second).Milliseconds(), At: now.UnixMilli()})
-	if st, err = status.Read(context.Background(), b, cfg, now); err != nil {
-		t.Fatal(err)
-	}
-	if got := lagOf(st, config.ServiceModelBreaches); got != "30s" {
-		t.Errorf("lag on an appliance 90 s ahead of a window ending 60 s after the host's now = %q; want 30s", got)
+	// The recording worker writes its own clock's time (At), which the bucket stamps on the
+	// server's: a worker in step, one an hour ahead and one ten minutes behind all record an
+	// appliance 90 s ahead, and the lag is the same whatever the worker's clock said.
+	for _, skew := range []time.Duration{0, time.Hour, -10 * time.Minute} {
+		at := time.Now().Add(skew)
+		put(t, b, proto.BucketRate, proto.ClockKey("darktrace"), &proto.ClockOffset{V: proto.SchemaVersion,
+			OffsetMS: (90*time.Second - skew).Milliseconds(), At: at.UnixMilli()})
+		if st, err = status.Read(context.Background(), b, cfg, now); err != nil {
+			t.Fatal(err)
+		}
+		if got := lagOf(st, config.ServiceModelBreaches); got != "30s" {
+			t.Errorf("worker clock %v: lag on an appliance 90 s ahead of a window ending 60 s after the host's now = %q; want 30s", skew, got)
+		}
 	}
 }
