@@ -242,10 +242,10 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, progress io.Writer
 
 // benchRunner runs the scenarios of one bench.
 type benchRunner struct {
-	o            Options
-	conc         int // --concurrency as given: 0 runs with the defaults (adaptive), N fixes N in flight
-	logger       *slog.Logger
-	progress     io.Writer
+	o        Options
+	conc     int // --concurrency as given: 0 runs with the defaults (adaptive), N fixes N in flight
+	logger   *slog.Logger
+	progress io.Writer
 }
 
 func (r *benchRunner) tpSpec(name string, slots int) runSpec {
