@@ -103,10 +103,14 @@ type RunResult struct {
 	// WallSeconds runs from the first appliance request (the bench holds requests until every
 	// worker process is up) to the last slot's delivery checkpoint.
 	WallSeconds float64 `json:"wall_seconds"`
-	Events      int64   `json:"events"`
-	Expected    int64   `json:"expected_events"`
-	EventBytes  int64   `json:"event_bytes"`
-	Requests    int64   `json:"requests"`
+	// Events are the lines the fake Devo received by the run's end; Expected are the events
+	// created in the run's slots (0 for a live run). Events may exceed Expected by the breaches
+	// of the slot after the last one, when its lines arrive before the end is read; fewer is a
+	// loss.
+	Events     int64 `json:"events"`
+	Expected   int64 `json:"expected_events"`
+	EventBytes int64 `json:"event_bytes"`
+	Requests   int64 `json:"requests"`
 	// MaxRequestsPerSecond is the most data requests that reached the appliance in any one-second
 	// window (timed on arrival, before the start gate).
 	MaxRequestsPerSecond int     `json:"max_requests_per_second"`
