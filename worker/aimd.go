@@ -25,6 +25,12 @@ const (
 	// an overload answer (429, 5xx, no answer).
 	latencyBackoff = 0.8
 	errorBackoff   = 0.5
+	// recoverShare is the share of the limit that was too much to which the limit returns
+	// quickly after a decrease (TCP CUBIC's fast return towards its last maximum): the
+	// appliance served nearly that many in flight a round trip ago, so climbing back one request
+	// per round trip from half of it would leave the appliance idle for dozens of round trips
+	// after every 429 (the bench's load-sensitive appliance: 0.79 of the best fixed concurrency).
+	recoverShare = 0.9
 	// floorWindow is how long a latency floor is remembered: the floor is the least latency of
 	// the current and the previous window, so an appliance that became slower for good (bigger
 	// data, another tenant) is re-measured within two windows, while a spell of load does not
@@ -38,12 +44,14 @@ const (
 
 // aimd is the adaptive concurrency limit of one input in one process: additive increase,
 // multiplicative decrease, with a slow start (the limit doubles each round trip) until the first
-// decrease. It is not safe for concurrent use; pacer serialises it. Its time is what the caller
+// decrease, and after each decrease a fast return (one more per answer) to recoverShare of the
+// limit that was too much. It is not safe for concurrent use; pacer serialises it. Its time is what the caller
 // passes (the worker's clock), so it is tested on a fake clock.
 type aimd struct {
 	min, max  int
 	limit     float64
 	slowStart bool
+	recover   float64 // after a decrease, the limit grows by one per answer up to this
 
 	recent     float64       // the smoothed latency of the latest answers, ns; 0: none yet
 	floor      time.Duration // least latency of the current and previous window; 0: none yet
@@ -104,9 +112,12 @@ func (a *aimd) observe(now time.Time, o darktrace.Outcome, busy bool) string {
 	if !busy || o.Queued > o.Latency {
 		return ""
 	}
-	if a.slowStart {
+	switch {
+	case a.slowStart:
 		a.limit++
-	} else {
+	case a.limit < a.recover:
+		a.limit = min(a.limit+1, a.recover)
+	default:
 		a.limit += 1 / a.limit
 	}
 	a.limit = min(a.limit, float64(a.max))
@@ -131,6 +142,7 @@ func (a *aimd) decrease(now, sent time.Time, factor float64, reason string) {
 	if !a.lastDecr.IsZero() && sent.Before(a.lastDecr) {
 		return
 	}
+	a.recover = a.limit * recoverShare
 	a.limit = max(a.limit*factor, float64(a.min))
 	a.lastDecr = now
 	a.lastReason = reason

@@ -69,6 +69,17 @@ func TestAIMD(t *testing.T) {
 			// Ten 429s of requests in flight together (each sent before the first one's answer).
 			steps: append([]step{{latency: 100 * ms, status: 429}}, repeat(9, step{latency: 100 * ms, status: 429, advance: ms})...),
 			want:  func(b, a int) bool { return a >= b/2 && a < b }, wantDesc: "one halving"},
+		{name: "returns fast to near the limit a 429 cut", lo: 1, hi: 64, warmup: append(repeat(40, ok(200*ms)),
+			step{latency: 10 * ms, status: http.StatusTooManyRequests, advance: time.Second}),
+			// Before the 429 the limit was 41; it is now 20. Sixteen answers (one round trip or
+			// so at 20 in flight) bring it back to 36 (0.9 of 41); one per round trip would take
+			// it only to 21.
+			steps: repeat(16, ok(200*ms)),
+			want:  func(b, a int) bool { return b <= 21 && a >= 35 }, wantDesc: "from about 20 back to 36"},
+		{name: "then grows by one per round trip only", lo: 1, hi: 64, warmup: append(append(repeat(40, ok(200*ms)),
+			step{latency: 10 * ms, status: http.StatusTooManyRequests, advance: time.Second}), repeat(16, ok(200*ms))...),
+			steps: repeat(36, ok(200*ms)),
+			want:  func(b, a int) bool { return a == b+1 }, wantDesc: "one more after one round trip's answers"},
 		{name: "never below the lower bound", lo: 4, hi: 64, steps: repeat(50, step{latency: 10 * ms, status: 429, advance: time.Second}),
 			want: func(_, a int) bool { return a == 4 }, wantDesc: "== 4"},
 		{name: "not raised while unused", lo: 1, hi: 64, steps: repeat(50, step{latency: 200 * ms, status: 200, idle: true, advance: 200 * ms}),
