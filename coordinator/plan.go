@@ -267,14 +267,14 @@ func (u JetStreamUsage) Usage(ctx context.Context, stream string) (uint64, uint6
 // shipper cannot deliver; stopping short of it leaves room for the slots already planned.
 const fullShare = 0.9
 
+// usageRecheck is how long a reading of the results stream's (or the storage's) usage serves
+// before it is read again.
+const usageRecheck = time.Second
+
 // resultsFull reports whether the results stream is nearly full. It logs and sets
 // dtfleet_coordinator_planning_paused when planning stops or resumes. A usage that cannot be read
 // does not stop planning (the stream's own limit still pushes back on the workers); it is logged
 // at debug level.
-// usageRecheck is how long a reading of the results stream's usage serves before it is read
-// again.
-const usageRecheck = time.Second
-
 func (c *Coordinator) resultsFull(ctx context.Context) bool {
 	if c.usage == nil {
 		return false
