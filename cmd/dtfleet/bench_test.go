@@ -47,7 +47,9 @@ func TestBenchJSON(t *testing.T) {
 			r.MBPerSecond <= 0 || r.CPUSeconds <= 0 || r.PeakRSSMB <= 0 || r.PeakHeapMB <= 0 {
 			t.Errorf("%s: a figure is not positive: %+v", r.Name, r)
 		}
-		if r.Events != r.Expected {
+		// The slot after the last one may deliver its late-created breaches before the run's end
+		// is read (bench.RunResult.Events); fewer than expected is a loss.
+		if r.Events < r.Expected || r.Expected <= 0 {
 			t.Errorf("%s: %d events delivered, %d expected", r.Name, r.Events, r.Expected)
 		}
 	}
