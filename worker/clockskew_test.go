@@ -9,6 +9,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/dtfleet/dtfleet/internal/bustest"
+	"github.com/dtfleet/dtfleet/internal/logtest"
 	"github.com/dtfleet/dtfleet/worker"
 	"github.com/dtfleet/dtfleet/worker/darktrace"
 	"github.com/dtfleet/dtfleet/worker/darktrace/darktracetest"
@@ -36,7 +37,7 @@ func TestSlotRefusedForTheHostsDateGoesToAnotherWorker(t *testing.T) {
 	fake, end := fakeAppliance(t, darktracetest.Faults{})
 	cfg := testConfig(t, fake.URL)
 	slow := darktrace.Backoff{Base: time.Hour, Max: time.Hour}
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	runWorker(t, b, cfg, worker.Options{ID: "skewed", Clock: skewedClock{Clock: clockwork.NewRealClock(), offset: time.Hour},
 		Backoff: slow, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	from := end.Add(-2 * time.Hour)

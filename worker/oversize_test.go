@@ -16,6 +16,7 @@ import (
 
 	"github.com/dtfleet/dtfleet/internal/bustest"
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/logtest"
 	"github.com/dtfleet/dtfleet/internal/status"
 	"github.com/dtfleet/dtfleet/proto"
 	"github.com/dtfleet/dtfleet/worker"
@@ -113,7 +114,7 @@ inputs:
 	}
 	defer client.Close()
 	reg := prometheus.NewRegistry()
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	runWorker(t, b, cfg, worker.Options{Fetchers: map[string]worker.Fetcher{"darktrace": client}, Registerer: reg,
 		Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	publishItem(t, b, 1, now.Add(-time.Hour), now)

@@ -1,35 +1,16 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/dtfleet/dtfleet/internal/bustest"
+	"github.com/dtfleet/dtfleet/internal/logtest"
 	"github.com/dtfleet/dtfleet/worker"
 	"github.com/dtfleet/dtfleet/worker/darktrace/darktracetest"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the logger and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestCheckInputsLogsSetup: the token check logs the Devo collector's setup lines, in its order
 // and wording, when the appliance accepts the tokens; and no success line when it refuses them.
@@ -48,7 +29,7 @@ func TestCheckInputsLogsSetup(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fake, _ := fakeAppliance(t, tc.faults)
-			var logs lockedBuffer
+			var logs logtest.Buffer
 			logger := slog.New(slog.NewTextHandler(&logs, nil))
 			b := bustest.New(t)
 			cfg := testConfig(t, fake.URL)

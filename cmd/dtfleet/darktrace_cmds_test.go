@@ -9,11 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/logtest"
 	"github.com/dtfleet/dtfleet/worker/darktrace/darktracetest"
 )
 
@@ -197,31 +197,13 @@ func TestCheckCommand(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader in different goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestSimulateServes runs simulate --tls, builds a configuration from what it prints, and checks
 // the tokens against it with the check command.
 func TestSimulateServes(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(t.Context())
 	root := newRootCmd()
-	var out syncBuffer
+	var out logtest.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)
 	root.SetArgs([]string{"simulate", "--tls", "--days", "1", "--log-level", "error", "--events-per-hour", "modelbreaches=5"})

@@ -4,7 +4,6 @@ package main
 // (devotest) through outputs built from config YAML written the way a user writes it.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +25,7 @@ import (
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/internal/fleet"
 	"github.com/dtfleet/dtfleet/internal/fleet/fleettest"
+	"github.com/dtfleet/dtfleet/internal/logtest"
 	"github.com/dtfleet/dtfleet/proto"
 	"github.com/dtfleet/dtfleet/shipper/devo"
 	"github.com/dtfleet/dtfleet/shipper/devo/devotest"
@@ -38,27 +38,9 @@ func fastBackoff() backoff.BackOff {
 		MaxInterval: 100 * time.Millisecond}
 }
 
-// lockedBuffer is an io.Writer safe for concurrent use.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // logCapture is a logger whose text output the test can search (and see with -v).
 type logCapture struct {
-	buf    lockedBuffer
+	buf    logtest.Buffer
 	logger *slog.Logger
 }
 
@@ -610,7 +592,7 @@ func TestFleetDevoEveryOutputType(t *testing.T) {
 	}
 
 	logs := newLogCapture(t)
-	console := &lockedBuffer{}
+	console := &logtest.Buffer{}
 	f := mustLaunchFleet(t, cfg, fleet.Overrides{}, fleet.Dependencies{Logger: logs.logger, Stdout: console})
 	b := f.Bus
 	fleettest.WaitCaughtUp(t, b, cfg, s.end, time.Minute)

@@ -1,36 +1,17 @@
 package fleet_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/dtfleet/dtfleet/internal/fleet"
 	"github.com/dtfleet/dtfleet/internal/fleet/fleettest"
+	"github.com/dtfleet/dtfleet/internal/logtest"
 	"github.com/dtfleet/dtfleet/shipper/devo"
 )
-
-// syncBuffer is a bytes.Buffer the fleet's goroutines may log into while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestMemoryLimitFromConfig runs a fleet and reads the process's soft memory limit while it
 // runs: Run sets it from globals.memory_limit_in_mb and logs it, leaves it alone when GOMEMLIMIT
@@ -60,7 +41,7 @@ func TestMemoryLimitFromConfig(t *testing.T) {
 			debug.SetMemoryLimit(sentinel)
 			cfg := *env.Config
 			cfg.Globals.MemoryLimitInMB = tc.configMB
-			var logs syncBuffer
+			var logs logtest.Buffer
 			logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			f, err := fleet.Start(context.Background(), fleet.Fleet{Config: &cfg, Roles: fleet.AllRoles,
 				Deps: fleet.Dependencies{Logger: logger, Outputs: []devo.Output{fleettest.NewRecorder()},

@@ -1,17 +1,16 @@
 package logging_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"regexp"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 
 	"github.com/dtfleet/dtfleet/internal/logging"
+	"github.com/dtfleet/dtfleet/internal/logtest"
 )
 
 func TestGCLine(t *testing.T) {
@@ -24,24 +23,6 @@ func TestGCLine(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for the logger's goroutine and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestGCRun: each period logs one [GC] line read from this process's /proc, before and after
 // the forced release.
 func TestGCRun(t *testing.T) {
@@ -49,7 +30,7 @@ func TestGCRun(t *testing.T) {
 	if _, err := logging.ReadMem(); err != nil {
 		t.Skipf("no /proc memory readings here: %v", err)
 	}
-	var out lockedBuffer
+	var out logtest.Buffer
 	clock := clockwork.NewFakeClock()
 	g := &logging.GC{Logger: slog.New(slog.NewTextHandler(&out, nil)), Clock: clock}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,38 +1,19 @@
 package progress_test
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 	"go.uber.org/goleak"
 
+	"github.com/dtfleet/dtfleet/internal/logtest"
 	"github.com/dtfleet/dtfleet/internal/progress"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// syncBuffer is a bytes.Buffer safe for the reporter's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestLine(t *testing.T) {
 	t.Parallel()
@@ -57,7 +38,7 @@ func TestLine(t *testing.T) {
 // were done, and a last one on Finish; never a carriage return or an escape sequence.
 func TestPlainLines(t *testing.T) {
 	t.Parallel()
-	var out syncBuffer
+	var out logtest.Buffer
 	clock := clockwork.NewFakeClock()
 	r := progress.New(&out, 4, progress.Options{Clock: clock, Every: 10 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())

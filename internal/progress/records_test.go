@@ -9,6 +9,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/dtfleet/dtfleet/internal/logtest"
 	"github.com/dtfleet/dtfleet/internal/progress"
 )
 
@@ -17,7 +18,7 @@ import (
 // the writer is marked a terminal. Set moves the total as a backfill's estimate does.
 func TestLoggerRecords(t *testing.T) {
 	t.Parallel()
-	var logs, w syncBuffer
+	var logs, w logtest.Buffer
 	clock := clockwork.NewFakeClock()
 	logger := slog.New(slog.NewJSONHandler(&logs, nil))
 	r := progress.New(&w, 0, progress.Options{Terminal: true, Logger: logger, Clock: clock, Label: "slots delivered (backfill)"})
@@ -60,7 +61,7 @@ func TestLoggerRecords(t *testing.T) {
 // TestSetPlain: Set's moving total shows in the plain lines.
 func TestSetPlain(t *testing.T) {
 	t.Parallel()
-	var w syncBuffer
+	var w logtest.Buffer
 	clock := clockwork.NewFakeClock()
 	r := progress.New(&w, 0, progress.Options{Clock: clock, Label: "replayed slots delivered"})
 	r.Set(3, 12, 30)
