@@ -97,8 +97,13 @@ type Coordinator struct {
 }
 
 // initialSlotBytes is the slot size assumed before a lane's first delivery tells how big its
-// slots are (so that the default 64 MB of backlog is 32 slots).
-const initialSlotBytes = 2 << 20
+// slots are (so that the default 64 MB of backlog is 8 slots). It is a guess on the large side:
+// a guess too small plans many more slots than the backlog holds once their size is known (32
+// slots of 10 MB under 64 MB), all fetched at once and competing for the same cores, so that the
+// first delivery waits for most of them and planning then stops until the shippers have drained
+// the excess. A guess too large costs nothing: before the first delivery the workers' pacing is
+// still in its slow start, far below 8 requests in flight.
+const initialSlotBytes = 8 << 20
 
 // limitedRecheck is how soon the leader plans again when a lane is at its backlog limit.
 const limitedRecheck = 50 * time.Millisecond
@@ -379,8 +384,8 @@ func (c *Coordinator) purgeDedupe(ctx context.Context, ln config.Lane, epoch uin
 
 // room is how many more slots the lane may plan before its backlog (planned, not delivered)
 // reaches its limit: max_slots_ahead slots, and max_backlog_in_mb of results, in slots of the
-// average size the lane delivered so far (of initialSlotBytes before its first delivery; at
-// least two slots however big they are). Bounding the backlog in bytes paces the workers to
+// average size the lane delivered so far (of initialSlotBytes, or of the part of the first slot
+// delivered if larger, before its first delivery; at least two slots however big they are). Bounding the backlog in bytes paces the workers to
 // the shipper: the results stream, the server's memory (JetStream keeps recently written blocks
 // in memory) and the shipper's markers stay bounded however fast the appliance answers and
 // however slow an output is.
@@ -401,7 +406,8 @@ func (c *Coordinator) room(ctx context.Context, key string, st *proto.Plan) (int
 	limit := c.maxAhead
 	switch {
 	case deliveredSeq == 0:
-		limit = min(limit, max(c.maxBytes/initialSlotBytes, 2))
+		// A first slot delivered in part is at least as big as its part.
+		limit = min(limit, max(c.maxBytes/max(initialSlotBytes, resultBytes), 2))
 	case resultBytes > 0:
 		avg := max(resultBytes/deliveredSeq, 1)
 		limit = min(limit, max(c.maxBytes/avg, 2))

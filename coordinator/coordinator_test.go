@@ -294,7 +294,8 @@ func TestBacklogBytesLimit(t *testing.T) {
 		mb       int
 		wantPlan int
 	}{
-		{"nothing delivered yet", nil, 128, 64},
+		{"nothing delivered yet", nil, 128, 16},
+		{"part of the first slot delivered", &proto.Delivery{V: proto.SchemaVersion, ResultBytes: 32 << 20}, 128, 4},
 		{"32 MB slots under a 128 MB limit", &proto.Delivery{V: proto.SchemaVersion, Seq: 10, ResultBytes: 10 * 32 << 20}, 128, 4},
 		{"huge slots still get two ahead", &proto.Delivery{V: proto.SchemaVersion, Seq: 10, ResultBytes: 10 * 1 << 30}, 128, 2},
 		{"small slots: the slot limit rules", &proto.Delivery{V: proto.SchemaVersion, Seq: 10, ResultBytes: 10 * 1 << 10}, 128, 100},
