@@ -20,20 +20,72 @@ func AppendChunk(dst []byte, c *Chunk) []byte {
 	dst = append(dst, 0xa2, 'e', 'v')
 	dst = appendArrayLen(dst, len(c.Events))
 	for i := range c.Events {
-		ev := &c.Events[i]
-		if ev.More {
-			dst = append(dst, 0x84)
-		} else {
-			dst = append(dst, 0x83)
-		}
-		dst = appendStr(append(dst, 0xa1, 'k'), ev.K)
-		dst = appendInt(append(dst, 0xa1, 't'), ev.T)
-		dst = appendBin(append(dst, 0xa1, 'd'), ev.D)
-		if ev.More {
-			dst = append(dst, 0xa1, 'm', 0xc3)
-		}
+		dst = appendEvent(dst, &c.Events[i])
 	}
 	return dst
+}
+
+func appendEvent(dst []byte, ev *Event) []byte {
+	if ev.More {
+		dst = append(dst, 0x84)
+	} else {
+		dst = append(dst, 0x83)
+	}
+	dst = appendStr(append(dst, 0xa1, 'k'), ev.K)
+	dst = appendInt(append(dst, 0xa1, 't'), ev.T)
+	dst = appendBin(append(dst, 0xa1, 'd'), ev.D)
+	if ev.More {
+		dst = append(dst, 0xa1, 'm', 0xc3)
+	}
+	return dst
+}
+
+// ChunkEncoder writes a chunk's encoding event by event: the encoding AppendChunk writes, except
+// that the events' array length always takes five bytes (it is written last, when the count is
+// known), which every msgpack reader accepts. Each event's data is copied when it is added, so the
+// caller may reuse its memory as soon as Add returns; that is what lets a worker keep a slot's
+// events in reused blocks instead of one allocation each.
+//
+// The zero value is not ready: Reset starts each chunk.
+type ChunkEncoder struct {
+	buf []byte
+	at  int // where the events' array length goes
+	n   int
+}
+
+// Reset starts the encoding of the chunk whose header is c's (its Events are not read) in
+// dst[:0], reusing dst's capacity.
+func (e *ChunkEncoder) Reset(dst []byte, c *Chunk) {
+	dst = append(dst[:0], 0x85)
+	dst = append(dst, 0xa1, 'v')
+	dst = appendInt(dst, int64(c.V))
+	dst = appendStr(append(dst, 0xa2, 'i', 'd'), c.SlotID)
+	dst = appendInt(append(dst, 0xa3, 's', 'e', 'q'), int64(c.Seq))
+	dst = appendInt(append(dst, 0xa1, 'i'), int64(c.Index))
+	dst = append(dst, 0xa2, 'e', 'v')
+	e.at, e.n = len(dst), 0
+	e.buf = append(dst, 0xdd, 0, 0, 0, 0)
+}
+
+// Add appends ev, copying its data.
+func (e *ChunkEncoder) Add(ev *Event) {
+	e.buf = appendEvent(e.buf, ev)
+	e.n++
+}
+
+// Len is the length of the encoding so far.
+func (e *ChunkEncoder) Len() int { return len(e.buf) }
+
+// Events is the number of events added since Reset.
+func (e *ChunkEncoder) Events() int { return e.n }
+
+// Bytes completes the encoding and returns it. The encoder does not use the buffer again until
+// the next Reset, which the caller may give it back to.
+func (e *ChunkEncoder) Bytes() []byte {
+	binary.BigEndian.PutUint32(e.buf[e.at+1:], uint32(e.n))
+	b := e.buf
+	e.buf = nil
+	return b
 }
 
 // ChunkSize returns an upper bound of AppendChunk's output for c.

@@ -17,7 +17,9 @@ import (
 	"github.com/dtfleet/dtfleet/worker/events"
 )
 
-// sorter puts a slot's events in event-time order. It holds the slot's events until the end of
+// sorter puts a slot's events in event-time order. It copies each event's data into blocks it
+// reuses (from blocks), so that the event's memory may be reused once add returns and a slot
+// costs no allocation per event. It holds the slot's events until the end of
 // the slot, so a slot is sorted exactly, as long as it fits in memory: the first floor bytes of
 // each slot are its own; beyond them it draws on a budget shared by every slot the worker
 // processes at once. When the shared budget is spent, the slot is flushed sorted: exact when the
@@ -25,10 +27,16 @@ import (
 // onDisorder reports once. This keeps a worker's memory bounded whatever its concurrency and
 // whatever the response sizes.
 type sorter struct {
-	floor      int
-	pool       *sortPool
+	floor int
+	pool  *sortPool
+	// flush takes the events in order; with blocks set it must not keep an event's Data after it
+	// returns (the chunk writer copies it), since the block it lies in is reused.
 	flush      func(events.Event) error
 	onDisorder func()
+
+	blocks *blockPool
+	held   [][]byte // blocks holding buf's data
+	cur    []byte   // the block being filled (its last in held)
 
 	buf         []events.Event
 	bytes       int
@@ -45,7 +53,51 @@ type sortPool struct {
 	used atomic.Int64
 }
 
+// blockSize is the size of the blocks a sorter copies events into; an event of more than a
+// quarter of it gets memory of its own.
+const blockSize = 256 << 10
+
+// blockPool holds the blocks of a worker's sorters. A block returns to it only when nothing refers
+// to its data any more: after the events in it were flushed (the chunk writer encodes them as
+// they come) or dropped.
+type blockPool struct{ p sync.Pool }
+
+func (b *blockPool) get() []byte {
+	if p, ok := b.p.Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, blockSize)
+}
+
+func (b *blockPool) put(block []byte) { b.p.Put(&block) }
+
+// own returns a copy of d in the sorter's blocks.
+func (s *sorter) own(d []byte) []byte {
+	if s.blocks == nil || len(d) > blockSize/4 {
+		return append(d[:0:0], d...)
+	}
+	if cap(s.cur)-len(s.cur) < len(d) {
+		s.cur = s.blocks.get()
+		s.held = append(s.held, s.cur)
+	}
+	off := len(s.cur)
+	s.cur = append(s.cur, d...)
+	s.held[len(s.held)-1] = s.cur
+	return s.cur[off:len(s.cur):len(s.cur)]
+}
+
+// dropBlocks returns the sorter's blocks to the pool; nothing may refer to their data any more.
+func (s *sorter) dropBlocks() {
+	for i, b := range s.held {
+		s.blocks.put(b)
+		s.held[i] = nil
+	}
+	s.held, s.cur = s.held[:0], nil
+}
+
+// add takes ev, whose Data it copies: the caller may reuse that memory once add returns.
 func (s *sorter) add(ev events.Event) error {
+	ev.Data = s.own(ev.Data)
 	s.n++
 	if s.flushed && ev.Time < s.lastFlushed && !s.warned {
 		s.warned = true
@@ -78,6 +130,8 @@ func (s *sorter) spill() error {
 		s.flushed = true
 	}
 	s.buf, s.bytes = s.buf[:0], 0
+	// flush copied every event (the chunk writer encodes events as they are added).
+	s.dropBlocks()
 	s.release()
 	return nil
 }
@@ -109,10 +163,12 @@ type chunkWriter struct {
 	budget  *semaphore.Weighted
 	bufs    *sync.Pool
 
-	cur      []proto.Event
-	curBytes int
-	index    int
-	futures  []pending
+	// enc holds the chunk being filled (open says whether one is): events are encoded as they
+	// are added, so the caller's memory for them is free again as soon as add returns.
+	enc     proto.ChunkEncoder
+	open    bool
+	index   int
+	futures []pending
 }
 
 // pending is a published chunk awaiting its acknowledgement.
@@ -152,23 +208,25 @@ func (c *chunkWriter) add(ev events.Event) error {
 
 func (c *chunkWriter) addPart(pe proto.Event) error {
 	size := len(pe.D) + len(pe.K) + eventOverhead
-	if len(c.cur) > 0 && c.curBytes+size > c.max {
+	if c.open && c.enc.Events() > 0 && c.enc.Len()+size > c.max {
 		if err := c.flush(); err != nil {
 			return err
 		}
 	}
-	c.cur = append(c.cur, pe)
-	c.curBytes += size
+	if !c.open {
+		// Every pooled buffer is big enough for either use (an encoding, or its compression),
+		// so none is dropped for being the wrong size: the worker's chunk buffers are reused
+		// instead of allocated (and cleared) again, one or two per chunk.
+		c.enc.Reset(c.buffer(c.max+64<<10), &proto.Chunk{V: proto.SchemaVersion, SlotID: c.it.SlotID, Seq: c.it.Seq, Index: c.index})
+		c.open = true
+	}
+	c.enc.Add(&pe)
 	return nil
 }
 
 func (c *chunkWriter) flush() error {
-	ch := proto.Chunk{V: proto.SchemaVersion, SlotID: c.it.SlotID, Seq: c.it.Seq, Index: c.index, Events: c.cur}
-	size := proto.ChunkSize(&ch)
-	// Every pooled buffer is big enough for either use (an encoding, or its compression), so
-	// none is dropped for being the wrong size: the worker's chunk buffers are reused instead of
-	// allocated (and cleared) again, one or two per chunk.
-	raw := proto.AppendChunk(c.buffer(size), &ch)
+	raw := c.enc.Bytes()
+	c.open = false
 	data := proto.CompressChunk(c.buffer(proto.CompressedBound(len(raw))), raw)
 	c.bufs.Put(&raw)
 	if err := c.acquire(budgetOf(data)); err != nil {
@@ -183,8 +241,6 @@ func (c *chunkWriter) flush() error {
 	}
 	c.futures = append(c.futures, pending{f: f, data: data})
 	c.index++
-	clear(c.cur)
-	c.cur, c.curBytes = c.cur[:0], 0
 	return nil
 }
 
@@ -253,7 +309,7 @@ func (c *chunkWriter) abort() {
 // close publishes the last chunk and waits for every acknowledgement. It returns the number of
 // chunks.
 func (c *chunkWriter) close() (int, error) {
-	if len(c.cur) > 0 {
+	if c.open && c.enc.Events() > 0 {
 		if err := c.flush(); err != nil {
 			return 0, err
 		}

@@ -99,6 +99,7 @@ type Worker struct {
 	metrics  *metrics
 	maxChunk int
 	sortPool *sortPool
+	blocks   blockPool // the sorters' event memory
 	pubs     *semaphore.Weighted
 	bufs     sync.Pool
 
@@ -431,7 +432,7 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 	poll := time.UnixMilli(it.Start).UTC()
 	out := newChunkWriter(ctx, w.clock, w.ep.Results, it, attempt, w.maxChunk, w.pubs, &w.bufs)
 	defer out.abort()
-	acc := &sorter{floor: sortFloor, pool: w.sortPool, flush: out.add, onDisorder: func() {
+	acc := &sorter{floor: sortFloor, pool: w.sortPool, blocks: &w.blocks, flush: out.add, onDisorder: func() {
 		w.logger.Warn("slot larger than the sort budget arrived out of time order; its events are sorted in runs",
 			"input", it.Input, "service", it.Service, "seq", it.Seq, "budget_bytes", sortBudget)
 	}}
@@ -479,7 +480,8 @@ func (w *Worker) process(ctx context.Context, f Fetcher, l *lane, it proto.WorkI
 		// The key and time fields are found in the pass that splits the response.
 		st, err = lf.FetchLookup(ctx, req, l.proc.Fields(), func(raw []byte, vals [][]byte) error {
 			received.Inc()
-			return l.proc.ProcessFound(raw, vals, poll, add)
+			// The sorter copies each event into blocks it reuses: the processor need not.
+			return l.proc.ProcessFoundLent(raw, vals, poll, add)
 		})
 	} else {
 		st, err = f.Fetch(ctx, req, func(raw []byte) error {

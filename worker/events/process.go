@@ -133,6 +133,13 @@ func (p *Processor) ProcessFound(raw []byte, vals [][]byte, pollTime time.Time, 
 	return p.process(raw, false, vals, pollTime.UnixMilli(), emit)
 }
 
+// ProcessFoundLent is ProcessFound for an emit that copies what it keeps: the Events' Data may be
+// raw itself, valid only until emit returns, so the event is not copied here (a caller that
+// copies it anyway, into memory it reuses, saves an allocation per event).
+func (p *Processor) ProcessFoundLent(raw []byte, vals [][]byte, pollTime time.Time, emit func(Event) error) error {
+	return p.process(raw, true, vals, pollTime.UnixMilli(), emit)
+}
+
 // process turns the compact event data, whose top-level tokens of p.fields() are vals, into
 // Events. owned says whether data may be handed on in an Event (else it is copied first, unless
 // obfuscation or flattening rebuilds it anyway).
