@@ -55,6 +55,9 @@ type benchEnv struct {
 	mu         sync.Mutex
 	arrivals   map[string]time.Time // live runs: arrival of each key
 
+	// pre is the throughput run's responses rendered before the run (prerender), nil otherwise.
+	pre *prerendered
+
 	running  *fleet.Running // the in-process fleet while measure runs
 	lastSlot chan struct{}
 	t0       time.Time
@@ -176,7 +179,14 @@ func (e *benchEnv) serveFake(w http.ResponseWriter, req *http.Request) {
 	}
 	// Labelled, so that a CPU profile tells the fake appliance's rendering from the fleet's work
 	// (go tool pprof -tagignore fake=appliance).
-	pprof.Do(req.Context(), pprof.Labels("fake", "appliance"), func(context.Context) { e.fake.ServeHTTP(w, req) })
+	pprof.Do(req.Context(), pprof.Labels("fake", "appliance"), func(context.Context) {
+		// A data request of a pre-rendered run is answered from the file when it is one of the
+		// run's slot requests; any other goes to the live fake, which is always right.
+		if e.pre != nil && e.pre.serve && req.URL.Path == e.endpoint && !isTokenCheck(req) && e.pre.serveHTTP(w, req) {
+			return
+		}
+		e.fake.ServeHTTP(w, req)
+	})
 }
 
 func (e *benchEnv) onReceive(ev devotest.Received) {
@@ -270,6 +280,9 @@ func (e *benchEnv) measure(ctx context.Context, until func(context.Context) erro
 	}
 	if spec.live {
 		res.Expected = 0
+	}
+	if e.pre != nil && e.pre.serve {
+		res.PreRendered = e.pre.result()
 	}
 	if s := wall.Seconds(); s > 0 {
 		res.EventsPerSecond = float64(res.Events) / s
