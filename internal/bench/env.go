@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,10 +49,8 @@ type benchEnv struct {
 	// opens, which says nothing about the limiter.
 	sentTimes []time.Time
 
-	events     atomic.Int64
-	eventBytes atomic.Int64
-	mu         sync.Mutex
-	arrivals   map[string]time.Time // live runs: arrival of each key
+	mu       sync.Mutex
+	arrivals map[string]time.Time // live runs: arrival of each key
 
 	// pre is the throughput run's responses rendered before the run (prerender), nil otherwise.
 	pre *prerendered
@@ -121,8 +118,16 @@ func (r *benchRunner) setup(ctx context.Context, spec runSpec) (_ *benchEnv, err
 	if err != nil {
 		return nil, fmt.Errorf("making the bench's certificates: %w", err)
 	}
-	env.sink, err = devotest.NewServer(devotest.Options{TLSAddr: "127.0.0.1:0", CertFile: pki.ServerCert, KeyFile: pki.ServerKey,
-		ClientCAFile: pki.CA, CountOnly: true, OnReceive: env.onReceive, Logger: r.logger})
+	sinkOpts := devotest.Options{TLSAddr: "127.0.0.1:0", CertFile: pki.ServerCert, KeyFile: pki.ServerKey,
+		ClientCAFile: pki.CA, CountOnly: true, Logger: r.logger}
+	if spec.live {
+		// Only live runs need each event (its arrival time); the others read the fake's counts.
+		sinkOpts.OnReceive = env.onReceive
+	}
+	// Started labelled, so that its accept loop and the connections' goroutines, which inherit
+	// the labels, tell the fake Devo's work from the fleet's in a CPU profile
+	// (go tool pprof -tagignore fake=devo).
+	pprof.Do(ctx, pprof.Labels("fake", "devo"), func(context.Context) { env.sink, err = devotest.NewServer(sinkOpts) })
 	if err != nil {
 		return nil, err
 	}
@@ -189,18 +194,15 @@ func (e *benchEnv) serveFake(w http.ResponseWriter, req *http.Request) {
 	})
 }
 
+// onReceive records when each event of a live run arrived.
 func (e *benchEnv) onReceive(ev devotest.Received) {
-	e.events.Add(1)
-	e.eventBytes.Add(int64(len(ev.Msg)))
-	if e.spec.live {
-		now := time.Now()
-		k := darktracetest.Key(config.ServiceModelBreaches, []byte(ev.Msg))
-		e.mu.Lock()
-		if _, ok := e.arrivals[k]; !ok {
-			e.arrivals[k] = now
-		}
-		e.mu.Unlock()
+	now := time.Now()
+	k := darktracetest.Key(config.ServiceModelBreaches, []byte(ev.Msg))
+	e.mu.Lock()
+	if _, ok := e.arrivals[k]; !ok {
+		e.arrivals[k] = now
 	}
+	e.mu.Unlock()
 }
 
 func (e *benchEnv) close() {
@@ -255,7 +257,7 @@ func (e *benchEnv) measure(ctx context.Context, until func(context.Context) erro
 	err = until(ctx)
 	wall := time.Since(e.t0)
 	if err != nil {
-		return nil, fmt.Errorf("%s did not finish (%d of %d events delivered): %w", spec.name, e.events.Load(), e.expected, err)
+		return nil, fmt.Errorf("%s did not finish (%d of %d events delivered): %w", spec.name, e.sink.Count(), e.expected, err)
 	}
 	cpuSelf := cpuTime(syscall.RUSAGE_SELF) - cpu0
 	peakHeap := mem.stop()
@@ -273,7 +275,7 @@ func (e *benchEnv) measure(ctx context.Context, until func(context.Context) erro
 	res := &RunResult{
 		Name: spec.name, Slots: spec.slots, Workers: spec.workers, Concurrency: spec.concurrency,
 		LatencyMS:   float64(spec.latency) / float64(time.Millisecond),
-		WallSeconds: wall.Seconds(), Events: e.events.Load(), Expected: e.expected, EventBytes: e.eventBytes.Load(),
+		WallSeconds: wall.Seconds(), Events: int64(e.sink.Count()), Expected: e.expected, EventBytes: e.sink.Bytes(),
 		Requests: int64(len(reqs)), MaxRequestsPerSecond: maxPerSecond(sent),
 		CPUSeconds: (cpuSelf + cpuChildren).Seconds(),
 		PeakRSSMB:  float64(peakRSS) / (1 << 20), PeakHeapMB: float64(peakHeap) / (1 << 20), RSSPeakReset: rssReset,
