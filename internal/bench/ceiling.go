@@ -22,9 +22,9 @@ import (
 )
 
 // CeilingResult is what the split-and-encode path alone measured on the responses of the
-// throughput run's slots, the very bytes the end-to-end run was served: response bytes split by the worker's splitter (jsonscan.SplitLookup
-// with the service's shape, the processor's key and time fields and the event size bound, as
-// darktrace.Client.FetchLookup calls it), processed by the worker's event processor (keys,
+// throughput run's slots, the very bytes the end-to-end run was served: response bytes split by
+// the worker's splitter (jsonscan.SplitLookup with the service's shape, the processor's key and
+// time fields and the event size bound, as darktrace.Client.FetchLookup calls it), processed by the worker's event processor (keys,
 // times, flattening, obfuscation of the lane's configuration) and encoded as Devo lines by the
 // shipper's encoder (devo.AppendLine) into memory. No bus, no persistence, no HTTP: it is the
 // ceiling end-to-end throughput is measured against.
