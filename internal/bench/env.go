@@ -186,8 +186,9 @@ func (e *benchEnv) serveFake(w http.ResponseWriter, req *http.Request) {
 	// (go tool pprof -tagignore fake=appliance).
 	pprof.Do(req.Context(), pprof.Labels("fake", "appliance"), func(context.Context) {
 		// A data request of a pre-rendered run is answered from the file when it is one of the
-		// run's slot requests; any other goes to the live fake, which is always right.
-		if e.pre != nil && e.pre.serve && req.URL.Path == e.endpoint && !isTokenCheck(req) && e.pre.serveHTTP(w, req) {
+		// run's slot requests; any other goes to the live fake, which is always right. (Data
+		// requests read e.pre after the gate, which opens after prerender set it.)
+		if req.URL.Path == e.endpoint && !isTokenCheck(req) && e.pre != nil && e.pre.serve && e.pre.serveHTTP(w, req) {
 			return
 		}
 		e.fake.ServeHTTP(w, req)
