@@ -127,6 +127,9 @@ type RunResult struct {
 	RSSPeakReset bool `json:"rss_peak_reset"`
 	// Pacing is what the adaptive pacing settled at (backfill and pacing runs).
 	Pacing *PacingSeen `json:"pacing,omitempty"`
+	// PreRendered counts the data requests answered from the responses rendered before the run
+	// and those that missed them (throughput runs without appliance latency or throttling).
+	PreRendered *PreRendered `json:"prerendered_responses,omitempty"`
 }
 
 // BackfillReport compares the fleet with the sequential baseline.

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,14 +18,13 @@ import (
 	"github.com/dtfleet/dtfleet/internal/jsonscan"
 	"github.com/dtfleet/dtfleet/shipper/devo"
 	"github.com/dtfleet/dtfleet/worker/darktrace"
-	"github.com/dtfleet/dtfleet/worker/darktrace/darktracetest"
 	"github.com/dtfleet/dtfleet/worker/events"
 )
 
 // CeilingResult is what the split-and-encode path alone measured on the responses of the
-// throughput run's slots: response bytes split by the worker's splitter (jsonscan.SplitLookup
-// with the service's shape, the processor's key and time fields and the event size bound, as
-// darktrace.Client.FetchLookup calls it), processed by the worker's event processor (keys,
+// throughput run's slots, the very bytes the end-to-end run was served: response bytes split by
+// the worker's splitter (jsonscan.SplitLookup with the service's shape, the processor's key and
+// time fields and the event size bound, as darktrace.Client.FetchLookup calls it), processed by the worker's event processor (keys,
 // times, flattening, obfuscation of the lane's configuration) and encoded as Devo lines by the
 // shipper's encoder (devo.AppendLine) into memory. No bus, no persistence, no HTTP: it is the
 // ceiling end-to-end throughput is measured against.
@@ -35,7 +35,8 @@ type CeilingResult struct {
 	ResponseBytes int64 `json:"response_bytes"`
 	LineBytes     int64 `json:"line_bytes"`
 	// WallSeconds and CPUSeconds cover the splitting and encoding only, not the rendering of the
-	// responses by the fake appliance (done beforehand, slot by slot).
+	// responses (done once before the end-to-end run, into the file both sides read) nor their
+	// reading from that file.
 	WallSeconds        float64 `json:"wall_seconds"`
 	CPUSeconds         float64 `json:"cpu_seconds"`
 	EventsPerSecond    float64 `json:"events_per_second"`
@@ -45,8 +46,9 @@ type CeilingResult struct {
 	ThroughputPercent float64 `json:"throughput_percent_of_ceiling"`
 }
 
-// throughput runs the throughput scenario: the fleet end to end, then, on the same appliance
-// data, the split-and-encode ceiling.
+// throughput runs the throughput scenario: the slots' responses rendered once into a file
+// before the run, the fleet end to end (served from that file when the appliance has no
+// latency), then the split-and-encode ceiling on the same bytes.
 func (r *benchRunner) throughput(ctx context.Context) (*RunResult, *CeilingResult, error) {
 	spec := r.tpSpec("throughput", r.o.TPSlots)
 	env, err := r.setup(ctx, spec)
@@ -54,6 +56,13 @@ func (r *benchRunner) throughput(ctx context.Context) (*RunResult, *CeilingResul
 		return nil, nil, err
 	}
 	defer env.close()
+	fmt.Fprintf(r.progress, "bench: throughput: rendering the %d slots' responses into a file before the run ...\n", spec.slots)
+	// Labelled apart from the run's fake appliance: the rendering is neither the run's work nor
+	// the ceiling's (go tool pprof -tagignore fake=prerender).
+	pprof.Do(ctx, pprof.Labels("fake", "prerender"), func(context.Context) { err = env.prerender() })
+	if err != nil {
+		return nil, nil, fmt.Errorf("rendering the responses: %w", err)
+	}
 	res, err := env.measure(ctx, func(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
@@ -65,7 +74,11 @@ func (r *benchRunner) throughput(ctx context.Context) (*RunResult, *CeilingResul
 	if err != nil {
 		return nil, nil, err
 	}
-	fmt.Fprintf(r.progress, "bench: throughput ceiling: the same %d slots split and encoded in memory ...\n", spec.slots)
+	if p := res.PreRendered; p != nil && p.Missed > 0 {
+		fmt.Fprintf(r.progress, "bench: WARNING: throughput: %d data request(s) missed the pre-rendered responses and were rendered live (%d served from the file)\n",
+			p.Missed, p.Served)
+	}
+	fmt.Fprintf(r.progress, "bench: throughput ceiling: the same %d slots' responses split and encoded in memory ...\n", spec.slots)
 	// Labelled, so that a CPU profile of the bench tells the ceiling's samples from the run's
 	// (go tool pprof -tagignore bench=ceiling).
 	var ceil *CeilingResult
@@ -79,23 +92,21 @@ func (r *benchRunner) throughput(ctx context.Context) (*RunResult, *CeilingResul
 	return res, ceil, nil
 }
 
-// ceiling splits and encodes the responses of the run's slots, as the worker requests them, on
-// a fake appliance with the run's data but no latency.
+// ceiling splits and encodes the responses of the run's slots as prerender rendered them: the
+// bytes the run was served, read from the file (outside the timing) slot by slot.
 func (e *benchEnv) ceiling(ctx context.Context) (*CeilingResult, error) {
-	var ln *config.Lane
-	for _, l := range e.cfg.Lanes() {
-		if l.Service == config.ServiceModelBreaches {
-			ln = &l
-			break
-		}
+	if e.pre == nil {
+		return nil, errors.New("the slots' responses were not rendered")
 	}
-	if ln == nil {
-		return nil, fmt.Errorf("no %s lane in the bench's configuration", config.ServiceModelBreaches)
+	ln, _, err := e.slotRequests()
+	if err != nil {
+		return nil, err
 	}
-	opts := e.fake.Options()
-	opts.Latency, opts.Jitter, opts.Logger = 0, 0, nil
-	fake := darktracetest.NewHandler(opts)
-	defer fake.Close()
+	f, err := os.Open(e.pre.path)
+	if err != nil {
+		return nil, fmt.Errorf("opening the rendered responses: %w", err)
+	}
+	defer f.Close()
 	host, err := os.Hostname()
 	if err != nil {
 		host = "localhost"
@@ -104,25 +115,27 @@ func (e *benchEnv) ceiling(ctx context.Context) (*CeilingResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &CeilingResult{Slots: e.spec.slots}
-	w := e.r.o.Window
+	// The run's slots only: the ones after them were rendered for the requests made while the
+	// run ended.
+	slots := e.pre.slots[:min(e.spec.slots, len(e.pre.slots))]
+	res := &CeilingResult{Slots: len(slots)}
 	samples := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
 	var cpu, wall time.Duration
 	var allocs uint64
-	for i := range e.spec.slots {
+	var buf []byte
+	for i, slot := range slots {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		start := e.dataStart.Add(time.Duration(i) * w)
-		req := darktrace.Request{Service: ln.Service, Endpoint: ln.Svc.Endpoint, Start: start, End: start.Add(w), LookBack: ln.Svc.LookBack}
-		body, err := render(fake, req)
+		body, err := e.pre.body(f, i, buf)
 		if err != nil {
-			return nil, fmt.Errorf("slot %d: %w", i, err)
+			return nil, err
 		}
+		buf = body
 		metrics.Read(samples)
 		a0 := samples[0].Value.Uint64()
 		c0, t0 := cpuTime(syscall.RUSAGE_SELF), time.Now()
-		err = sp.run(body, start)
+		err = sp.run(body, slot.poll)
 		wall += time.Since(t0)
 		cpu += cpuTime(syscall.RUSAGE_SELF) - c0
 		metrics.Read(samples)
@@ -147,20 +160,14 @@ func (e *benchEnv) ceiling(ctx context.Context) (*CeilingResult, error) {
 // render returns the body the fake appliance answers req with, signed as the worker's client
 // signs it.
 func render(fake http.Handler, req darktrace.Request) ([]byte, error) {
-	path, query, err := req.PathAndQuery()
+	hreq, err := signedRequest(req)
 	if err != nil {
 		return nil, err
 	}
-	apiRequest := path + "?" + query
-	hreq := httptest.NewRequest(http.MethodGet, "http://appliance"+apiRequest, nil)
-	date := time.Now().UTC().Format(darktrace.DateLayout)
-	hreq.Header.Set("DTAPI-Token", darktracetest.DefaultPublicToken)
-	hreq.Header.Set("DTAPI-Date", date)
-	hreq.Header.Set("DTAPI-Signature", darktrace.Sign(darktracetest.DefaultPrivateToken, darktracetest.DefaultPublicToken, apiRequest, date))
 	rec := httptest.NewRecorder()
 	fake.ServeHTTP(rec, hreq)
 	if rec.Code != http.StatusOK {
-		return nil, fmt.Errorf("the fake appliance answered %s with %d: %.200s", path, rec.Code, rec.Body.Bytes())
+		return nil, fmt.Errorf("the fake appliance answered %s with %d: %.200s", hreq.URL.Path, rec.Code, rec.Body.Bytes())
 	}
 	return rec.Body.Bytes(), nil
 }

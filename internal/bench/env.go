@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,10 +49,11 @@ type benchEnv struct {
 	// opens, which says nothing about the limiter.
 	sentTimes []time.Time
 
-	events     atomic.Int64
-	eventBytes atomic.Int64
-	mu         sync.Mutex
-	arrivals   map[string]time.Time // live runs: arrival of each key
+	mu       sync.Mutex
+	arrivals map[string]time.Time // live runs: arrival of each key
+
+	// pre is the throughput run's responses rendered before the run (prerender), nil otherwise.
+	pre *prerendered
 
 	running  *fleet.Running // the in-process fleet while measure runs
 	lastSlot chan struct{}
@@ -118,8 +118,16 @@ func (r *benchRunner) setup(ctx context.Context, spec runSpec) (_ *benchEnv, err
 	if err != nil {
 		return nil, fmt.Errorf("making the bench's certificates: %w", err)
 	}
-	env.sink, err = devotest.NewServer(devotest.Options{TLSAddr: "127.0.0.1:0", CertFile: pki.ServerCert, KeyFile: pki.ServerKey,
-		ClientCAFile: pki.CA, CountOnly: true, OnReceive: env.onReceive, Logger: r.logger})
+	sinkOpts := devotest.Options{TLSAddr: "127.0.0.1:0", CertFile: pki.ServerCert, KeyFile: pki.ServerKey,
+		ClientCAFile: pki.CA, CountOnly: true, Logger: r.logger}
+	if spec.live {
+		// Only live runs need each event (its arrival time); the others read the fake's counts.
+		sinkOpts.OnReceive = env.onReceive
+	}
+	// Started labelled, so that its accept loop and the connections' goroutines, which inherit
+	// the labels, tell the fake Devo's work from the fleet's in a CPU profile
+	// (go tool pprof -tagignore fake=devo).
+	pprof.Do(ctx, pprof.Labels("fake", "devo"), func(context.Context) { env.sink, err = devotest.NewServer(sinkOpts) })
 	if err != nil {
 		return nil, err
 	}
@@ -176,21 +184,26 @@ func (e *benchEnv) serveFake(w http.ResponseWriter, req *http.Request) {
 	}
 	// Labelled, so that a CPU profile tells the fake appliance's rendering from the fleet's work
 	// (go tool pprof -tagignore fake=appliance).
-	pprof.Do(req.Context(), pprof.Labels("fake", "appliance"), func(context.Context) { e.fake.ServeHTTP(w, req) })
+	pprof.Do(req.Context(), pprof.Labels("fake", "appliance"), func(context.Context) {
+		// A data request of a pre-rendered run is answered from the file when it is one of the
+		// run's slot requests; any other goes to the live fake, which is always right. (Data
+		// requests read e.pre after the gate, which opens after prerender set it.)
+		if req.URL.Path == e.endpoint && !isTokenCheck(req) && e.pre != nil && e.pre.serve && e.pre.serveHTTP(w, req) {
+			return
+		}
+		e.fake.ServeHTTP(w, req)
+	})
 }
 
+// onReceive records when each event of a live run arrived.
 func (e *benchEnv) onReceive(ev devotest.Received) {
-	e.events.Add(1)
-	e.eventBytes.Add(int64(len(ev.Msg)))
-	if e.spec.live {
-		now := time.Now()
-		k := darktracetest.Key(config.ServiceModelBreaches, []byte(ev.Msg))
-		e.mu.Lock()
-		if _, ok := e.arrivals[k]; !ok {
-			e.arrivals[k] = now
-		}
-		e.mu.Unlock()
+	now := time.Now()
+	k := darktracetest.Key(config.ServiceModelBreaches, []byte(ev.Msg))
+	e.mu.Lock()
+	if _, ok := e.arrivals[k]; !ok {
+		e.arrivals[k] = now
 	}
+	e.mu.Unlock()
 }
 
 func (e *benchEnv) close() {
@@ -245,7 +258,7 @@ func (e *benchEnv) measure(ctx context.Context, until func(context.Context) erro
 	err = until(ctx)
 	wall := time.Since(e.t0)
 	if err != nil {
-		return nil, fmt.Errorf("%s did not finish (%d of %d events delivered): %w", spec.name, e.events.Load(), e.expected, err)
+		return nil, fmt.Errorf("%s did not finish (%d of %d events delivered): %w", spec.name, e.sink.Count(), e.expected, err)
 	}
 	cpuSelf := cpuTime(syscall.RUSAGE_SELF) - cpu0
 	peakHeap := mem.stop()
@@ -263,13 +276,16 @@ func (e *benchEnv) measure(ctx context.Context, until func(context.Context) erro
 	res := &RunResult{
 		Name: spec.name, Slots: spec.slots, Workers: spec.workers, Concurrency: spec.concurrency,
 		LatencyMS:   float64(spec.latency) / float64(time.Millisecond),
-		WallSeconds: wall.Seconds(), Events: e.events.Load(), Expected: e.expected, EventBytes: e.eventBytes.Load(),
+		WallSeconds: wall.Seconds(), Events: int64(e.sink.Count()), Expected: e.expected, EventBytes: e.sink.Bytes(),
 		Requests: int64(len(reqs)), MaxRequestsPerSecond: maxPerSecond(sent),
 		CPUSeconds: (cpuSelf + cpuChildren).Seconds(),
 		PeakRSSMB:  float64(peakRSS) / (1 << 20), PeakHeapMB: float64(peakHeap) / (1 << 20), RSSPeakReset: rssReset,
 	}
 	if spec.live {
 		res.Expected = 0
+	}
+	if e.pre != nil && e.pre.serve {
+		res.PreRendered = e.pre.result()
 	}
 	if s := wall.Seconds(); s > 0 {
 		res.EventsPerSecond = float64(res.Events) / s

@@ -173,6 +173,13 @@ func (rep *Report) Table(w io.Writer) {
 	if t := rep.Throughput; t != nil {
 		row(t)
 		notes = append(notes, fmt.Sprintf("throughput: %.0f events/s, %.1f MB/s of event JSON, %.1f CPU-s per million events", t.EventsPerSecond, t.MBPerSecond, t.CPUPerMillionEvent))
+		if p := t.PreRendered; p != nil {
+			n := fmt.Sprintf("throughput: %d data requests served from the responses rendered before the run, %d rendered live", p.Served, p.Missed)
+			if p.Missed > 0 {
+				n += " (WARNING: they missed the pre-rendered responses; the fake's rendering is in the run's CPU)"
+			}
+			notes = append(notes, n)
+		}
 		if c := rep.Ceiling; c != nil {
 			notes = append(notes, fmt.Sprintf("throughput: %s events/s = %.0f%% of the split-only ceiling %s events/s (%.1f CPU-s per million events, %.1f allocations per event)",
 				kilo(t.EventsPerSecond), c.ThroughputPercent, kilo(c.EventsPerSecond), c.CPUPerMillionEvent, c.AllocsPerEvent))

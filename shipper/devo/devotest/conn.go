@@ -119,14 +119,22 @@ func (s *Server) serveConn(raw net.Conn, listener string) {
 	}
 	fr := newFrameReader(r, s.opts.MaxLine)
 	didReset, didClose := false, false
+	// Counting only, nothing needs the event's timestamp, host or message as strings: each line
+	// is parsed and checked all the same, but only its tag (the same string while it repeats) and
+	// its message's length are kept.
+	full := !s.opts.CountOnly || s.opts.OnReceive != nil || s.opts.Dir != ""
+	var tags, hosts interned
 	err := fr.run(func(framing string, line []byte) bool {
-		e, perr := ParseLine(line)
+		f, perr := parseFields(line)
 		if perr != nil {
 			s.recordMalformed(line, perr)
 			return true
 		}
-		e.Listener, e.Framing, e.Conn = listener, framing, id
-		if s.record(e) {
+		e := Received{Listener: listener, Framing: framing, Conn: id, Priority: f.pri, Tag: tags.get(f.tag)}
+		if full {
+			e.Timestamp, e.Host, e.Msg = string(f.ts), hosts.get(f.host), string(f.msg)
+		}
+		if s.record(e, len(f.msg)) {
 			didReset = true
 			return false
 		}

@@ -52,7 +52,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		base.Framing, base.Msg = FramingEvent, msg
-		if s.record(base) {
+		if s.record(base, len(base.Msg)) {
 			s.abort()
 		}
 		s.flushFiles()
@@ -108,7 +108,7 @@ func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, base Receiv
 		}
 		e := base
 		e.Framing, e.Msg = FramingStream, line
-		if s.record(e) {
+		if s.record(e, len(e.Msg)) {
 			s.flushFiles()
 			s.abort()
 		}

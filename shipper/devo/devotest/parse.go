@@ -39,8 +39,30 @@ var ErrMalformed = errors.New("malformed syslog line")
 // RFC 3339); HOST and TAG are the two words before the first ": ". A header ending in ':' at the end
 // of the line has an empty message. The result's Listener, Framing and Conn are left empty.
 func ParseLine(line []byte) (Received, error) {
-	bad := func(why string) (Received, error) {
-		return Received{}, fmt.Errorf("%w: %s", ErrMalformed, why)
+	f, err := parseFields(line)
+	if err != nil {
+		return Received{}, err
+	}
+	return Received{
+		Priority:  f.pri,
+		Timestamp: string(f.ts),
+		Host:      string(f.host),
+		Tag:       string(f.tag),
+		Msg:       string(f.msg),
+	}, nil
+}
+
+// lineFields are the parts of a syslog line as ParseLine finds them, slices of the line.
+type lineFields struct {
+	pri                int
+	ts, host, tag, msg []byte
+}
+
+// parseFields parses and checks a line as ParseLine does, without copying its parts: the
+// connections copy only what they keep.
+func parseFields(line []byte) (lineFields, error) {
+	bad := func(why string) (lineFields, error) {
+		return lineFields{}, fmt.Errorf("%w: %s", ErrMalformed, why)
 	}
 	if len(line) == 0 || line[0] != '<' {
 		return bad("it does not start with '<'")
@@ -84,13 +106,19 @@ func ParseLine(line []byte) (Received, error) {
 	if len(ts) == 0 {
 		return bad("an empty timestamp")
 	}
-	return Received{
-		Priority:  pri,
-		Timestamp: string(ts),
-		Host:      string(host),
-		Tag:       string(tag),
-		Msg:       string(msg),
-	}, nil
+	return lineFields{pri: pri, ts: ts, host: host, tag: tag, msg: msg}, nil
+}
+
+// interned keeps the last string it made, so that a connection whose lines repeat a tag or host
+// allocates it once rather than per line.
+type interned struct{ s string }
+
+// get returns b as a string, the same one as last time when b has not changed.
+func (in *interned) get(b []byte) string {
+	if in.s != string(b) { // compared without allocating
+		in.s = string(b)
+	}
+	return in.s
 }
 
 // Framings, as reported in Received.Framing.

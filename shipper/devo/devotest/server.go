@@ -83,7 +83,12 @@ type Server struct {
 	stallWake  chan struct{}
 	events     []Received
 	count      int
-	countByTag map[string]int
+	countByTag map[string]*int
+	// lastTag and lastCount are the tag recorded last and its counter in countByTag: a
+	// connection's lines repeat their tag, so the map is looked up only when it changes.
+	lastTag    string
+	lastCount  *int
+	msgBytes   int64
 	malformed  []string
 	malformedN int
 	notify     chan struct{}
@@ -119,7 +124,7 @@ func NewServer(opts Options) (*Server, error) {
 		done:       make(chan struct{}),
 		conns:      make(map[net.Conn]struct{}),
 		stallWake:  make(chan struct{}),
-		countByTag: make(map[string]int),
+		countByTag: make(map[string]*int),
 		files:      make(map[string]*bufio.Writer),
 		osFiles:    make(map[string]*os.File),
 	}
@@ -377,11 +382,21 @@ func (s *Server) Count() int {
 	return s.count
 }
 
+// Bytes is the number of bytes of the messages (after "TAG: ") of the events recorded so far.
+func (s *Server) Bytes() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.msgBytes
+}
+
 // CountTag is the number of events recorded so far with tag.
 func (s *Server) CountTag(tag string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.countByTag[tag]
+	if n := s.countByTag[tag]; n != nil {
+		return *n
+	}
+	return 0
 }
 
 // Tags lists the tags of the events recorded so far, sorted.
@@ -455,15 +470,25 @@ func (s *Server) WaitFor(ctx context.Context, n int) error {
 	}
 }
 
-// record stores one event and reports whether the connection must be reset right after it.
-func (s *Server) record(e Received) (reset bool) {
+// record stores one event, whose message has msgLen bytes (e.Msg may be left empty when only
+// counts are kept), and reports whether the connection must be reset right after it.
+func (s *Server) record(e Received, msgLen int) (reset bool) {
 	if s.opts.OnReceive != nil {
 		s.opts.OnReceive(e)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.count++
-	s.countByTag[e.Tag]++
+	s.msgBytes += int64(msgLen)
+	if s.lastCount == nil || s.lastTag != e.Tag {
+		n := s.countByTag[e.Tag]
+		if n == nil {
+			n = new(int)
+			s.countByTag[e.Tag] = n
+		}
+		s.lastTag, s.lastCount = e.Tag, n
+	}
+	*s.lastCount++
 	if !s.opts.CountOnly {
 		s.events = append(s.events, e)
 	}
