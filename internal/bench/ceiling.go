@@ -211,9 +211,11 @@ func (s *splitEncoder) run(body []byte, poll time.Time) error {
 		s.events++
 		return nil
 	}
-	// As the worker's fetch does: the key and time fields are found while splitting.
+	// As the worker's fetch does: the key and time fields are found while splitting, and the
+	// event is not copied by the processor (the line encoder copies it, as the worker's sorter
+	// does).
 	err := jsonscan.SplitLookup(bytes.NewReader(body), s.shape, s.proc.Fields(), func(raw []byte, vals [][]byte) error {
-		return s.proc.ProcessFound(raw, vals, poll, emit)
+		return s.proc.ProcessFoundLent(raw, vals, poll, emit)
 	}, jsonscan.MaxValue(s.maxSize, func(int, int64) error { return nil }))
 	s.drain()
 	return err
