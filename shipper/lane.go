@@ -235,7 +235,9 @@ type unit struct {
 }
 
 // deliverReady gathers one batch from the ready slots at the head of the lane, delivers it and
-// moves the checkpoint. It reports whether it made progress.
+// moves the checkpoint. It reports whether it made progress. Its chunk reads are mostly served by
+// the read-ahead (r.ahead), which reads the next chunks while this sends and records; the
+// read-ahead changes no decision taken here (chunk).
 func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 	next := r.st.Seq + 1
 	if _, ok := r.marker(next); !ok {
@@ -550,6 +552,9 @@ func (r *laneRunner) logCycle() {
 	avg := 0.0
 	if r.cycleTotal > 0 {
 		avg = float64(r.s.opts.Clock.Since(r.cycleStart).Microseconds()) / 1000 / float64(r.cycleTotal)
+	}
+	if hits, misses := r.ahead.stats(); hits+misses > 0 {
+		r.logger.Debug("chunk read-ahead since the lane started", "hits", hits, "misses", misses)
 	}
 	r.logger.Info(fmt.Sprintf(`Received response, messages(total/duplicated): %d/%d/tag template used: "%s", avg_time_per_source_message: %.3f ms`,
 		r.cycleTotal, r.cycleDups, r.ln.Svc.Tag, avg))

@@ -131,8 +131,12 @@ func (a *readAhead) resetLocked(d proto.Done, i int) {
 	a.reading = false
 }
 
-// stats returns the takes served from the read-ahead and those that were not.
+// stats returns the takes served from the read-ahead and those that were not (zeros for a nil
+// read-ahead).
 func (a *readAhead) stats() (hits, misses int) {
+	if a == nil {
+		return 0, 0
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.hits, a.misses
