@@ -42,6 +42,10 @@ type laneRunner struct {
 	deliveredSeq atomic.Uint64 // st.Seq, for the marker callback
 	sendingSince atomic.Int64  // unix nanoseconds the batch being sent was first tried at; 0 when none
 
+	// ahead reads the chunks the lane needs next while it sends and records a batch; set by run
+	// for its duration (before the marker watch starts, cleared after it stopped).
+	ahead *readAhead
+
 	// chunkBufs are decompression buffers of chunks whose events were sent, reused for the next
 	// batch's chunks (a batch's events point into them until its Send returns); decoded is the
 	// chunk being read, whose events array is reused the same way.
@@ -99,6 +103,17 @@ func (r *laneRunner) run(ctx context.Context) error {
 	r.markers = map[uint64]proto.Done{}
 	r.newer = map[uint64]*newerMarker{}
 	r.notify = make(chan struct{}, 1)
+	// The read-ahead's goroutine ends before run returns: its context is cancelled and waited for
+	// after the marker watch stopped (defers run last in, first out).
+	r.ahead = newReadAhead(r.s.opts.BatchBytes, r.marker, r.readChunk)
+	actx, cancelAhead := context.WithCancel(ctx)
+	var ahead sync.WaitGroup
+	ahead.Go(func() { r.ahead.run(actx) })
+	defer func() {
+		cancelAhead()
+		ahead.Wait()
+		r.ahead = nil // its chunks are not kept while standing by
+	}()
 	var stop func()
 	err := r.retry(ctx, "starting the lane", func() error {
 		if err := r.loadCheckpoint(ctx); err != nil {
@@ -199,6 +214,7 @@ func (r *laneRunner) onMarker(subject string, data []byte) {
 	case r.notify <- struct{}{}:
 	default:
 	}
+	r.ahead.poke()
 }
 
 func (r *laneRunner) marker(seq uint64) (proto.Done, bool) {
@@ -219,7 +235,9 @@ type unit struct {
 }
 
 // deliverReady gathers one batch from the ready slots at the head of the lane, delivers it and
-// moves the checkpoint. It reports whether it made progress.
+// moves the checkpoint. It reports whether it made progress. Its chunk reads are mostly served by
+// the read-ahead (r.ahead), which reads the next chunks while this sends and records; the
+// read-ahead changes no decision taken here (chunk).
 func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 	next := r.st.Seq + 1
 	if _, ok := r.marker(next); !ok {
@@ -378,15 +396,20 @@ func (r *laneRunner) deliverReady(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// chunk reads one chunk of the slot's chosen attempt.
+// chunk reads one chunk of the slot's chosen attempt: the read-ahead's copy when it holds exactly
+// that chunk, read without error, else from the results stream.
 func (r *laneRunner) chunk(ctx context.Context, d proto.Done, i int) (*proto.Chunk, error) {
-	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
-	defer cancel()
-	data, encoding, err := r.s.bus.Results.Chunk(ctx, d.Input, d.Service, d.Seq, d.Attempt, i)
-	if err != nil {
-		return nil, fmt.Errorf("reading chunk %d of slot %d: %w", i, d.Seq, err)
+	data, encoding, ok := r.ahead.take(ctx, d, i)
+	if !ok {
+		var err error
+		if data, encoding, err = r.readChunk(ctx, d, i); err != nil {
+			return nil, err
+		}
 	}
-	var buf []byte
+	var (
+		buf []byte
+		err error
+	)
 	if n := len(r.chunkBufs); n > 0 {
 		buf, r.chunkBufs = r.chunkBufs[n-1], r.chunkBufs[:n-1]
 	}
@@ -398,6 +421,18 @@ func (r *laneRunner) chunk(ctx context.Context, d proto.Done, i int) (*proto.Chu
 		return nil, fmt.Errorf("reading chunk %d of slot %d: %w", i, d.Seq, err)
 	}
 	return &r.decoded, nil
+}
+
+// readChunk reads chunk i of d's attempt from the results stream, without decoding it. It is
+// called by the lane and by its read-ahead.
+func (r *laneRunner) readChunk(ctx context.Context, d proto.Done, i int) ([]byte, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	data, encoding, err := r.s.bus.Results.Chunk(ctx, d.Input, d.Service, d.Seq, d.Attempt, i)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading chunk %d of slot %d: %w", i, d.Seq, err)
+	}
+	return data, encoding, nil
 }
 
 // maxChunkBufs bounds the decompression buffers a lane keeps between batches.
@@ -517,6 +552,9 @@ func (r *laneRunner) logCycle() {
 	avg := 0.0
 	if r.cycleTotal > 0 {
 		avg = float64(r.s.opts.Clock.Since(r.cycleStart).Microseconds()) / 1000 / float64(r.cycleTotal)
+	}
+	if hits, misses := r.ahead.stats(); hits+misses > 0 {
+		r.logger.Debug("chunk read-ahead since the lane started", "hits", hits, "misses", misses)
 	}
 	r.logger.Info(fmt.Sprintf(`Received response, messages(total/duplicated): %d/%d/tag template used: "%s", avg_time_per_source_message: %.3f ms`,
 		r.cycleTotal, r.cycleDups, r.ln.Svc.Tag, avg))

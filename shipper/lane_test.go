@@ -43,8 +43,10 @@ type harness struct {
 	leases  *memLeases
 	// checksPort and dedupePort, when set before start, stand in front of checks and dedupe
 	// (a faultyKV around them).
-	checksPort Checkpoints
-	dedupePort DedupeRecords
+	checksPort  Checkpoints
+	dedupePort  DedupeRecords
+	resultsPort Results  // when set before start, stands in front of results
+	shipper     *Shipper // the last one start built
 
 	mu        sync.Mutex
 	delivered []uint64 // slots in the order OnDelivered reported them
@@ -83,6 +85,9 @@ func (h *harness) bus() Bus {
 	if h.dedupePort != nil {
 		b.Dedupe = h.dedupePort
 	}
+	if h.resultsPort != nil {
+		b.Results = h.resultsPort
+	}
 	return b
 }
 
@@ -94,6 +99,12 @@ func (h *harness) output(name string, fails int) *memOutput {
 // test ends); stop waits for Run to return and fails the test if it returned an error.
 func (h *harness) start(id string, out *memOutput, reg prometheus.Registerer, opts Options) (stop func()) {
 	h.t.Helper()
+	return h.startOutput(id, out, reg, opts)
+}
+
+// startOutput is start with any output.
+func (h *harness) startOutput(id string, out devo.Output, reg prometheus.Registerer, opts Options) (stop func()) {
+	h.t.Helper()
 	opts.ID, opts.Clock, opts.Registerer, opts.Outputs = id, h.clock, reg, []devo.Output{out}
 	opts.OnDelivered = func(d proto.Done, _ int) {
 		h.mu.Lock()
@@ -104,6 +115,7 @@ func (h *harness) start(id string, out *memOutput, reg prometheus.Registerer, op
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.shipper = s
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- s.Run(ctx) }()

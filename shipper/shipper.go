@@ -7,7 +7,9 @@
 //
 // Memory stays bounded when results arrive out of order: result payloads stay in JetStream until
 // their turn; the shipper holds only the small done markers of undelivered slots (bounded by the
-// coordinator's max_slots_ahead) and one batch of events.
+// coordinator's max_slots_ahead), one batch of events and, per lane, the raw chunks it reads
+// ahead while it sends a batch (at most Options.BatchBytes of stored, compressed, chunk data plus
+// the chunk being read).
 //
 // It may import proto, internal/config, internal/lease and shipper/devo; it never imports the
 // other roles (coordinator, worker), which it meets only on the bus, and it declares the
@@ -46,7 +48,8 @@ type Options struct {
 	Outputs []devo.Output
 	// BatchBytes is the event bytes gathered before a delivery is confirmed (default 4 MiB);
 	// BatchEvents caps the events (default 20000). Smaller batches resend less after a crash;
-	// bigger ones confirm less often.
+	// bigger ones confirm less often. BatchBytes also bounds each lane's read-ahead: the stored
+	// (compressed) bytes of the chunks it reads while the lane sends and records a batch.
 	BatchBytes  int
 	BatchEvents int
 	// Backoff returns a fresh retry policy; each lane takes its own, as policies are stateful. It
