@@ -222,6 +222,8 @@ func (c *Coordinator) lead(ctx context.Context) error {
 	defer c.setLeader(0)
 	t := c.clock.NewTimer(c.tick)
 	defer t.Stop()
+	delivered, stop := c.watchDeliveries(ctx)
+	defer stop()
 	for {
 		c.limited = false
 		for _, ln := range c.lanes {
@@ -242,15 +244,50 @@ func (c *Coordinator) lead(ctx context.Context) error {
 			}
 		}
 		wait := c.tick
+		var moved <-chan struct{}
 		if c.limited {
 			wait = min(wait, limitedRecheck)
+			moved = delivered
 		}
 		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.Chan():
+		case <-moved:
 		}
+	}
+}
+
+// watchDeliveries returns a channel that receives (without blocking the watch) when a delivery
+// checkpoint moves, and a function that stops the watch and waits for its goroutine. A lane at
+// its backlog limit is planned again as soon as its shipper delivers, not up to limitedRecheck
+// later: a shipper delivers a slot of 10 MB in about 25 ms, so a fixed recheck left the workers
+// idle for most of each wait. When the watch cannot start, the channel never receives and the
+// recheck alone applies.
+func (c *Coordinator) watchDeliveries(ctx context.Context) (<-chan struct{}, func()) {
+	moved := make(chan struct{}, 1)
+	w, err := c.delivered.WatchAll(ctx, jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
+	if err != nil {
+		c.logger.Debug("watching the delivery checkpoints; planning at the limit rechecks on a timer only", "err", err)
+		return moved, func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			select {
+			case moved <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return moved, func() {
+		_ = w.Stop()
+		<-done
 	}
 }
 
@@ -336,6 +373,9 @@ func (c *Coordinator) PlanLane(ctx context.Context, ln config.Lane) error {
 		}
 		c.metrics.planned.WithLabelValues(ln.Input, ln.Service).Add(float64(len(items)))
 		if len(items) < c.perStep {
+			if probe := *st; len(items) == room && len(c.due(ln, &probe, now, 1)) > 0 {
+				c.limited = true // the backlog filled up with slots still due
+			}
 			return nil
 		}
 	}

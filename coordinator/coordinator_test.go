@@ -424,3 +424,47 @@ func TestOneLeader(t *testing.T) {
 		}
 	}
 }
+
+// TestDeliveryWakesALimitedLane: a lane at its backlog limit is planned again as soon as its
+// delivery checkpoint moves. The clock is fake and never advanced, so neither the tick nor the
+// limited recheck fires: only the delivery can bring the new slots.
+func TestDeliveryWakesALimitedLane(t *testing.T) {
+	t.Parallel()
+	b := bustest.New(t)
+	clk := newClock(time.Date(2024, 5, 8, 0, 0, 30, 0, time.UTC))
+	cfg := testConfig(t, "2024-05-07T00:00:00Z", "")
+	cfg.Coordinator.MaxSlotsAhead = 3
+	c, err := coordinator.New(context.Background(), b, b.JS, cfg, coordinator.Options{Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitItems := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for len(workItems(t, b)) != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d slots planned, want %d", len(workItems(t, b)), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitItems(3)
+	kv, err := b.KV(context.Background(), proto.BucketDelivered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := proto.Encode(&proto.Delivery{V: proto.SchemaVersion, Seq: 2})
+	if _, err := kv.Put(context.Background(), "darktrace.modelbreaches", data); err != nil {
+		t.Fatal(err)
+	}
+	waitItems(5)
+}
