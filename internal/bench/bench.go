@@ -130,6 +130,9 @@ type RunResult struct {
 	// PreRendered counts the data requests answered from the responses rendered before the run
 	// and those that missed them (throughput runs without appliance latency or throttling).
 	PreRendered *PreRendered `json:"prerendered_responses,omitempty"`
+	// FakesCPU is the fakes' share of CPUSeconds, from a CPU profile of the run (throughput runs,
+	// unless --cpuprofile profiles the whole bench).
+	FakesCPU *FakesCPU `json:"fakes_cpu,omitempty"`
 }
 
 // BackfillReport compares the fleet with the sequential baseline.
@@ -199,6 +202,8 @@ type runSpec struct {
 	// the run backfills the first slots (the baseline's sample).
 	dataSlots int
 	live      bool
+	// profileFakes measures the fakes' CPU with a CPU profile of the run (FakesCPU).
+	profileFakes bool
 }
 
 // Run runs o's scenarios one after the other and reports what each measured; progress lines go

@@ -51,6 +51,7 @@ type CeilingResult struct {
 // latency), then the split-and-encode ceiling on the same bytes.
 func (r *benchRunner) throughput(ctx context.Context) (*RunResult, *CeilingResult, error) {
 	spec := r.tpSpec("throughput", r.o.TPSlots)
+	spec.profileFakes = true
 	env, err := r.setup(ctx, spec)
 	if err != nil {
 		return nil, nil, err

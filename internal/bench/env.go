@@ -253,10 +253,21 @@ func (e *benchEnv) measure(ctx context.Context, until func(context.Context) erro
 	rssReset := resetPeakRSS()
 	cpu0 := cpuTime(syscall.RUSAGE_SELF)
 	child0 := cpuTime(syscall.RUSAGE_CHILDREN)
+	var prof *runProfile
+	if spec.profileFakes {
+		prof = startRunProfile()
+	}
 	e.t0 = time.Now()
 	close(e.gate)
 	err = until(ctx)
 	wall := time.Since(e.t0)
+	var fakeAppliance, fakeDevo time.Duration
+	if prof != nil {
+		var perr error
+		if fakeAppliance, fakeDevo, perr = prof.stop(); perr != nil && err == nil {
+			err = perr
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s did not finish (%d of %d events delivered): %w", spec.name, e.sink.Count(), e.expected, err)
 	}
@@ -293,6 +304,10 @@ func (e *benchEnv) measure(ctx context.Context, until func(context.Context) erro
 	}
 	if res.Events > 0 {
 		res.CPUPerMillionEvent = res.CPUSeconds / float64(res.Events) * 1e6
+		if prof != nil {
+			res.FakesCPU = &FakesCPU{ApplianceSeconds: fakeAppliance.Seconds(), DevoSeconds: fakeDevo.Seconds(),
+				FleetCPUPerMillionEvent: (res.CPUSeconds - (fakeAppliance + fakeDevo).Seconds()) / float64(res.Events) * 1e6}
+		}
 	}
 	return res, nil
 }

@@ -173,6 +173,10 @@ func (rep *Report) Table(w io.Writer) {
 	if t := rep.Throughput; t != nil {
 		row(t)
 		notes = append(notes, fmt.Sprintf("throughput: %.0f events/s, %.1f MB/s of event JSON, %.1f CPU-s per million events", t.EventsPerSecond, t.MBPerSecond, t.CPUPerMillionEvent))
+		if f := t.FakesCPU; f != nil {
+			notes = append(notes, fmt.Sprintf("throughput: %.1f CPU-s per million events without the fakes (the fake appliance %.2f CPU-s, the fake Devo %.2f CPU-s, by the labels of a CPU profile of the run)",
+				f.FleetCPUPerMillionEvent, f.ApplianceSeconds, f.DevoSeconds))
+		}
 		if p := t.PreRendered; p != nil {
 			n := fmt.Sprintf("throughput: %d data requests served from the responses rendered before the run, %d rendered live", p.Served, p.Missed)
 			if p.Missed > 0 {
