@@ -102,7 +102,7 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 	f.DurationVar(&o.LookBack, "look-back", 0, "modelbreaches look-back of backfill runs (freshness always uses the default 60m)")
 
 	f.IntVar(&o.EventSize, "event-size", 2048, "throughput, memory: approximate bytes per event")
-	f.IntVar(&o.TPSlots, "throughput-slots", 100, "throughput: slots (100 × 5,000 events: the 500k-event backfill of the issue that set the targets)")
+	f.IntVar(&o.TPSlots, "throughput-slots", 100, "throughput: slots (100 × 5,000 events of 2 KB: a backfill of 500k events, long enough that filling the pipeline is a small part of it)")
 	f.IntVar(&o.TPEventsPerSlot, "throughput-events-per-slot", 5000, "throughput, memory: mean events per slot")
 	f.DurationVar(&o.TPLatency, "throughput-latency", 0, "throughput, memory: appliance latency")
 	f.IntVar(&o.MemoryMB, "memory-mb", 512, "memory: MB of event JSON to backfill")
