@@ -11,18 +11,23 @@ import (
 // same map Encode writes (keys v, id, seq, i, ev; each event k, t, d and m when set), without
 // reflection and without copying the events more than once, so Decode and DecodeChunk read it.
 func AppendChunk(dst []byte, c *Chunk) []byte {
+	dst = appendArrayLen(appendChunkHeader(dst, c), len(c.Events))
+	for i := range c.Events {
+		dst = appendEvent(dst, &c.Events[i])
+	}
+	return dst
+}
+
+// appendChunkHeader appends the chunk map's header and its members before the events, up to the
+// "ev" key.
+func appendChunkHeader(dst []byte, c *Chunk) []byte {
 	dst = append(dst, 0x85)
 	dst = append(dst, 0xa1, 'v')
 	dst = appendInt(dst, int64(c.V))
 	dst = appendStr(append(dst, 0xa2, 'i', 'd'), c.SlotID)
 	dst = appendInt(append(dst, 0xa3, 's', 'e', 'q'), int64(c.Seq))
 	dst = appendInt(append(dst, 0xa1, 'i'), int64(c.Index))
-	dst = append(dst, 0xa2, 'e', 'v')
-	dst = appendArrayLen(dst, len(c.Events))
-	for i := range c.Events {
-		dst = appendEvent(dst, &c.Events[i])
-	}
-	return dst
+	return append(dst, 0xa2, 'e', 'v')
 }
 
 func appendEvent(dst []byte, ev *Event) []byte {
@@ -56,13 +61,7 @@ type ChunkEncoder struct {
 // Reset starts the encoding of the chunk whose header is c's (its Events are not read) in
 // dst[:0], reusing dst's capacity.
 func (e *ChunkEncoder) Reset(dst []byte, c *Chunk) {
-	dst = append(dst[:0], 0x85)
-	dst = append(dst, 0xa1, 'v')
-	dst = appendInt(dst, int64(c.V))
-	dst = appendStr(append(dst, 0xa2, 'i', 'd'), c.SlotID)
-	dst = appendInt(append(dst, 0xa3, 's', 'e', 'q'), int64(c.Seq))
-	dst = appendInt(append(dst, 0xa1, 'i'), int64(c.Index))
-	dst = append(dst, 0xa2, 'e', 'v')
+	dst = appendChunkHeader(dst[:0], c)
 	e.at, e.n = len(dst), 0
 	e.buf = append(dst, 0xdd, 0, 0, 0, 0)
 }
