@@ -28,7 +28,7 @@ type PreRendered struct {
 
 // prerendered holds the responses of a run's slots, rendered once before the run into one file
 // of the run's directory, and an index from request key (requestKey) to where each lies. The
-// responses are kept out of the Go heap: 40 slots of 10 MB would make the fleet's garbage
+// responses are kept out of the Go heap: 100 slots of 10 MB would make the fleet's garbage
 // collector thrash under its memory limit. Served from the file with sendfile, they cost the run
 // no rendering, and the ceiling splits the very same bytes.
 type prerendered struct {
