@@ -119,15 +119,17 @@ func (s *sorter) add(ev events.Event) error {
 
 func (s *sorter) spill() error {
 	events.SortByTime(s.buf)
+	// Read before the loop clears the events (reading it after made it always 0, and the
+	// out-of-order warning never fired).
+	if len(s.buf) > 0 {
+		s.lastFlushed = max(s.lastFlushed, s.buf[len(s.buf)-1].Time)
+		s.flushed = true
+	}
 	for i := range s.buf {
 		if err := s.flush(s.buf[i]); err != nil {
 			return err
 		}
 		s.buf[i] = events.Event{}
-	}
-	if len(s.buf) > 0 {
-		s.lastFlushed = max(s.lastFlushed, s.buf[len(s.buf)-1].Time)
-		s.flushed = true
 	}
 	s.buf, s.bytes = s.buf[:0], 0
 	// flush copied every event (the chunk writer encodes events as they are added).
