@@ -17,6 +17,17 @@ func burn() {
 	}
 }
 
+// profilingElsewhere reports whether a CPU profile of the test binary is running (go test
+// -cpuprofile), in which case a run cannot profile itself.
+func profilingElsewhere() bool {
+	p := startRunProfile()
+	if p == nil {
+		return true
+	}
+	_, _, _ = p.stop()
+	return false
+}
+
 // TestRunProfileCountsOnlyTheFakes: the run profile credits the fakes with the samples of the
 // goroutines labelled fake=devo (or fake=appliance), not with the rest of the process's work.
 func TestRunProfileCountsOnlyTheFakes(t *testing.T) {

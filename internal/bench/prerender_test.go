@@ -41,7 +41,7 @@ func TestThroughputServedPreRendered(t *testing.T) {
 	if p.Missed != 0 || p.Served != res.Requests || p.Served < int64(r.o.TPSlots) {
 		t.Errorf("%d data requests: %d served pre-rendered, %d missed; want all of at least %d served", res.Requests, p.Served, p.Missed, r.o.TPSlots)
 	}
-	if f := res.FakesCPU; f == nil || f.FleetCPUPerMillionEvent <= 0 || f.FleetCPUPerMillionEvent > res.CPUPerMillionEvent {
+	if f := res.FakesCPU; (f == nil && !profilingElsewhere()) || (f != nil && (f.FleetCPUPerMillionEvent <= 0 || f.FleetCPUPerMillionEvent > res.CPUPerMillionEvent)) {
 		t.Errorf("the fakes' CPU: %+v, with %.1f CPU-s per million events in all; want the fleet's share, above 0", f, res.CPUPerMillionEvent)
 	}
 	if strings.Contains(progress.String(), "WARNING") {
