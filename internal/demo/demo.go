@@ -49,8 +49,9 @@ type Options struct {
 // Summary is what the demo delivered, checked against the fake's ground truth.
 type Summary struct {
 	Delivered, Missing, Duplicates int
-	// Slots is the windowed lanes' slots delivered, of the PlannedSlots the demo's days make
-	// (snapshot slots are not counted: they come once per period for as long as the demo runs).
+	// Slots is the windowed lanes' slots delivered up to the data's end, of the PlannedSlots the
+	// demo's days make (snapshot slots, which come once per period for as long as the demo runs,
+	// and a live slot after the data's end are not counted).
 	Slots, PlannedSlots int
 	// OutPath is the file or directory the Devo lines are in.
 	OutPath string
@@ -136,24 +137,18 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, stdout, stderr io.
 	fmt.Fprintf(stdout, "dtfleet demo: fake Darktrace appliance at %s with %d days of data (%s .. %s)\n", fake.URL, o.Days, st, end.Format(time.RFC3339))
 	fmt.Fprintf(stdout, "config: %s\n", cfgPath)
 
-	// The progress counts the windowed lanes' slots: every window from the start up to now less
-	// the safety lag, the last one cut short at that point, as the coordinator plans them when it
-	// catches up (past the data's end too, where the fake has no events; a window that ends while
-	// the demo runs adds one). Snapshot lanes deliver one slot per period for as long as the demo
-	// runs, and are counted apart.
+	// The progress counts the slots the demo waits for: every window of the windowed lanes from
+	// the start to the data's end. The coordinator may also plan the window after it, cut short
+	// at now, which the demo does not wait for; snapshot lanes deliver one slot per period for as
+	// long as the demo runs. Both are counted apart.
 	windowed := 0
 	snapshot := map[string]bool{}
-	horizonAt := time.Now().Add(-time.Duration(cfg.Coordinator.SafetyLagInSeconds) * time.Second)
 	for _, ln := range cfg.Lanes() {
 		if ln.Svc.Snapshot {
 			snapshot[ln.Service] = true
 			continue
 		}
-		span := horizonAt.Sub(start)
-		windowed += int(span / ln.Svc.Window)
-		if span%ln.Svc.Window > 0 {
-			windowed++
-		}
+		windowed += int(end.Sub(start) / ln.Svc.Window)
 	}
 	// A bar on a terminal, plain periodic lines otherwise (no carriage returns in logs).
 	var bar *progress.Reporter
@@ -164,15 +159,15 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, stdout, stderr io.
 		go func() { defer close(barDone); _ = bar.Run(pctx) }()
 		defer func() { stopBar(); <-barDone }()
 	}
-	var slots, snapshots atomic.Int64
+	var slots, others atomic.Int64
 	var horizon horizons
 	t0 := time.Now()
 	f, err := fleet.Start(ctx, fleet.Fleet{Config: cfg, Roles: fleet.AllRoles, Deps: fleet.Dependencies{Logger: logger},
 		Overrides: fleet.Overrides{Listen: "none", Tick: 100 * time.Millisecond},
 		Hooks: fleet.Hooks{OnDelivered: func(d proto.Done, delivered int) {
 			horizon.add(d)
-			if snapshot[d.Service] {
-				snapshots.Add(1)
+			if snapshot[d.Service] || d.End > end.UnixMilli() {
+				others.Add(1)
 				return
 			}
 			slots.Add(1)
@@ -210,7 +205,7 @@ func Run(ctx context.Context, o Options, logger *slog.Logger, stdout, stderr io.
 	}
 	sum := &Summary{OutPath: outPath, Slots: int(slots.Load()), PlannedSlots: windowed}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(stdout, "\ncaught up in %s: %d slots delivered, and %d snapshots\n\n", elapsed.Round(100*time.Millisecond), slots.Load(), snapshots.Load())
+	fmt.Fprintf(stdout, "\ncaught up in %s: %d slots delivered (and %d snapshot or live slots)\n\n", elapsed.Round(100*time.Millisecond), slots.Load(), others.Load())
 	fmt.Fprintln(tw, "TAG\tSERVICE\tEVENTS DELIVERED\tGROUND TRUTH\tMISSING\tDUPLICATES")
 	for _, ln := range cfg.Lanes() {
 		msgs := got[ln.Svc.Tag]
