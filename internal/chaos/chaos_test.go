@@ -106,10 +106,22 @@ func TestChaos(t *testing.T) {
 	t.Logf("profile %s: %d days of backfill in %v slots, faults for %v (one every %v); binaries built in %v",
 		p.name, p.days, p.window, p.chaos, p.gap, binaries.buildPeriod.Round(time.Second))
 	// DTFLEET_CHAOS_DIR keeps the processes' logs, configurations and stores there for a
-	// post-mortem; by default they go with the test's temporary directory.
+	// post-mortem. By default they are in a temporary directory that is removed when the suite
+	// passes and kept (its path logged) when it fails: an intermittent failure in CI leaves its
+	// evidence.
 	dir := os.Getenv("DTFLEET_CHAOS_DIR")
 	if dir == "" {
-		dir = t.TempDir()
+		var err error
+		if dir, err = os.MkdirTemp("", "dtfleet-chaos-run-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("the processes' logs, configuration and stores are kept in %s", dir)
+				return
+			}
+			_ = os.RemoveAll(dir)
+		})
 	} else if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
