@@ -425,10 +425,10 @@ func (c *Coordinator) purgeDedupe(ctx context.Context, ln config.Lane, epoch uin
 // room is how many more slots the lane may plan before its backlog (planned, not delivered)
 // reaches its limit: max_slots_ahead slots, and max_backlog_in_mb of results, in slots of the
 // average size the lane delivered so far (of initialSlotBytes, or of the part of the first slot
-// delivered if larger, before its first delivery; at least two slots however big they are). Bounding the backlog in bytes paces the workers to
-// the shipper: the results stream, the server's memory (JetStream keeps recently written blocks
-// in memory) and the shipper's markers stay bounded however fast the appliance answers and
-// however slow an output is.
+// delivered if larger, before its first delivery; at least two slots however big they are).
+// Bounding the backlog in bytes paces the workers to the shipper: the results stream, the
+// server's memory (JetStream keeps recently written blocks in memory) and the shipper's markers
+// stay bounded however fast the appliance answers and however slow an output is.
 func (c *Coordinator) room(ctx context.Context, key string, st *proto.Plan) (int, error) {
 	var deliveredSeq, resultBytes uint64
 	e, err := c.delivered.Get(ctx, key)
