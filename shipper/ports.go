@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dtfleet/dtfleet/internal/lease"
@@ -108,8 +109,13 @@ func JetStreamBus(ctx context.Context, js jetstream.JetStream) (Bus, error) {
 	if err != nil {
 		return Bus{}, fmt.Errorf("opening stream %s: %w", proto.StreamResults, err)
 	}
+	// The legacy JetStream context reads from the stream's leader, whatever AllowDirect says.
+	leader, err := js.Conn().JetStream()
+	if err != nil {
+		return Bus{}, fmt.Errorf("opening stream %s: %w", proto.StreamResults, err)
+	}
 	return Bus{
-		Results:     StreamResults{Stream: stream},
+		Results:     StreamResults{Stream: stream, Leader: leader},
 		Checkpoints: KV{KeyValue: kvs[proto.BucketDelivered]},
 		Dedupe:      KV{KeyValue: kvs[proto.BucketDedupe]},
 		Failed:      KV{KeyValue: kvs[proto.BucketFailed]},
@@ -118,7 +124,12 @@ func JetStreamBus(ctx context.Context, js jetstream.JetStream) (Bus, error) {
 }
 
 // StreamResults implements Results on the JetStream results stream.
-type StreamResults struct{ Stream jetstream.Stream }
+type StreamResults struct {
+	Stream jetstream.Stream
+	// Leader, when set, reads from the stream's leader ($JS.API.STREAM.MSG.GET) a chunk that a
+	// direct get did not find (see Chunk).
+	Leader nats.JetStreamContext
+}
 
 // WatchDone implements Results with an ordered consumer on the lane's marker subjects.
 func (s StreamResults) WatchDone(ctx context.Context, input, service string, fn func(string, []byte)) (func(), error) {
@@ -150,14 +161,55 @@ func (s StreamResults) WatchDone(ctx context.Context, input, service string, fn 
 	}, nil
 }
 
-// Chunk implements Results with a direct get of the chunk's subject.
+// Chunk implements Results with a direct get of the chunk's subject, confirmed by the stream's
+// leader when the direct get does not find it.
 func (s StreamResults) Chunk(ctx context.Context, input, service string, seq uint64, attempt string, index int) ([]byte, string, error) {
 	subj := proto.ChunkSubject(input, service, seq, attempt, index)
-	m, err := s.Stream.GetLastMsgForSubject(ctx, subj)
+	direct := func(ctx context.Context) ([]byte, string, error) {
+		m, err := s.Stream.GetLastMsgForSubject(ctx, subj)
+		if err != nil {
+			return nil, "", err
+		}
+		return m.Data, m.Header.Get(proto.HeaderEncoding), nil
+	}
+	var leader func(ctx context.Context) ([]byte, string, error)
+	if s.Leader != nil {
+		leader = func(ctx context.Context) ([]byte, string, error) {
+			m, err := s.Leader.GetLastMsg(proto.StreamResults, subj, nats.Context(ctx))
+			if errors.Is(err, nats.ErrMsgNotFound) {
+				return nil, "", jetstream.ErrMsgNotFound
+			}
+			if err != nil {
+				return nil, "", err
+			}
+			return m.Data, m.Header.Get(proto.HeaderEncoding), nil
+		}
+	}
+	data, enc, err := readConfirmed(ctx, direct, leader)
 	if err != nil {
 		return nil, "", fmt.Errorf("reading %s: %w", subj, err)
 	}
-	return m.Data, m.Header.Get(proto.HeaderEncoding), nil
+	return data, enc, nil
+}
+
+// readConfirmed reads a chunk with direct, and when direct reports it not found, asks leader
+// (when set) before saying so. A direct get may be answered by any replica of the stream, and a
+// replica that has not caught up with its leader (a restarted server, a slow follower) does not
+// know a chunk written a moment ago: JetStream promises no read-after-write on direct gets. The
+// lane takes a chunk that is not found for one that expired or was purged, and passes its slot
+// over as failed, so a stale "not found" must never reach it: in the chaos suite one replica's
+// lag turned every chunk of a lane into a failed slot. Only the leader's "not found" is final;
+// any other error from the leader is returned as it is (the lane retries it).
+func readConfirmed(ctx context.Context, direct, leader func(context.Context) ([]byte, string, error)) ([]byte, string, error) {
+	data, enc, err := direct(ctx)
+	if err == nil || leader == nil || !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return data, enc, err
+	}
+	data, enc, lerr := leader(ctx)
+	if lerr != nil && !errors.Is(lerr, jetstream.ErrMsgNotFound) {
+		return nil, "", fmt.Errorf("a replica did not find it, and asking the stream's leader failed: %w", lerr)
+	}
+	return data, enc, lerr
 }
 
 // PurgeSlot implements Results.
