@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/dtfleet/dtfleet/internal/logtest"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,24 +17,6 @@ import (
 	"github.com/dtfleet/dtfleet/internal/status"
 	"github.com/dtfleet/dtfleet/proto"
 )
-
-// logBuffer is a log sink safe for the coordinator's and the test's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestPlanningStopsWhenStorageIsNearlyFull (issue 9, "full and slow"): the KV buckets have no
 // byte limit of their own; their limit is the JetStream storage. On an embedded server whose
@@ -48,7 +30,7 @@ func TestPlanningStopsWhenStorageIsNearlyFull(t *testing.T) {
 	cfg := testConfig(t, "2024-05-07T00:00:00Z", "")
 	clk := newClock(time.Date(2024, 5, 8, 0, 0, 30, 0, time.UTC))
 	reg := prometheus.NewRegistry()
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	c, err := coordinator.New(ctx, b, b.JS, cfg, coordinator.Options{Clock: clk, Registerer: reg,
 		Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if err != nil {

@@ -10,13 +10,13 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"github.com/dtfleet/dtfleet/internal/logtest"
 	"log/slog"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,24 +26,6 @@ import (
 	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
 )
-
-// syncBuf is a log buffer the server's goroutines and the test share.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestEmbeddedListenerRequiresCredentials proves that another local user, who cannot read the
 // store directory, cannot connect to the embedded server's listener, while a process that reads
@@ -168,7 +150,7 @@ func TestNonLoopbackListenerWarns(t *testing.T) {
 		warn   bool
 	}{{"127.0.0.1:-1", false}, {"0.0.0.0:-1", true}} {
 		t.Run(tc.listen, func(t *testing.T) {
-			var buf syncBuf
+			var buf logtest.Buffer
 			logger := slog.New(slog.NewTextHandler(&buf, nil))
 			b, err := bus.Connect(t.Context(), config.NATS{StoreDir: t.TempDir()}, bus.Options{Logger: logger, ListenOverride: tc.listen})
 			if err != nil {
@@ -226,7 +208,7 @@ func TestInsecureSkipVerify(t *testing.T) {
 		wantErr  bool
 	}{{false, true}, {true, false}} {
 		t.Run(fmt.Sprint("insecure=", tc.insecure), func(t *testing.T) {
-			var buf syncBuf
+			var buf logtest.Buffer
 			logger := slog.New(slog.NewTextHandler(&buf, nil))
 			cfg := config.NATS{URL: url, StoreDir: t.TempDir(), TLS: config.TLS{InsecureSkipVerify: tc.insecure}}
 			b, err := bus.Connect(t.Context(), cfg, bus.Options{Logger: logger})

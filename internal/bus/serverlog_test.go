@@ -1,46 +1,23 @@
 package bus_test
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/config"
+	"github.com/dtfleet/dtfleet/internal/logtest"
 )
 
-// logBuf collects a logger's JSON lines; safe for the NATS handlers' goroutines.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+func has(b *logtest.Buffer, s string) bool { return strings.Contains(b.String(), s) }
 
-func (b *logBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuf) has(s string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Contains(b.buf.String(), s)
-}
-
-func (b *logBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuf) waitFor(t *testing.T, s string) {
+func waitFor(t *testing.T, b *logtest.Buffer, s string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for !b.has(s) {
+	for !has(b, s) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no log line with %q within 30s; log:\n%s", s, b.String())
 		}
@@ -59,13 +36,13 @@ func TestConnectionEventsAndServerLogsReachTheLog(t *testing.T) {
 	addr := l.Addr().String()
 	_ = l.Close()
 	srvCfg := config.NATS{StoreDir: t.TempDir(), Listen: addr}
-	var srvLog, cliLog logBuf
+	var srvLog, cliLog logtest.Buffer
 	srvLogger := slog.New(slog.NewJSONHandler(&srvLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := bus.Connect(t.Context(), srvCfg, bus.Options{Logger: srvLogger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !srvLog.has(`"component":"nats-server"`) || !srvLog.has("Server is ready") {
+	if !has(&srvLog, `"component":"nats-server"`) || !has(&srvLog, "Server is ready") {
 		srv.Close()
 		t.Fatalf("the embedded server's own log lines did not reach slog:\n%s", srvLog.String())
 	}
@@ -76,12 +53,12 @@ func TestConnectionEventsAndServerLogsReachTheLog(t *testing.T) {
 	}
 	defer cli.Close() // on failure; Close twice is harmless
 	srv.Close()
-	cliLog.waitFor(t, "NATS disconnected; reconnecting")
+	waitFor(t, &cliLog, "NATS disconnected; reconnecting")
 	srv, err = bus.Connect(t.Context(), srvCfg, bus.Options{Logger: srvLogger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	cliLog.waitFor(t, "NATS reconnected")
+	waitFor(t, &cliLog, "NATS reconnected")
 	cli.Close() // before the server, so that it does not reconnect in vain
 }

@@ -1,10 +1,10 @@
 package fleet_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/dtfleet/dtfleet/internal/logtest"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,24 +30,6 @@ import (
 	"github.com/dtfleet/dtfleet/shipper/devo/devotest"
 	"github.com/dtfleet/dtfleet/worker/darktrace/darktracetest"
 )
-
-// lockedBuf is a log buffer the fleet's goroutines write while the test reads it.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestNoSecretLeaks runs a short fleet with known secret values (the Darktrace private token, a
 // configured NATS password, the Devo HTTP token, and the embedded server's generated password)
@@ -88,14 +69,14 @@ func TestNoSecretLeaks(t *testing.T) {
 	// Devo refuses at first: the shipper logs and retries its errors.
 	sink.Refuse(true)
 
-	var logs lockedBuf
+	var logs logtest.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := metrics.NewRegistry()
 	metricsAddr := make(chan string, 1)
 	// Every message published on the bus while the fleet runs (the shipper deletes the results
 	// it delivered, so the streams alone would miss them): work items, result chunks, markers,
 	// key-value writes, JetStream API requests and replies.
-	var traffic lockedBuf
+	var traffic logtest.Buffer
 	var results atomic.Int64
 	onBus := func(b *bus.Bus) {
 		_, err := b.NC.Subscribe(">", func(m *nats.Msg) {

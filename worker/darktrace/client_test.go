@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/dtfleet/dtfleet/internal/logtest"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,7 +18,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -51,24 +51,6 @@ func fakeOptions() darktracetest.Options {
 		Start: end.Add(-48 * time.Hour), End: end, Now: now, EventSize: 1500,
 		EventsPerHour: map[string]float64{config.ServiceModelBreaches: 30, config.ServiceIncidentEvents: 6, config.ServiceAntigena: 8},
 	}
-}
-
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // newClient returns a client for srv with the test tokens, logging at debug level into logs.
@@ -524,7 +506,7 @@ func TestCheck(t *testing.T) {
 	t.Parallel()
 	srv := darktracetest.NewServer(fakeOptions())
 	defer srv.Close()
-	var logs logBuffer
+	var logs logtest.Buffer
 	if err := newClient(t, srv.URL, &logs, nil).Check(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -587,7 +569,7 @@ func TestTLS(t *testing.T) {
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs logBuffer
+	var logs logtest.Buffer
 	tests := []struct {
 		name     string
 		mod      func(*Config)
@@ -654,7 +636,7 @@ func TestNewValidation(t *testing.T) {
 // checks that neither the token nor a signature appears in any error or log line.
 func TestTokenNeverLeaks(t *testing.T) {
 	t.Parallel()
-	var logs logBuffer
+	var logs logtest.Buffer
 	var errs []string
 	kinds := []darktracetest.FaultKind{
 		darktracetest.FaultStatus, darktracetest.FaultRateLimit, darktracetest.FaultReset, darktracetest.FaultTruncate,
