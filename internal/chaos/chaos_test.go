@@ -63,7 +63,7 @@ func profileFor(t *testing.T) profile {
 // faultKinds are the kinds the schedule cycles through, in this order.
 var faultKinds = []string{
 	"appliance 5xx", "SIGKILL worker", "worker clock skew", "appliance 429", "Devo connection reset", "SIGKILL coordinator (leader)",
-	"appliance stall", "kill NATS node leading DTF_RESULTS", "appliance truncated body", "Devo early graceful close",
+	"appliance stall", "kill NATS node leading DTF_RESULTS", "appliance truncated body", "Devo early close",
 	"SIGKILL shipper (leader)", "appliance connection reset", "Devo stall",
 }
 
@@ -344,7 +344,7 @@ func (s *suite) inject(kind string) error {
 	case "Devo connection reset":
 		s.devo.ResetAfter(20)
 		return nil
-	case "Devo early graceful close":
+	case "Devo early close":
 		s.devo.CloseAfter(20)
 		return nil
 	case "Devo stall":
@@ -465,7 +465,7 @@ func (s *suite) settle() {
 	s.devo.ResetAfter(0)
 	s.devo.CloseAfter(0)
 	s.injected["Devo connection reset"] = s.devo.Resets()
-	s.injected["Devo early graceful close"] = s.devo.GracefulCloses()
+	s.injected["Devo early close"] = s.devo.EarlyCloses()
 }
 
 // catchUp waits until every windowed lane delivered up to the last slot that ended before the
@@ -552,7 +552,7 @@ func (s *suite) report(caughtUpBy time.Time, backfilled, took time.Duration) {
 		}
 	}
 	bound := lanes*(shipperLosses+s.injected["kill NATS node leading DTF_RESULTS"]+s.injected["Devo stall"]) +
-		s.injected["Devo connection reset"] + s.injected["Devo early graceful close"]
+		s.injected["Devo connection reset"] + s.injected["Devo early close"]
 	resends := 0
 	for _, f := range figs {
 		resends += f.resends

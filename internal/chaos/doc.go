@@ -3,7 +3,7 @@
 // JetStream cluster of nats-server processes with replicas 3, against the fake appliance and the
 // fake Devo in the test process, and inject faults on a schedule during a backfill and live
 // polling: SIGKILL of every role, loss of the node leading the results stream, appliance 5xx,
-// 429, stalls and truncated bodies, Devo resets, stalls and early graceful closes. At the end
+// 429, stalls and truncated bodies, Devo resets, stalls and early closes. At the end
 // they check that every event of the fake's ground truth was delivered, that duplicates are
 // bounded by the batches the faults could leave in flight, and the order per lane, and print a
 // table of the figures.

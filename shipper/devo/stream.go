@@ -192,6 +192,11 @@ func (s *streamSender) send(ctx context.Context, b *Batch) error {
 	if err := s.waitEOF(raw, conn); err != nil {
 		return fmt.Errorf("waiting for %s to close: %w", s.addr, ctxErr(ctx, s.explain(err)))
 	}
+	// An EOF that arrived after the half-close still confirms nothing if the server sent it
+	// before our FIN reached it: it closed somewhere in the batch, only later than the probe.
+	if err := closedAfterUs(raw, s.timeout); err != nil {
+		return fmt.Errorf("after %s closed: %w", s.addr, ctxErr(ctx, err))
+	}
 	return nil
 }
 

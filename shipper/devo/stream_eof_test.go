@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"syscall"
 	"testing"
@@ -134,7 +135,7 @@ func TestEarlyGracefulCloseIsNotConfirmation(t *testing.T) {
 					// queued on the client's socket.
 					g.gate = func(c *net.TCPConn) error {
 						return waitUntil(10*time.Second, func() (bool, error) {
-							if srv.GracefulCloses() == 0 {
+							if srv.EarlyCloses() == 0 {
 								return false, nil
 							}
 							st, err := tcpState(c)
@@ -153,7 +154,7 @@ func TestEarlyGracefulCloseIsNotConfirmation(t *testing.T) {
 				return g, tc, nil
 			}
 
-			srv.CloseAfter(cut)
+			srv.LingeringCloseAfter(cut)
 			err := out.Send(testCtx(t), b)
 			if !first.gated {
 				t.Fatalf("the test did not exercise the early close: the batch was written before the gate")
@@ -181,5 +182,111 @@ func TestEarlyGracefulCloseIsNotConfirmation(t *testing.T) {
 				t.Fatalf("the server recorded %d events; want the %d read before the close, then the whole batch of %d", len(got), cut, n)
 			}
 		})
+	}
+}
+
+// tcpClosing is Linux's TCP_CLOSING state: both sides sent a FIN, and the peer's did not
+// acknowledge ours.
+const tcpClosing = 11
+
+// halfCloseHook is the client's TCP connection with a hook called once its half-close is done.
+type halfCloseHook struct {
+	*net.TCPConn
+	after func()
+}
+
+func (h halfCloseHook) CloseWrite() error {
+	err := h.TCPConn.CloseWrite()
+	h.after()
+	return err
+}
+
+// TestEarlyCloseAfterTheHalfCloseIsNotConfirmation is the early close the probe cannot see: the
+// server is slow, so the client has written the whole batch and half-closed before the server
+// reads the first 2,000 bytes of it and closes, the rest of the batch and the client's FIN still
+// queued behind a small receive window. The client reads an EOF after its half-close, which used
+// to count as delivery. That EOF does not acknowledge the client's FIN, and the server, a server
+// that stops reading, then closes with the rest unread (a reset): Send must fail, retryably.
+func TestEarlyCloseAfterTheHalfCloseIsNotConfirmation(t *testing.T) {
+	t.Parallel()
+	// A small receive buffer keeps most of the batch, and the client's FIN behind it, queued on
+	// the client while the server does not read.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(testCtx(t), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+
+	halfClosed := make(chan struct{})
+	client := make(chan *net.TCPConn, 1)
+	served := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		defer c.Close() // with most of the batch unread: a reset
+		cc := <-client
+		select {
+		case <-halfClosed:
+		case <-time.After(10 * time.Second):
+			served <- errors.New("the client never half-closed")
+			return
+		}
+		if _, err := io.ReadFull(c, make([]byte, 2000)); err != nil {
+			served <- err
+			return
+		}
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			served <- err
+			return
+		}
+		// Close (and reset) only once the client holds our FIN unacknowledged, so that it reads
+		// the EOF first, as a client whose server resets a moment later does.
+		served <- waitUntil(10*time.Second, func() (bool, error) {
+			st, err := tcpState(cc)
+			return st == tcpClosing, err
+		})
+	}()
+
+	out := newOut(t, "out_1", relayConfig(t, ln.Addr().String()), Options{Timeout: 10 * time.Second})
+	ss := out.(*output).s.(*streamSender)
+	ss.dial = func(ctx context.Context) (net.Conn, net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", ss.addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		tc := c.(*net.TCPConn)
+		if err := tc.SetWriteBuffer(1 << 20); err != nil { // the whole batch fits: writes complete
+			tc.Close()
+			return nil, nil, err
+		}
+		client <- tc
+		h := halfCloseHook{TCPConn: tc, after: func() { close(halfClosed) }}
+		return h, h, nil
+	}
+	err = out.Send(testCtx(t), makeBatch(testTag, "late-close", 500, 200))
+	if serr := <-served; serr != nil {
+		t.Fatalf("the test's server: %v", serr)
+	}
+	if err == nil {
+		t.Fatal("Send = nil after the server read 2,000 bytes of a 100 KB batch and closed; want an error")
+	}
+	if !errors.Is(err, ErrClosedEarly) {
+		t.Errorf("Send = %v; want an error wrapping ErrClosedEarly", err)
+	}
+	if errors.Is(err, ErrInvalidTag) {
+		t.Errorf("Send = %v: a terminal error; the batch must be retried", err)
 	}
 }

@@ -118,7 +118,7 @@ func (s *Server) serveConn(raw net.Conn, listener string) {
 		}
 	}
 	fr := newFrameReader(r, s.opts.MaxLine)
-	didReset, didClose := false, false
+	didReset, didClose, linger, unread := false, false, false, 0
 	// Counting only, nothing needs the event's timestamp, host or message as strings: each line
 	// is parsed and checked all the same, but only its tag (the same string while it repeats) and
 	// its message's length are kept.
@@ -138,8 +138,8 @@ func (s *Server) serveConn(raw net.Conn, listener string) {
 			didReset = true
 			return false
 		}
-		if s.closeDue() {
-			didClose = true
+		if didClose, linger = s.closeDue(); didClose {
+			unread = fr.buffered()
 			return false
 		}
 		return true
@@ -149,9 +149,19 @@ func (s *Server) serveConn(raw net.Conn, listener string) {
 	case didReset:
 		logger.Debug("resetting the connection (fault injection)")
 		reset(raw)
+	case didClose && linger:
+		logger.Debug("closing the connection early, lingering (fault injection)")
+		closeLingering(raw, conn)
+	case didClose && unread > 0:
+		// A server that stops with bytes of the client received but unprocessed aborts, as the
+		// kernel does when a socket is closed with data unread.
+		logger.Debug("closing the connection early with lines unread: reset (fault injection)", "unread_bytes", unread)
+		reset(raw)
 	case didClose:
-		logger.Debug("closing the connection early but gracefully (fault injection)")
-		closeEarly(raw, conn)
+		// Nothing unread here; the kernel still resets if unread bytes wait in its buffer, and
+		// answers what the client sends from now on with a reset.
+		logger.Debug("closing the connection early (fault injection)")
+		conn.Close()
 	case err != nil:
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
@@ -166,11 +176,11 @@ func (s *Server) serveConn(raw net.Conn, listener string) {
 	}
 }
 
-// closeEarly ends the server's side of a connection the client is still writing to without a
+// closeLingering ends the server's side of a connection the client is still writing to without a
 // reset: a TLS close_notify (conn is TLS) then a TCP FIN; it then discards whatever the client
 // still sends (draining, so that closing never resets) until the client's EOF, an error or the
 // server's Close, and closes.
-func closeEarly(raw, conn net.Conn) {
+func closeLingering(raw, conn net.Conn) {
 	if tc, ok := conn.(*tls.Conn); ok {
 		_ = tc.CloseWrite()
 	}

@@ -150,6 +150,16 @@ func newFrameReader(r io.Reader, maxLine int) *frameReader {
 	return &frameReader{br: bufio.NewReaderSize(r, 64<<10), maxLine: maxLine}
 }
 
+// buffered is the number of bytes read from the connection and not yet framed: what a server
+// that stops now has received and will never process.
+func (f *frameReader) buffered() int {
+	n := f.br.Buffered()
+	if f.gzbr != nil {
+		n += f.gzbr.Buffered()
+	}
+	return n
+}
+
 // run reads frames until EOF and calls emit with each line's framing and bytes (without its final
 // LF; valid only during the call). emit returns false to stop reading. run returns nil at EOF or
 // when emit stopped it, and the read or format error otherwise.

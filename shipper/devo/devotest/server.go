@@ -86,22 +86,23 @@ type Server struct {
 	countByTag map[string]*int
 	// lastTag and lastCount are the tag recorded last and its counter in countByTag: a
 	// connection's lines repeat their tag, so the map is looked up only when it changes.
-	lastTag    string
-	lastCount  *int
-	msgBytes   int64
-	malformed  []string
-	malformedN int
-	notify     chan struct{}
-	resetLeft  int // lines before the next reset; 0 when no reset is armed
-	resetEvery int // re-arm value after a reset; 0 for one-shot
-	resetTimes int // resets left before ResetEvery disarms itself; 0 for no limit
-	resets     int
-	closeLeft  int // lines before the next graceful close; 0 when none is armed
-	closes     int
-	files      map[string]*bufio.Writer
-	osFiles    map[string]*os.File
-	fileErr    error
-	closed     bool
+	lastTag     string
+	lastCount   *int
+	msgBytes    int64
+	malformed   []string
+	malformedN  int
+	notify      chan struct{}
+	resetLeft   int // lines before the next reset; 0 when no reset is armed
+	resetEvery  int // re-arm value after a reset; 0 for one-shot
+	resetTimes  int // resets left before ResetEvery disarms itself; 0 for no limit
+	resets      int
+	closeLeft   int  // lines before the next early close; 0 when none is armed
+	closeLinger bool // the armed early close is a lingering one (LingeringCloseAfter)
+	closes      int
+	files       map[string]*bufio.Writer
+	osFiles     map[string]*os.File
+	fileErr     error
+	closed      bool
 }
 
 // NewServer starts the listeners named in opts and returns once they accept connections.
@@ -328,38 +329,52 @@ func (s *Server) ResetEveryTimes(n, times int) {
 	s.mu.Unlock()
 }
 
-// CloseAfter arms a one-shot graceful close of a syslog connection: after n more events are
-// recorded (n >= 1), the server ends its side of the connection that carried the n-th one at once,
-// as a server that stops reading early but closes cleanly would (a TLS close_notify, then a TCP
-// FIN; never a reset). It then reads and discards, unrecorded, whatever else the client sends until
-// the client's EOF, and closes. The client's writes and its half-close all succeed: only the order
-// of the EOFs tells it that the lines after the n-th were not read. n <= 0 disarms it.
-func (s *Server) CloseAfter(n int) {
+// CloseAfter arms a one-shot early close of a syslog connection: after n more events are
+// recorded (n >= 1), the server stops processing the connection that carried the n-th one and
+// closes it at once. If it holds bytes of the client it has received but not processed (in its
+// own buffers or the kernel's), it aborts with a reset, as the kernel does when a socket is closed
+// with data unread. Otherwise it closes with a TCP FIN (after a close_notify for TLS), and the
+// kernel answers whatever the client sends after that with a reset. Lines are thus never dropped
+// behind a FIN that answers the client's own: a client that checks the order of the EOFs and
+// looks for a reset can always tell. (For TLS, records the TLS layer has buffered but not yet
+// decrypted are not seen as unread.) n <= 0 disarms it.
+func (s *Server) CloseAfter(n int) { s.armClose(n, false) }
+
+// LingeringCloseAfter is CloseAfter with a lingering close: the server ends its side with a FIN
+// (after a close_notify for TLS), never a reset, then reads and discards, unrecorded, whatever
+// else the client sends until the client's EOF, and closes. The client's writes and its
+// half-close all succeed. A client can tell that lines were lost only if the FIN reaches it
+// before it half-closes; once the server's kernel holds the client's whole batch and its FIN, the
+// lingering server's EOF looks like any other, so no syslog client can detect it (the reference's
+// EOF handshake assumes a server does not do this). n <= 0 disarms it.
+func (s *Server) LingeringCloseAfter(n int) { s.armClose(n, true) }
+
+func (s *Server) armClose(n int, linger bool) {
 	s.mu.Lock()
-	s.closeLeft = max(n, 0)
+	s.closeLeft, s.closeLinger = max(n, 0), linger
 	s.mu.Unlock()
 }
 
-// GracefulCloses is the number of connections CloseAfter closed so far.
-func (s *Server) GracefulCloses() int {
+// EarlyCloses is the number of connections CloseAfter and LingeringCloseAfter closed so far.
+func (s *Server) EarlyCloses() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closes
 }
 
-// closeDue counts one recorded syslog event against CloseAfter and reports whether its connection
-// must be closed gracefully now.
-func (s *Server) closeDue() bool {
+// closeDue counts one recorded syslog event against the armed early close and reports whether
+// its connection must be closed now, and whether lingering.
+func (s *Server) closeDue() (due, linger bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closeLeft == 0 {
-		return false
+		return false, false
 	}
 	if s.closeLeft--; s.closeLeft > 0 {
-		return false
+		return false, false
 	}
 	s.closes++
-	return true
+	return true, s.closeLinger
 }
 
 // Resets is the number of resets (and aborted HTTP requests) done so far.
