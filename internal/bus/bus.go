@@ -375,7 +375,8 @@ const (
 )
 
 // Provision creates or updates every stream and bucket dtfleet uses. It is idempotent and safe to
-// run from every process at start-up. Both settings must be positive.
+// run from every process at start-up, all at the same moment (createOrUpdateStream says how).
+// Both settings must be positive.
 func (b *Bus) Provision(ctx context.Context, s Settings) error {
 	if s.LeaseTTL <= 0 || s.DedupeTTL <= 0 {
 		return fmt.Errorf("provisioning the bus: lease TTL %s and dedupe TTL %s must be positive", s.LeaseTTL, s.DedupeTTL)
