@@ -375,7 +375,8 @@ const (
 )
 
 // Provision creates or updates every stream and bucket dtfleet uses. It is idempotent and safe to
-// run from every process at start-up. Both settings must be positive.
+// run from every process at start-up, all at the same moment (createOrUpdateStream says how).
+// Both settings must be positive.
 func (b *Bus) Provision(ctx context.Context, s Settings) error {
 	if s.LeaseTTL <= 0 || s.DedupeTTL <= 0 {
 		return fmt.Errorf("provisioning the bus: lease TTL %s and dedupe TTL %s must be positive", s.LeaseTTL, s.DedupeTTL)
@@ -406,8 +407,7 @@ func (b *Bus) Provision(ctx context.Context, s Settings) error {
 	}}
 	for _, sc := range streams {
 		err := b.retryProvision(ctx, "stream "+sc.Name, func(ctx context.Context) error {
-			_, err := b.JS.CreateOrUpdateStream(ctx, sc)
-			return err
+			return createOrUpdateStream(ctx, b.JS, sc)
 		})
 		if err != nil {
 			return err
@@ -426,14 +426,41 @@ func (b *Bus) Provision(ctx context.Context, s Settings) error {
 		kc.Replicas = r
 		kc.Storage = jetstream.FileStorage
 		err := b.retryProvision(ctx, "KV bucket "+kc.Bucket, func(ctx context.Context) error {
-			_, err := b.JS.CreateOrUpdateKeyValue(ctx, kc)
-			return err
+			return createOrUpdateKeyValue(ctx, b.JS, kc)
 		})
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// createOrUpdateStream creates the stream sc, or updates it when it exists with another
+// configuration (an upgrade changed a setting). It asks for a create first, not an update as
+// nats.go's CreateOrUpdateStream does, because a fleet starts all at once and nats-server (2.15)
+// never answers an update of a clustered stream whose creation another process has just
+// proposed: the update is proposed on top of the in-flight assignment, only the stream's
+// leader answers it, and that leader is not elected yet; the requester waits out its whole
+// deadline. Concurrent identical creates are answered, every one of them, and a create of an
+// existing stream with the same configuration is answered with that stream, so creating first
+// is idempotent and needs one request when nothing changed. An update is sent only after the
+// server said the stream exists with another configuration, when it has a leader to answer.
+func createOrUpdateStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
+	_, err := js.CreateStream(ctx, sc)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		_, err = js.UpdateStream(ctx, sc)
+	}
+	return err
+}
+
+// createOrUpdateKeyValue is createOrUpdateStream for a KV bucket (the stream KV_<bucket>), for
+// the same reason: nats.go's CreateOrUpdateKeyValue asks for an update first.
+func createOrUpdateKeyValue(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig) error {
+	_, err := js.CreateKeyValue(ctx, kc)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		_, err = js.UpdateKeyValue(ctx, kc)
+	}
+	return err
 }
 
 // Provisioning retries. A fleet starts all at once (docker compose up, a Kubernetes rollout):

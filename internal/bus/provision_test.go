@@ -11,6 +11,7 @@ import (
 
 	"github.com/dtfleet/dtfleet/internal/bus"
 	"github.com/dtfleet/dtfleet/internal/bustest"
+	"github.com/dtfleet/dtfleet/proto"
 )
 
 // startingCluster is a JetStream whose first create-or-update requests fail the way a cluster
@@ -33,18 +34,18 @@ func (s *startingCluster) fail() error {
 	}
 }
 
-func (s *startingCluster) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+func (s *startingCluster) CreateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	if err := s.fail(); err != nil {
 		return nil, err
 	}
-	return s.JetStream.CreateOrUpdateStream(ctx, cfg)
+	return s.JetStream.CreateStream(ctx, cfg)
 }
 
-func (s *startingCluster) CreateOrUpdateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+func (s *startingCluster) CreateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	if err := s.fail(); err != nil {
 		return nil, err
 	}
-	return s.JetStream.CreateOrUpdateKeyValue(ctx, cfg)
+	return s.JetStream.CreateKeyValue(ctx, cfg)
 }
 
 // TestProvisionRetriesAStartingCluster: a fleet started all at once meets a cluster that times
@@ -88,6 +89,36 @@ func TestProvisionStopsOnAConfigurationError(t *testing.T) {
 
 type refusing struct{ jetstream.JetStream }
 
-func (refusing) CreateOrUpdateStream(context.Context, jetstream.StreamConfig) (jetstream.Stream, error) {
+func (refusing) CreateStream(context.Context, jetstream.StreamConfig) (jetstream.Stream, error) {
 	return nil, &jetstream.APIError{Code: 500, ErrorCode: 10074, Description: "replicas > 1 not supported in non-clustered mode"}
+}
+
+// TestProvisionUpdatesAStreamWithAnotherConfiguration: provisioning creates first (see
+// createOrUpdateStream), and a stream that exists with other settings (one an older version
+// created) is updated to the current ones, not refused.
+func TestProvisionUpdatesAStreamWithAnotherConfiguration(t *testing.T) {
+	t.Parallel()
+	b := bustest.New(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s, err := b.JS.Stream(ctx, proto.StreamWork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := s.CachedInfo().Config
+	want := old.Duplicates
+	old.Duplicates = time.Minute
+	if _, err := b.JS.UpdateStream(ctx, old); err != nil {
+		t.Fatalf("setting another duplicates window: %v", err)
+	}
+	if err := b.Provision(ctx, bus.Settings{LeaseTTL: 10 * time.Second, DedupeTTL: time.Hour}); err != nil {
+		t.Fatalf("Provision over another configuration: %v", err)
+	}
+	info, err := b.JS.Stream(ctx, proto.StreamWork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.CachedInfo().Config.Duplicates; got != want || want == time.Minute {
+		t.Fatalf("stream %s duplicates window = %s after provisioning, want %s", proto.StreamWork, got, want)
+	}
 }
