@@ -60,7 +60,8 @@ type Options struct {
 	ID string
 	// Fetchers per input name; nil builds darktrace clients from the config, limited fleet-wide.
 	Fetchers map[string]Fetcher
-	// AckWait is the work consumer's AckWait (default 60s); in-progress acks go every AckWait/3.
+	// AckWait is the work consumer's AckWait (default DefaultAckWait); in-progress acks go every
+	// AckWait/3.
 	AckWait time.Duration
 	// ShutdownGrace is how long in-flight slots may finish after ctx ends (default 10s).
 	ShutdownGrace time.Duration
@@ -76,6 +77,15 @@ const (
 	sortBudget = 16 << 20
 	sortFloor  = 256 << 10
 )
+
+// DefaultAckWait is how long a work item a worker took may go without an ack or an in-progress
+// ack before JetStream gives it to another worker. A live worker sends an in-progress ack every
+// third of it for as long as it holds the item, so only a worker that died (killed, its host or
+// network gone) waits it out; while it runs, every lane with a slot that worker held is stopped
+// at that slot, since the shipper delivers in order. 15 s keeps that stop short; it was 60 s.
+// A worker cut off from NATS for longer loses its items to others, which is safe: attempts of a
+// slot are told apart and only one is delivered.
+const DefaultAckWait = 15 * time.Second
 
 // heartbeatPeriod is how often a worker writes its heartbeat; the heartbeats bucket's TTL (30 s,
 // internal/bus) is several periods, so one slow write does not make a live worker vanish.
@@ -144,7 +154,7 @@ func New(ep Endpoints, cfg *config.Config, opts Options) (*Worker, error) {
 		opts.ID = "worker-" + uuid.NewString()
 	}
 	if opts.AckWait <= 0 {
-		opts.AckWait = 60 * time.Second
+		opts.AckWait = DefaultAckWait
 	}
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 10 * time.Second
