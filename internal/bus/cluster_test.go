@@ -5,79 +5,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/dtfleet/dtfleet/internal/bus"
+	"github.com/dtfleet/dtfleet/internal/bustest"
 	"github.com/dtfleet/dtfleet/internal/config"
 	"github.com/dtfleet/dtfleet/internal/logtest"
 	"github.com/dtfleet/dtfleet/proto"
 )
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// startCluster starts a fresh 3-node JetStream cluster in this process, fsyncing every write
-// like deployments/nats/*.conf, and returns its client URLs once every node is current with a
-// meta leader: the state the chaos suite's role processes meet when they start.
+// startCluster starts a fresh 3-node cluster (bustest.Cluster) and returns its client URLs.
 func startCluster(t *testing.T) string {
 	t.Helper()
-	ports := []int{freePort(t), freePort(t), freePort(t)}
-	var routes []*url.URL
-	for _, p := range ports {
-		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", p)})
-	}
-	var srvs []*server.Server
 	var urls []string
-	for i, p := range ports {
-		s, err := server.NewServer(&server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Host:       "127.0.0.1", Port: -1,
-			JetStream: true, StoreDir: t.TempDir(), SyncAlways: true,
-			JetStreamMaxMemory: 64 << 20, JetStreamMaxStore: 1 << 40, // a limit, not an allocation: the results stream reserves 8 GiB
-			Cluster: server.ClusterOpts{Name: "dtfleet-bus-test", Host: "127.0.0.1", Port: p},
-			Routes:  routes,
-			NoLog:   true, NoSigs: true,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-		srvs = append(srvs, s)
-	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		ready, leader := 0, false
-		for _, s := range srvs {
-			if s.ReadyForConnections(10*time.Millisecond) && s.JetStreamIsClustered() && s.JetStreamIsCurrent() {
-				ready++
-			}
-			leader = leader || s.JetStreamIsLeader()
-		}
-		if ready == len(srvs) && leader {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the NATS cluster did not form within a minute")
-		}
-		time.Sleep(20 * time.Millisecond) // polling the servers' state; there is nothing to wait on
-	}
-	for _, s := range srvs {
+	for _, s := range bustest.Cluster(t) {
 		urls = append(urls, s.ClientURL())
 	}
 	return strings.Join(urls, ",")

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/dtfleet/dtfleet/internal/bustest"
 	"github.com/dtfleet/dtfleet/proto"
 )
 
@@ -235,17 +236,6 @@ func (m *member) kill() error {
 	return nil
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // cluster is a 3-node JetStream cluster of nats-server processes, each with its own store
 // directory and fsync on every write.
 type cluster struct {
@@ -260,8 +250,8 @@ func startCluster(t *testing.T, dir, natsServer string) *cluster {
 	c := &cluster{}
 	var clientPorts, routePorts []int
 	for range 3 {
-		clientPorts = append(clientPorts, freePort(t))
-		routePorts = append(routePorts, freePort(t))
+		clientPorts = append(clientPorts, bustest.FreePort(t))
+		routePorts = append(routePorts, bustest.FreePort(t))
 	}
 	var routes []string
 	for _, p := range routePorts {
