@@ -23,9 +23,11 @@ import (
 // delivery of the batch is unconfirmed.
 var ErrNoEOF = errors.New("no EOF from the server after the half-close")
 
-// ErrClosedEarly is wrapped when the server ended its side of the connection before the client
-// half-closed it: the server stopped reading at some point of the batch, so its EOF confirms
-// nothing and the batch is sent again.
+// ErrClosedEarly is wrapped when the server ended its side of the connection before it had the
+// whole batch: its EOF arrived before the client half-closed, or (on Linux) after it but without
+// acknowledging the client's FIN, or the server reset the connection after its EOF. The server
+// stopped reading at some point of the batch, so its EOF confirms nothing and the batch is sent
+// again.
 var ErrClosedEarly = errors.New("the server closed the connection before the whole batch was sent")
 
 const (
